@@ -1,0 +1,374 @@
+#pragma once
+/// \file activations.hpp
+/// Activation types.  Each provides, as templates over the scalar type,
+///   value(z)       φ(z),
+///   derivative(z)  φ'(z) (in closed form, never by finite differences),
+///   name()         the name the command-line tool uses,
+/// and, where one exists, the closed-form dual
+///   dual(q1, c, q2) -> Dual{ E[φ(u)φ(v)], E[φ'(u)φ'(v)] },  (u, v) ~ N(0, [[q1, c], [c, q2]]).
+/// `has_closed_form_dual<Phi, Scalar>` tells at compile time whether a type has one.  Any type with
+/// value() and derivative() works everywhere through Gauss–Hermite quadrature (dual.hpp).
+///
+/// The closed forms are exact for all q1, q2 >= 0 and |c| <= sqrt(q1 q2) (correlations are clamped
+/// into [-1, 1]); the derivation sources are listed in REFERENCE.md §1b.
+
+#include <cmath>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "errors.hpp"
+#include "quadrature.hpp"
+
+namespace ntk {
+
+/// The pair (L^φ, L^φ') of a 2x2 covariance: t = E[φ(u)φ(v)], t_dot = E[φ'(u)φ'(v)].
+template <class Scalar>
+struct Dual {
+  Scalar t;
+  Scalar t_dot;
+};
+
+namespace detail {
+
+template <class Scalar>
+inline constexpr Scalar pi_v = static_cast<Scalar>(3.141592653589793238462643383279502884L);
+
+/// ρ = c / sqrt(q1 q2) clamped into [-1, 1]; 0 when a variance vanishes.
+template <class Scalar>
+Scalar correlation(Scalar q1, Scalar c, Scalar q2, Scalar root_q1q2) {
+  (void)q1;
+  (void)q2;
+  if (!(root_q1q2 > 0)) return 0;
+  const Scalar rho = c / root_q1q2;
+  return rho > 1 ? Scalar(1) : (rho < -1 ? Scalar(-1) : rho);
+}
+
+/// Values h_0(z), ..., h_n(z) of the normalized probabilists' Hermite polynomials.
+template <class Scalar>
+void hermite_values(Scalar z, std::size_t n, Scalar* out) {
+  out[0] = 1;
+  if (n >= 1) out[1] = z;
+  for (std::size_t k = 1; k < n; ++k)
+    out[k + 1] = (z * out[k] - std::sqrt(static_cast<Scalar>(k)) * out[k - 1]) /
+                 std::sqrt(static_cast<Scalar>(k + 1));
+}
+
+/// The dual of φ(z) = a min(z, 0) + b max(z, 0) (arc-cosine kernel of degree 1 and 0).
+template <class Scalar>
+Dual<Scalar> piecewise_linear_dual(Scalar a, Scalar b, Scalar q1, Scalar c, Scalar q2) {
+  const Scalar root = std::sqrt(q1) * std::sqrt(q2);
+  const Scalar rho = correlation(q1, c, q2, root);
+  const Scalar theta = std::acos(rho);
+  const Scalar sin_theta = std::sqrt((1 - rho) * (1 + rho));
+  const Scalar jump = (a - b) * (a - b) / (2 * pi_v<Scalar>);
+  const Scalar t_dot = (a * a + b * b) / 2 - jump * theta;
+  return {jump * root * sin_theta + t_dot * rho * root, t_dot};
+}
+
+}  // namespace detail
+
+/// Compile-time test for a closed-form dual: `phi.dual(q1, c, q2)` returning Dual<Scalar>.
+template <class Phi, class Scalar, class = void>
+struct has_closed_form_dual : std::false_type {};
+template <class Phi, class Scalar>
+struct has_closed_form_dual<
+    Phi, Scalar,
+    std::void_t<decltype(std::declval<const Phi&>().dual(Scalar(), Scalar(), Scalar()))>>
+    : std::true_type {};
+template <class Phi, class Scalar>
+inline constexpr bool has_closed_form_dual_v = has_closed_form_dual<Phi, Scalar>::value;
+
+/// Compile-time test for the activation contract: value(z) and derivative(z).
+template <class Phi, class Scalar, class = void>
+struct is_activation : std::false_type {};
+template <class Phi, class Scalar>
+struct is_activation<Phi, Scalar,
+                     std::void_t<decltype(std::declval<const Phi&>().value(Scalar())),
+                                 decltype(std::declval<const Phi&>().derivative(Scalar()))>>
+    : std::true_type {};
+
+/// Leaky ReLU φ(z) = max(z, 0) + slope min(z, 0); slope = 0 is ReLU, slope = -1 is |z|.
+struct LeakyRelu {
+  double slope = 0.01;
+  std::string name() const { return "leaky_relu:" + std::to_string(slope); }
+  template <class S>
+  S value(S z) const { return z > 0 ? z : static_cast<S>(slope) * z; }
+  template <class S>
+  S derivative(S z) const { return z > 0 ? S(1) : static_cast<S>(slope); }
+  template <class S>
+  Dual<S> dual(S q1, S c, S q2) const {
+    return detail::piecewise_linear_dual(static_cast<S>(slope), S(1), q1, c, q2);
+  }
+  /// E[φ(Z)], E[φ'(Z)] for Z ~ N(0, 1), exact.
+  template <class S>
+  std::pair<S, S> means() const {
+    const S a = static_cast<S>(slope);
+    return {(1 - a) / std::sqrt(2 * detail::pi_v<S>), (1 + a) / 2};
+  }
+};
+
+/// ReLU φ(z) = max(z, 0); dual: the arc-cosine kernels (Cho & Saul), exact.
+struct Relu {
+  std::string name() const { return "relu"; }
+  template <class S>
+  S value(S z) const { return z > 0 ? z : S(0); }
+  template <class S>
+  S derivative(S z) const { return z > 0 ? S(1) : S(0); }
+  template <class S>
+  Dual<S> dual(S q1, S c, S q2) const { return detail::piecewise_linear_dual(S(0), S(1), q1, c, q2); }
+  template <class S>
+  std::pair<S, S> means() const { return {1 / std::sqrt(2 * detail::pi_v<S>), S(0.5)}; }
+};
+
+/// φ(z) = |z|; dual exact.
+struct Abs {
+  std::string name() const { return "abs"; }
+  template <class S>
+  S value(S z) const { return std::fabs(z); }
+  template <class S>
+  S derivative(S z) const { return z > 0 ? S(1) : (z < 0 ? S(-1) : S(0)); }
+  template <class S>
+  Dual<S> dual(S q1, S c, S q2) const { return detail::piecewise_linear_dual(S(-1), S(1), q1, c, q2); }
+  template <class S>
+  std::pair<S, S> means() const { return {std::sqrt(2 / detail::pi_v<S>), S(0)}; }
+};
+
+/// φ(z) = erf(scale z); dual: Williams (1997), exact.
+struct Erf {
+  double scale = 1;
+  std::string name() const { return "erf"; }
+  template <class S>
+  S value(S z) const { return std::erf(static_cast<S>(scale) * z); }
+  template <class S>
+  S derivative(S z) const {
+    const S b = static_cast<S>(scale);
+    return 2 * b / std::sqrt(detail::pi_v<S>) * std::exp(-b * b * z * z);
+  }
+  template <class S>
+  Dual<S> dual(S q1, S c, S q2) const {
+    const S b2 = static_cast<S>(scale * scale);
+    const S d1 = 1 + 2 * b2 * q1, d2 = 1 + 2 * b2 * q2;
+    const S root = std::sqrt(d1) * std::sqrt(d2);
+    S arg = 2 * b2 * c / root;
+    arg = arg > 1 ? S(1) : (arg < -1 ? S(-1) : arg);
+    const S det = (1 - arg) * (1 + arg) * root * root;  // d1 d2 - 4 b^4 c^2, without cancellation
+    return {2 / detail::pi_v<S> * std::asin(arg), 4 * b2 / detail::pi_v<S> / std::sqrt(det)};
+  }
+};
+
+/// φ(z) = tanh(z); no closed-form dual (quadrature).
+struct Tanh {
+  std::string name() const { return "tanh"; }
+  template <class S>
+  S value(S z) const { return std::tanh(z); }
+  template <class S>
+  S derivative(S z) const {
+    const S t = std::tanh(z);
+    return (1 - t) * (1 + t);
+  }
+};
+
+/// The centered logistic φ(z) = 1/(1 + e^{-z}) - 1/2 = tanh(z/2)/2; no closed-form dual.
+struct Sigmoid {
+  std::string name() const { return "sigmoid"; }
+  template <class S>
+  S value(S z) const { return std::tanh(z / 2) / 2; }
+  template <class S>
+  S derivative(S z) const {
+    const S t = std::tanh(z / 2);
+    return (1 - t) * (1 + t) / 4;
+  }
+};
+
+/// φ(z) = log(1 + e^z); no closed-form dual.
+struct Softplus {
+  std::string name() const { return "softplus"; }
+  template <class S>
+  S value(S z) const { return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z)); }
+  template <class S>
+  S derivative(S z) const { return z > 0 ? 1 / (1 + std::exp(-z)) : std::exp(z) / (1 + std::exp(z)); }
+};
+
+/// GELU φ(z) = z Φ(z); dual exact (Tsuchida et al. 2020).
+struct Gelu {
+  std::string name() const { return "gelu"; }
+  template <class S>
+  S value(S z) const { return z * std::erfc(-z / std::sqrt(S(2))) / 2; }
+  template <class S>
+  S derivative(S z) const {
+    return std::erfc(-z / std::sqrt(S(2))) / 2 +
+           z * std::exp(-z * z / 2) / std::sqrt(2 * detail::pi_v<S>);
+  }
+  template <class S>
+  Dual<S> dual(S q1, S c, S q2) const {
+    const S pi = detail::pi_v<S>;
+    const S p1 = 1 + q1, p2 = 1 + q2;
+    const S limit = std::sqrt(q1) * std::sqrt(q2);
+    c = c > limit ? limit : (c < -limit ? -limit : c);
+    const S delta = std::sqrt(p1 * p2 - c * c);
+    const S gamma = std::atan2(c, delta);
+    const S t = c / 4 + (c * gamma + (c * c + q1 * q2 * delta * delta) / (p1 * p2 * delta)) / (2 * pi);
+    const S t_dot = S(0.25) + gamma / (2 * pi) +
+                    c / (2 * pi * delta) * (1 / (delta * delta) + (1 - q1 * q2) / (p1 * p2) + 1);
+    return {t, t_dot};
+  }
+};
+
+/// φ(z) = z; dual exact.
+struct Identity {
+  std::string name() const { return "identity"; }
+  template <class S>
+  S value(S z) const { return z; }
+  template <class S>
+  S derivative(S) const { return S(1); }
+  template <class S>
+  Dual<S> dual(S q1, S c, S q2) const {
+    const S limit = std::sqrt(q1) * std::sqrt(q2);
+    return {c > limit ? limit : (c < -limit ? -limit : c), S(1)};
+  }
+  template <class S>
+  std::pair<S, S> means() const { return {S(0), S(1)}; }
+};
+
+/// φ(z) = sin(z); dual exact.
+struct Sin {
+  std::string name() const { return "sin"; }
+  template <class S>
+  S value(S z) const { return std::sin(z); }
+  template <class S>
+  S derivative(S z) const { return std::cos(z); }
+  template <class S>
+  Dual<S> dual(S q1, S c, S q2) const {
+    const S m = (q1 + q2) / 2;
+    const S plus = std::exp(c - m) / 2, minus = std::exp(-c - m) / 2;
+    return {plus - minus, plus + minus};
+  }
+};
+
+/// φ(z) = cos(z); dual exact.
+struct Cos {
+  std::string name() const { return "cos"; }
+  template <class S>
+  S value(S z) const { return std::cos(z); }
+  template <class S>
+  S derivative(S z) const { return -std::sin(z); }
+  template <class S>
+  Dual<S> dual(S q1, S c, S q2) const {
+    const S m = (q1 + q2) / 2;
+    const S plus = std::exp(c - m) / 2, minus = std::exp(-c - m) / 2;
+    return {plus + minus, plus - minus};
+  }
+};
+
+/// A finite Hermite series φ(z) = Σ_k c_k h_k(z) with h_k = He_k / sqrt(k!) the normalized
+/// probabilists' Hermite polynomials (orthonormal under N(0, 1)); coefficients start at h_0.
+/// Dual exact: E[φ(u)φ(v)] = Σ_k a_k(q1) a_k(q2) ρ^k with a_k(q) = E[φ(sqrt(q) Z) h_k(Z)], each
+/// a_k(q) computed by a Gauss–Hermite rule that is exact for the polynomial integrand.
+class Hermite {
+ public:
+  Hermite() = default;
+  /// Throws std::invalid_argument for an empty or non-finite coefficient list.
+  explicit Hermite(std::vector<double> coefficients) : m_coefficients(std::move(coefficients)) {
+    if (m_coefficients.empty())
+      detail::fail<std::invalid_argument>("Hermite", "needs at least one coefficient (got 0)");
+    for (std::size_t k = 0; k < m_coefficients.size(); ++k)
+      if (!std::isfinite(m_coefficients[k]))
+        detail::fail<std::domain_error>("Hermite", "coefficient ", k, " is not finite (got ",
+                                        m_coefficients[k], ")");
+    m_derivative.resize(m_coefficients.size() > 1 ? m_coefficients.size() - 1 : 1, 0.0);
+    for (std::size_t k = 1; k < m_coefficients.size(); ++k)
+      m_derivative[k - 1] = std::sqrt(static_cast<double>(k)) * m_coefficients[k];
+  }
+  const std::vector<double>& coefficients() const { return m_coefficients; }
+  std::string name() const {
+    std::string s = "hermite:";
+    for (std::size_t k = 0; k < m_coefficients.size(); ++k)
+      s += (k ? "," : "") + std::to_string(m_coefficients[k]);
+    return s;
+  }
+  template <class S>
+  S value(S z) const { return evaluate(m_coefficients, z); }
+  template <class S>
+  S derivative(S z) const { return evaluate(m_derivative, z); }
+  template <class S>
+  Dual<S> dual(S q1, S c, S q2) const {
+    const S root = std::sqrt(q1) * std::sqrt(q2);
+    const S rho = detail::correlation(q1, c, q2, root);
+    return {series(m_coefficients, q1, rho, q2), series(m_derivative, q1, rho, q2)};
+  }
+
+ private:
+  template <class S>
+  static S evaluate(const std::vector<double>& coefficients, S z) {
+    S previous = 0, current = 1, sum = static_cast<S>(coefficients[0]);
+    for (std::size_t k = 0; k + 1 < coefficients.size(); ++k) {
+      const S next = (z * current - std::sqrt(static_cast<S>(k)) * previous) /
+                     std::sqrt(static_cast<S>(k + 1));
+      previous = current;
+      current = next;
+      sum += static_cast<S>(coefficients[k + 1]) * current;
+    }
+    return sum;
+  }
+  /// a_k(q) for k = 0..N: coefficients of z -> φ(sqrt(q) z) in the h_k basis (exact quadrature).
+  template <class S>
+  static std::vector<S> rescaled(const std::vector<double>& coefficients, S q) {
+    const std::size_t n = coefficients.size();
+    std::vector<S> a(n, S(0));
+    if (q == 1) {
+      for (std::size_t k = 0; k < n; ++k) a[k] = static_cast<S>(coefficients[k]);
+      return a;
+    }
+    const auto& rule = gauss_hermite<S>(static_cast<int>(n));
+    std::vector<S> h(n);
+    const S sd = std::sqrt(q);
+    for (std::size_t i = 0; i < n; ++i) {
+      const S z = rule.nodes()[i];
+      const S f = rule.weights()[i] * evaluate(coefficients, sd * z);
+      detail::hermite_values(z, n - 1, h.data());
+      for (std::size_t k = 0; k < n; ++k) a[k] += f * h[k];
+    }
+    return a;
+  }
+  template <class S>
+  static S series(const std::vector<double>& coefficients, S q1, S rho, S q2) {
+    const auto a1 = rescaled(coefficients, q1);
+    const auto a2 = q2 == q1 ? a1 : rescaled(coefficients, q2);
+    S sum = 0, power = 1;
+    for (std::size_t k = 0; k < a1.size(); ++k, power *= rho) sum += a1[k] * a2[k] * power;
+    return sum;
+  }
+
+  std::vector<double> m_coefficients{0.0, 1.0};
+  std::vector<double> m_derivative{1.0};
+};
+
+/// The Bayes-optimal activation of Radhakrishnan, Belkin & Uhler for sphere dimension d >= 2
+/// (lecture eq. 32): φ = 2^{-d/4} h_3 + sqrt(1 - 2^{1-d/2}) h_2 + 2^{-d/4} h_1, whose unit-variance
+/// dual is ψ(ρ) = 2^{-d/2} ρ + (1 - 2^{1-d/2}) ρ^2 + 2^{-d/2} ρ^3.  Dual exact.
+class OptimalActivation : public Hermite {
+ public:
+  /// Throws std::invalid_argument unless d >= 2.
+  explicit OptimalActivation(double d = 2) : Hermite(coefficients_for(d)), m_dimension(d) {}
+  double dimension() const { return m_dimension; }
+  std::string name() const {
+    std::string s = std::to_string(m_dimension);
+    s.erase(s.find_last_not_of('0') + 1);
+    if (!s.empty() && s.back() == '.') s.pop_back();
+    return "opt:" + s;
+  }
+
+ private:
+  static std::vector<double> coefficients_for(double d) {
+    if (!(d >= 2) || !std::isfinite(d))
+      detail::fail<std::invalid_argument>("OptimalActivation", "dimension d must be >= 2 (got ", d,
+                                          ")");
+    const double outer = std::pow(2.0, -d / 4);
+    return {0.0, outer, std::sqrt(1 - std::pow(2.0, 1 - d / 2)), outer};
+  }
+  double m_dimension;
+};
+
+}  // namespace ntk

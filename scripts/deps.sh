@@ -1,0 +1,33 @@
+# Sourced by scripts/test and scripts/demo: installs the Debian packages that are missing,
+# with apt-get as root or through sudo, or stops with one line naming them.
+ntk_ensure_packages() {
+  local missing=() package
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
+      missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local run=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      run=(sudo)
+    else
+      echo "$(basename "$0"): missing packages: ${missing[*]} (install them with: sudo apt-get install ${missing[*]})" >&2
+      exit 1
+    fi
+  fi
+  echo "$(basename "$0"): installing ${missing[*]}" >&2
+  "${run[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  "${run[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+}
+
+NTK_BASE_PACKAGES=(cmake g++ make libeigen3-dev catch2 libbenchmark-dev)
+
+# Configures (once) and builds build/ in Release with -Werror.
+ntk_build() {
+  if [ ! -f build/CMakeCache.txt ]; then
+    cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DNTK_WERROR=ON "$@" >/dev/null
+  fi
+  cmake --build build -j "$(nproc)"
+}

@@ -1,0 +1,243 @@
+#include <ntk/activations.hpp>
+#include <ntk/dual.hpp>
+
+#include <array>
+#include <limits>
+#include <cmath>
+#include <stdexcept>
+
+#include "catch_shim.hpp"
+#include "test_config.hpp"
+
+namespace {
+
+struct Cov {
+  double q1, c, q2;
+};
+// REFERENCE.md T3: C1..C6.
+const std::array<Cov, 6> covariances = {{{1, 0.5, 1},
+                                         {1, 0.999999, 1},
+                                         {2, 0.3, 0.5},
+                                         {1, -0.7, 1},
+                                         {4, 1.999998, 1},
+                                         {0.25, 0.1, 3}}};
+using Row = std::array<double, 6>;
+struct Reference {
+  Row t, t_dot;
+};
+const Reference relu_ref{
+    {0.3044988905221147, 0.4999995001500527, 0.2413721419177438, 0.02504520462663584,
+     0.9999990003001055, 0.1637521304356583},
+    {0.3333333333333333, 0.4997749209022041, 0.2984933420103391, 0.1265916555533175,
+     0.4997749209022041, 0.2684187160224407}};
+const Reference erf_ref{
+    {0.2163468959387855, 0.464558484987733, 0.1215268484242327, -0.3090904364961548,
+     0.5592877282402361, 0.03931801622916137},
+    {0.450158158078553, 0.5694095792064883, 0.4100828448683661, 0.4798702088783481,
+     0.3838956087097511, 0.3936808379001586}};
+const Reference tanh_ref{
+    {0.1863244132034481, 0.3942940259950888, 0.1051207171106778, -0.2651267300890204,
+     0.4931292553186718, 0.03395050714541042},
+    {0.3847470284410389, 0.4644026022449742, 0.3539544919709578, 0.4049793958684568,
+     0.3214424430857563, 0.33987189297962}};
+const Reference sigmoid_ref{
+    {0.02142832563170528, 0.04337899102185398, 0.01225151964000915, -0.03011318981375213,
+     0.06468386204787253, 0.003879651670861472},
+    {0.04319002046226165, 0.04483623660883143, 0.040941010511275, 0.04369020308863463,
+     0.03471038710638329, 0.03880635246659744}};
+const Reference gelu_ref{
+    {0.2272949150219915, 0.4252210267195709, 0.1575631534341278, -0.0502129299227318,
+     0.899881201998416, 0.07918327693417112},
+    {0.3422672424594431, 0.4558505899849875, 0.300475688985942, 0.1166836346431879,
+     0.4715989705454855, 0.26602879791888}};
+const Reference sin_ref{
+    {0.1917002497821018, 0.4323317907142682, 0.08724652481387907, -0.2790673483144916,
+     0.2977102139481347, 0.01972400254616722},
+    {0.4148304099305316, 0.5676672092862318, 0.2994944986406221, 0.4617508723672263,
+     0.3088192327043923, 0.1978970543190657}};
+
+template <class Phi>
+void check_against_reference(const Phi& phi, const Reference& ref, double tolerance,
+                             ntk::DualOptions options = {}) {
+  for (std::size_t i = 0; i < covariances.size(); ++i) {
+    const auto& cv = covariances[i];
+    const auto d = ntk::dual(phi, cv.q1, cv.c, cv.q2, options);
+    INFO(phi.name() << " C" << i + 1);
+    CHECK(ntk_test::relative_error(d.t, ref.t[i]) <= tolerance);
+    CHECK(ntk_test::relative_error(d.t_dot, ref.t_dot[i]) <= tolerance);
+  }
+}
+
+template <class Phi>
+void check_closed_form_against_quadrature(const Phi& phi, double tolerance, int order) {
+  static_assert(ntk::has_closed_form_dual_v<Phi, double>, "needs a closed form");
+  ntk::DualOptions forced;
+  forced.force_quadrature = true;
+  forced.quadrature_order = order;
+  for (const auto& cv : covariances) {
+    const auto exact = ntk::dual(phi, cv.q1, cv.c, cv.q2);
+    const auto quad = ntk::dual(phi, cv.q1, cv.c, cv.q2, forced);
+    INFO(phi.name() << " at (" << cv.q1 << ", " << cv.c << ", " << cv.q2 << ")");
+    CHECK(std::fabs(exact.t - quad.t) <= tolerance * std::max(1.0, std::fabs(exact.t)));
+    CHECK(std::fabs(exact.t_dot - quad.t_dot) <= tolerance * std::max(1.0, std::fabs(exact.t_dot)));
+  }
+}
+
+// A user-defined activation: a shifted, scaled sine with no closed form declared.
+struct ShiftedSine {
+  std::string name() const { return "shifted_sine"; }
+  template <class S>
+  S value(S z) const { return S(1.5) * std::sin(S(1.3) * z + S(0.4)); }
+  template <class S>
+  S derivative(S z) const { return S(1.95) * std::cos(S(1.3) * z + S(0.4)); }
+};
+
+}  // namespace
+
+TEST_CASE("Closed-form duals match REFERENCE.md T3 to 1e-12 (ReLU, erf, GELU, sin)", "[dual]") {
+  check_against_reference(ntk::Relu{}, relu_ref, 1e-12);
+  check_against_reference(ntk::Erf{}, erf_ref, 1e-12);
+  check_against_reference(ntk::Gelu{}, gelu_ref, 1e-12);
+  check_against_reference(ntk::Sin{}, sin_ref, 1e-12);
+}
+
+TEST_CASE("Tanh and centered sigmoid by adaptive quadrature match T3 to 1e-10", "[dual]") {
+  static_assert(!ntk::has_closed_form_dual_v<ntk::Tanh, double>, "tanh has no closed form");
+  check_against_reference(ntk::Tanh{}, tanh_ref, 1e-10);
+  check_against_reference(ntk::Sigmoid{}, sigmoid_ref, 1e-10);
+}
+
+TEST_CASE("Smooth closed forms agree with forced quadrature to 1e-12", "[dual]") {
+  check_closed_form_against_quadrature(ntk::Erf{}, 1e-12, 512);
+  check_closed_form_against_quadrature(ntk::Gelu{}, 1e-12, 256);
+  check_closed_form_against_quadrature(ntk::Sin{}, 1e-13, 64);
+  check_closed_form_against_quadrature(ntk::Cos{}, 1e-13, 64);
+  check_closed_form_against_quadrature(ntk::Identity{}, 1e-13, 8);
+  check_closed_form_against_quadrature(ntk::Hermite({0.3, -0.2, 0.5, 0.1, 0.05}), 1e-12, 16);
+  check_closed_form_against_quadrature(ntk::OptimalActivation(4), 1e-12, 16);
+  check_closed_form_against_quadrature(ntk::OptimalActivation(2.5), 1e-12, 16);
+}
+
+TEST_CASE("Kinked closed forms: REFERENCE.md T7 values and quadrature within its algebraic error",
+          "[dual]") {
+  const auto leaky = ntk::dual(ntk::LeakyRelu{0.1}, 2.0, 0.3, 0.5);
+  CHECK(ntk_test::relative_error(leaky.t, 0.22551143495337249) <= 1e-13);
+  CHECK(ntk_test::relative_error(leaky.t_dot, 0.34177960702837471) <= 1e-13);
+  const auto erf08 = ntk::dual(ntk::Erf{0.8}, 2.0, 0.3, 0.5);
+  CHECK(ntk_test::relative_error(erf08.t, 0.10160374143310586) <= 1e-13);
+  CHECK(ntk_test::relative_error(erf08.t_dot, 0.34158432774220137) <= 1e-13);
+  // Abs: E|u||v| at unit variances is (2/π)(sqrt(1-ρ²) + ρ asin ρ); E[sign u sign v] = (2/π) asin ρ.
+  const double rho = 0.5, pi = 3.141592653589793;
+  const auto abs = ntk::dual(ntk::Abs{}, 1.0, rho, 1.0);
+  CHECK(ntk_test::relative_error(abs.t, 2 / pi * (std::sqrt(1 - rho * rho) + rho * std::asin(rho))) <= 1e-14);
+  CHECK(ntk_test::relative_error(abs.t_dot, 2 / pi * std::asin(rho)) <= 1e-14);
+  // Quadrature converges only algebraically for kinks (REFERENCE.md T6): measured, loosely bounded.
+  ntk::DualOptions forced;
+  forced.force_quadrature = true;
+  forced.quadrature_order = 256;
+  const auto quad = ntk::dual(ntk::Relu{}, 1.0, 0.5, 1.0, forced);
+  CHECK(ntk_test::relative_error(quad.t, relu_ref.t[0]) <= 2e-3);
+  CHECK(ntk_test::relative_error(quad.t_dot, relu_ref.t_dot[0]) <= 2e-2);
+}
+
+TEST_CASE("Hermite and phi_opt duals: Mehler series at unit variance, REFERENCE.md psi(0.3)", "[dual]") {
+  const ntk::Hermite h({0.2, 0.5, -0.4, 0.3});
+  const double rho = -0.35;
+  const double expected = 0.04 + 0.25 * rho + 0.16 * rho * rho + 0.09 * rho * rho * rho;
+  CHECK(ntk::dual(h, 1.0, rho, 1.0).t == Approx(expected).epsilon(1e-14));
+  // psi'(rho) = sum (k+1) a_{k+1}^2 rho^k
+  CHECK(ntk::dual(h, 1.0, rho, 1.0).t_dot ==
+        Approx(0.25 + 2 * 0.16 * rho + 3 * 0.09 * rho * rho).epsilon(1e-14));
+  const std::array<std::pair<double, double>, 3> psi03 = {{{2, 0.1635}, {4, 0.12675}, {8, 0.0991875}}};
+  for (const auto& [d, value] : psi03) {
+    const ntk::OptimalActivation opt(d);
+    CHECK(ntk::dual(opt, 1.0, 0.3, 1.0).t == Approx(value).epsilon(1e-14));
+    CHECK(ntk::dual(opt, 1.0, 1.0, 1.0).t == Approx(1.0).epsilon(1e-14));      // E[phi^2] = 1
+    CHECK(ntk::dual(opt, 1.0, 1.0, 1.0).t_dot == Approx(2.0).epsilon(1e-14));  // B = 2
+  }
+  REQUIRE_THROWS_AS(ntk::OptimalActivation(1.5), std::invalid_argument);
+  REQUIRE_THROWS_AS(ntk::Hermite(std::vector<double>{}), std::invalid_argument);
+}
+
+TEST_CASE("Derivatives are exact: central differences agree", "[activations]") {
+  auto check = [](const auto& phi) {
+    for (double z : {-2.3, -0.7, 0.31, 1.9}) {
+      const double h = 1e-6;
+      const double numeric = (phi.value(z + h) - phi.value(z - h)) / (2 * h);
+      INFO(phi.name() << " at " << z);
+      CHECK(std::fabs(numeric - phi.derivative(z)) <= 1e-8 * std::max(1.0, std::fabs(numeric)));
+    }
+  };
+  check(ntk::Relu{});
+  check(ntk::LeakyRelu{0.2});
+  check(ntk::Abs{});
+  check(ntk::Erf{});
+  check(ntk::Tanh{});
+  check(ntk::Sigmoid{});
+  check(ntk::Gelu{});
+  check(ntk::Identity{});
+  check(ntk::Sin{});
+  check(ntk::Cos{});
+  check(ntk::Softplus{});
+  check(ntk::Hermite({0.1, 0.2, 0.3, 0.4}));
+  check(ntk::OptimalActivation(8));
+  CHECK(ntk::Sigmoid{}.value(0.7) == Approx(1 / (1 + std::exp(-0.7)) - 0.5).epsilon(1e-15));
+  CHECK(ntk::Softplus{}.value(800.0) == Approx(800.0));
+  CHECK(ntk::Softplus{}.value(-800.0) >= 0);
+}
+
+TEST_CASE("A user-defined activation works through quadrature (REFERENCE.md T7 sine)", "[dual]") {
+  static_assert(!ntk::has_closed_form_dual_v<ShiftedSine, double>, "no closed form declared");
+  const auto d = ntk::dual(ShiftedSine{}, 2.0, 0.3, 0.5);
+  CHECK(ntk_test::relative_error(d.t, 0.16879671538357267) <= 1e-12);
+  CHECK(ntk_test::relative_error(d.t_dot, 0.47823423775105092) <= 1e-12);
+}
+
+TEST_CASE("Price's theorem: dT/dc equals T_dot for tanh", "[dual]") {
+  const double h = 1e-5;
+  const auto up = ntk::dual(ntk::Tanh{}, 2.0, 0.3 + h, 0.5);
+  const auto down = ntk::dual(ntk::Tanh{}, 2.0, 0.3 - h, 0.5);
+  CHECK(std::fabs((up.t - down.t) / (2 * h) - 0.3539544919709578) <= 1e-9);
+}
+
+TEST_CASE("Duals: degenerate covariances, clamping, float and long double", "[dual]") {
+  // Perfect correlation equals the diagonal value; beyond it by round-off is clamped.
+  const auto diag = ntk::dual(ntk::Tanh{}, 1.0, 1.0, 1.0);
+  CHECK(diag.t == Approx(0.394294490397841).epsilon(1e-12));
+  CHECK(diag.t_dot == Approx(0.464402902448268).epsilon(1e-12));
+  const auto over = ntk::dual(ntk::Relu{}, 1.0, 1.0 + 1e-13, 1.0);
+  CHECK(over.t == Approx(0.5).epsilon(1e-15));
+  // Zero variances.
+  CHECK(ntk::dual(ntk::Relu{}, 0.0, 0.0, 2.0).t == 0);
+  CHECK(ntk::dual(ntk::Cos{}, 0.0, 0.0, 2.0).t == Approx(std::exp(-1.0)).epsilon(1e-14));
+  CHECK(ntk::dual(ntk::Softplus{}, 0.0, 0.0, 0.0).t == Approx(std::log(2.0) * std::log(2.0)));
+  // Other scalar types.
+  const auto f = ntk::dual(ntk::Erf{}, 1.0f, 0.5f, 1.0f);
+  CHECK(f.t == Approx(0.2163468959387855).epsilon(1e-6));
+  const auto ld = ntk::dual(ntk::Erf{}, 1.0L, 0.5L, 1.0L);
+  CHECK(std::fabs(static_cast<double>(ld.t) - 0.2163468959387855) <= 1e-16);
+  const auto ft = ntk::dual(ntk::Tanh{}, 1.0f, 0.5f, 1.0f);
+  CHECK(ft.t == Approx(0.1863244132034481).epsilon(1e-5));
+  // Bad input.
+  REQUIRE_THROWS_AS(ntk::dual(ntk::Relu{}, -1.0, 0.0, 1.0), std::invalid_argument);
+  REQUIRE_THROWS_AS(ntk::dual(ntk::Relu{}, 1.0, 2.0, 1.0), std::invalid_argument);
+  REQUIRE_THROWS_AS(ntk::dual(ntk::Relu{}, 1.0, std::numeric_limits<double>::infinity(), 1.0), std::domain_error);
+  ntk::DualOptions bad;
+  bad.quadrature_order = -1;
+  REQUIRE_THROWS_AS(ntk::dual(ntk::Tanh{}, 1.0, 0.0, 1.0, bad), std::invalid_argument);
+}
+
+TEST_CASE("Dual table: interpolated tanh dual in the correlation matches quadrature to 1e-12", "[dual]") {
+  const ntk::DualOptions options;
+  const double q = 1.3;
+  const ntk::detail::DualTable<double> table([&](double rho) {
+    return ntk::dual(ntk::Tanh{}, q, rho * q, q, options);
+  });
+  for (double rho = -1.0; rho <= 1.0; rho += 0.0123) {
+    const auto exact = ntk::dual(ntk::Tanh{}, q, rho * q, q, options);
+    const auto interpolated = table(rho);
+    INFO("rho " << rho);
+    CHECK(std::fabs(exact.t - interpolated.t) <= 1e-12);
+    CHECK(std::fabs(exact.t_dot - interpolated.t_dot) <= 1e-12);
+  }
+}

@@ -1,0 +1,20 @@
+#pragma once
+// Sizes of the expensive tests come from here, so the sanitizer run can shrink them
+// (NTK_TEST_SCALE, set by CMake; 1 in the normal suite).
+#include <algorithm>
+#include <cmath>
+
+#ifndef NTK_TEST_SCALE
+#define NTK_TEST_SCALE 1.0
+#endif
+
+namespace ntk_test {
+/// `full` scaled by NTK_TEST_SCALE, at least `minimum`.
+inline long scaled(long full, long minimum = 1) {
+  return std::max(minimum, static_cast<long>(std::lround(full * NTK_TEST_SCALE)));
+}
+/// Relative error |a - b| / max(|b|, tiny).
+inline double relative_error(double a, double b) {
+  return std::fabs(a - b) / std::max(std::fabs(b), 1e-300);
+}
+}  // namespace ntk_test
