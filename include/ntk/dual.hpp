@@ -151,8 +151,9 @@ class DualTable {
 #endif
     for (int index = 0; index < panels * m; ++index) {
       const int p = index / m, k = index % m;
-      const Scalar x = std::cos(pi * (k + Scalar(0.5)) / m);  // Chebyshev point on [-1, 1]
-      const Scalar a = -1 + Scalar(2) * p / panels, b = -1 + Scalar(2) * (p + 1) / panels;
+      const Scalar x = std::cos(pi * (static_cast<Scalar>(k) + Scalar(0.5)) / static_cast<Scalar>(m));  // Chebyshev point on [-1, 1]
+      const Scalar a = -1 + Scalar(2) * static_cast<Scalar>(p) / static_cast<Scalar>(panels),
+                   b = -1 + Scalar(2) * static_cast<Scalar>(p + 1) / static_cast<Scalar>(panels);
       const Dual<Scalar> value = f((a + b) / 2 + (b - a) / 2 * x);
       values[static_cast<std::size_t>(2 * index)] = value.t;
       values[static_cast<std::size_t>(2 * index + 1)] = value.t_dot;
@@ -161,11 +162,12 @@ class DualTable {
       for (int j = 0; j < m; ++j) {
         Scalar ct = 0, cd = 0;
         for (int k = 0; k < m; ++k) {
-          const Scalar basis = std::cos(pi * j * (k + Scalar(0.5)) / m);
+          const Scalar basis = std::cos(pi * static_cast<Scalar>(j) * (static_cast<Scalar>(k) + Scalar(0.5)) /
+                                        static_cast<Scalar>(m));
           ct += values[static_cast<std::size_t>(2 * (p * m + k))] * basis;
           cd += values[static_cast<std::size_t>(2 * (p * m + k) + 1)] * basis;
         }
-        const Scalar scale = (j == 0 ? Scalar(1) : Scalar(2)) / m;
+        const Scalar scale = (j == 0 ? Scalar(1) : Scalar(2)) / static_cast<Scalar>(m);
         m_t[static_cast<std::size_t>(p * m + j)] = ct * scale;
         m_t_dot[static_cast<std::size_t>(p * m + j)] = cd * scale;
       }
@@ -174,9 +176,9 @@ class DualTable {
   /// The interpolated dual at ρ (clamped into [-1, 1]).
   Dual<Scalar> operator()(Scalar rho) const {
     rho = rho > 1 ? Scalar(1) : (rho < -1 ? Scalar(-1) : rho);
-    int p = static_cast<int>((rho + 1) * (panels / Scalar(2)));
+    int p = static_cast<int>((rho + 1) * (static_cast<Scalar>(panels) / 2));
     p = p >= panels ? panels - 1 : p;
-    const Scalar x = (rho + 1) * panels - Scalar(2 * p + 1);  // local coordinate in [-1, 1]
+    const Scalar x = (rho + 1) * static_cast<Scalar>(panels) - static_cast<Scalar>(2 * p + 1);  // local coordinate in [-1, 1]
     const Scalar* ct = m_t.data() + p * (degree + 1);
     const Scalar* cd = m_t_dot.data() + p * (degree + 1);
     Scalar bt1 = 0, bt2 = 0, bd1 = 0, bd2 = 0;  // Clenshaw recurrences

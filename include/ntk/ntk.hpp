@@ -5,5 +5,7 @@
 #include "activations.hpp"
 #include "dual.hpp"
 #include "errors.hpp"
+#include "kernel.hpp"
+#include "layers.hpp"
 #include "quadrature.hpp"
 #include "version.hpp"

@@ -1,0 +1,506 @@
+#pragma once
+/// \file kernel.hpp
+/// Infinite-width NNGP Σ^L and NTK Θ^L Gram matrices (lecture eqs. 9–16; REFERENCE.md §1a):
+///   Σ^1 = σ_w² xᵀx'/d + σ_b²,  Σ^{l+1} = σ_w² L^φ(Σ^l) + σ_b²,  Θ^1 = Σ^1,
+///   Θ^{l+1} = Σ^{l+1} + σ_w² L^φ'(Σ^l) Θ^l.
+/// Data matrices hold one sample per row (n x d).  The output for a k-output network is
+/// Σ^L ⊗ I_k and Θ^L ⊗ I_k; these functions return the n1 x n2 factor.
+///
+/// Evaluation: the diagonal chains Σ^l(x, x) are computed first (O(n L)); then every entry runs the
+/// whole depth recursion in registers (no n x n temporary per layer).  The symmetric case computes
+/// one triangle.  Duals come from closed forms where the activation has one (exact); otherwise from
+/// Gauss–Hermite quadrature: when every input of a layer has the same variance (inputs with a
+/// common norm) the dual is tabulated once per layer as a piecewise Chebyshev series in the
+/// correlation (16 panels of degree 16, error <= 1e-12 for tanh), else each entry uses a product
+/// rule of the layer's adaptive order (accurate, but q² evaluations per entry).
+/// With OpenMP the rows are shared among threads; every entry is computed by the same arithmetic
+/// whatever the thread count, so results are identical.
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <stdexcept>
+#include <type_traits>
+#include <vector>
+
+#include "activations.hpp"
+#include "dual.hpp"
+#include "errors.hpp"
+#include "layers.hpp"
+#include "quadrature.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace ntk {
+
+/// Which Gram matrices to compute.
+enum class KernelKind { nngp, ntk, both };
+
+/// Options of the analytic kernels.
+struct KernelOptions {
+  DualOptions dual{};
+  /// Σ^0 = xᵀx'/d (lecture eq. 12, Neural Tangents) when true; xᵀx' (the deep-limit setting of
+  /// Radhakrishnan, Belkin & Uhler) when false.
+  bool divide_by_dimension = true;
+  /// Threads for OpenMP builds; 0 uses the OpenMP default.
+  int threads = 0;
+
+  void check(const char* function) const {
+    dual.check(function);
+    check_at_least(function, "threads", threads, 0);
+  }
+};
+
+/// Gram matrices; a member is empty when its kind was not requested.
+template <class Scalar>
+struct Kernels {
+  Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> nngp;
+  Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> ntk;
+};
+
+/// Σ^l, Σ̇^l = σ_w² L^φ'(Σ^{l-1}) (0 for the first layer) and Θ^l after affine layer l.
+template <class Scalar>
+struct LayerKernels {
+  Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> nngp, nngp_dot, ntk;
+};
+
+namespace detail {
+
+/// The dual of one activation layer, prepared for the variances that layer will see.
+template <class Phi, class Scalar>
+class LayerDual {
+ public:
+  LayerDual() = default;
+  LayerDual(const Phi& phi, const DualOptions& options, Scalar q_min, Scalar q_max)
+      : m_phi(&phi) {
+    if constexpr (has_closed_form_dual_v<Phi, Scalar>) {
+      if (!options.force_quadrature) {
+        m_mode = Mode::closed;
+        return;
+      }
+    }
+    const int order = options.quadrature_order > 0
+                          ? options.quadrature_order
+                          : adaptive_quadrature_order(static_cast<double>(q_max));
+    m_rule = &gauss_hermite<Scalar>(order);
+    m_mode = Mode::quadrature;
+    if (q_max > 0 && q_max - q_min <= Scalar(1e-13) * q_max) {
+      m_mode = Mode::table;
+      const Scalar q = (q_min + q_max) / 2;
+      m_table = DualTable<Scalar>([&](Scalar rho) {
+        return quadrature_dual(*m_phi, Covariance2<Scalar>{q, rho * q, q}, *m_rule);
+      });
+    }
+  }
+
+  /// (L^φ, L^φ') at [[qi, c], [c, qj]].
+  Dual<Scalar> cross(Scalar qi, Scalar c, Scalar qj) const {
+    if constexpr (has_closed_form_dual_v<Phi, Scalar>) {
+      if (m_mode == Mode::closed) return m_phi->dual(qi, c, qj);
+    }
+    const Scalar limit = std::sqrt(qi) * std::sqrt(qj);
+    if (m_mode == Mode::table) return m_table(limit > 0 ? c / limit : Scalar(0));
+    c = std::min(std::max(c, -limit), limit);
+    return quadrature_dual(*m_phi, Covariance2<Scalar>{qi, c, qj}, *m_rule);
+  }
+
+  /// (E[φ(√q Z)²], E[φ'(√q Z)²]).
+  Dual<Scalar> diagonal(Scalar q) const { return diagonal_dual(*m_phi, q, m_mode == Mode::closed); }
+
+  /// Exact closed form when allowed, else a 1-D rule of the adaptive order.
+  static Dual<Scalar> diagonal_dual(const Phi& phi, Scalar q, bool closed,
+                                    int order = 0) {
+    if constexpr (has_closed_form_dual_v<Phi, Scalar>) {
+      if (closed) return phi.dual(q, q, q);
+    }
+    const auto& rule = gauss_hermite<Scalar>(
+        order > 0 ? order : adaptive_quadrature_order(static_cast<double>(q)));
+    const Scalar sd = std::sqrt(q);
+    Scalar t = 0, t_dot = 0;
+    for (int i = 0; i < rule.order(); ++i) {
+      Scalar v, d;
+      value_and_derivative(phi, sd * rule.nodes()[static_cast<std::size_t>(i)], v, d);
+      t += rule.weights()[static_cast<std::size_t>(i)] * v * v;
+      t_dot += rule.weights()[static_cast<std::size_t>(i)] * d * d;
+    }
+    return {t, t_dot};
+  }
+
+ private:
+  enum class Mode { closed, table, quadrature };
+  const Phi* m_phi = nullptr;
+  Mode m_mode = Mode::closed;
+  const GaussHermiteRule<Scalar>* m_rule = nullptr;
+  DualTable<Scalar> m_table;
+};
+
+template <class Layer, class Scalar>
+struct StepFor {
+  using type = Dense;
+};
+template <class Phi, class Scalar>
+struct StepFor<Activation<Phi>, Scalar> {
+  using type = LayerDual<Phi, Scalar>;
+};
+
+/// Per-layer evaluation steps of an architecture: Dense stays Dense, Activation<Phi> becomes its
+/// prepared LayerDual.  Serial keeps a tuple, Mlp a vector; both visit steps in layer order.
+template <class Arch, class Scalar>
+class Steps;
+
+template <class Scalar, class... Layers>
+class Steps<Serial<Layers...>, Scalar> {
+ public:
+  template <class Make>
+  Steps(const Serial<Layers...>& arch, Make&& make) {
+    build(arch, make, std::index_sequence_for<Layers...>{});
+  }
+  template <class F>
+  void for_each(F&& f) const {
+    visit(f, std::index_sequence_for<Layers...>{});
+  }
+
+ private:
+  template <class Make, std::size_t... I>
+  void build(const Serial<Layers...>& arch, Make& make, std::index_sequence<I...>) {
+    ((std::get<I>(m_steps) = make(I, std::get<I>(arch.layers))), ...);
+  }
+  template <class F, std::size_t... I>
+  void visit(F& f, std::index_sequence<I...>) const {
+    (f(I, std::get<I>(m_steps)), ...);
+  }
+  std::tuple<typename StepFor<Layers, Scalar>::type...> m_steps;
+};
+
+template <class Phi, class Scalar>
+class Steps<Mlp<Phi>, Scalar> {
+ public:
+  template <class Make>
+  Steps(const Mlp<Phi>& arch, Make&& make) {
+    for (std::size_t l = 0; l < arch.dense.size(); ++l) {
+      m_dense.push_back(make(2 * l, arch.dense[l]));
+      if (l + 1 < arch.dense.size()) m_duals.push_back(make(2 * l + 1, arch.act));
+    }
+  }
+  template <class F>
+  void for_each(F&& f) const {
+    for (std::size_t l = 0; l < m_dense.size(); ++l) {
+      f(2 * l, m_dense[l]);
+      if (l < m_duals.size()) f(2 * l + 1, m_duals[l]);
+    }
+  }
+
+ private:
+  std::vector<Dense> m_dense;
+  std::vector<LayerDual<Phi, Scalar>> m_duals;
+};
+
+/// Variances Σ^l(x, x) at the input of every layer, per point: q[point * (layers + 1) + layer];
+/// the last slot of each point is the output NNGP variance; ntk holds the output Θ(x, x).
+template <class Scalar>
+struct DiagonalChains {
+  std::size_t layers = 0;
+  std::vector<Scalar> q;
+  std::vector<Scalar> ntk;
+  const Scalar* at(Eigen::Index point) const {
+    return q.data() + static_cast<std::size_t>(point) * (layers + 1);
+  }
+};
+
+/// Sets up the steps and diagonal chains of an architecture for two sets of inputs.
+template <class Arch, class Scalar>
+class KernelEngine {
+ public:
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+
+  template <class D1, class D2>
+  KernelEngine(const Arch& arch, const Eigen::MatrixBase<D1>& x1, const Eigen::MatrixBase<D2>& x2,
+               bool same_inputs, const KernelOptions& options)
+      : m_options(options), m_layers(arch.size()) {
+    const Scalar scale = options.divide_by_dimension ? Scalar(1) / static_cast<Scalar>(x1.cols())
+                                                     : Scalar(1);
+    m_chain1 = start_chain(x1, scale);
+    if (!same_inputs) m_chain2 = start_chain(x2, scale);
+    std::vector<DiagonalChains<Scalar>*> chains{&m_chain1};
+    if (!same_inputs) chains.push_back(&m_chain2);
+    // Walk the layers once, in order: propagate the diagonal chains and prepare each activation's
+    // dual for the range of variances it sees.
+    m_steps = std::make_unique<Steps<Arch, Scalar>>(arch, [&](std::size_t l, const auto& layer) {
+      using Layer = std::decay_t<decltype(layer)>;
+      const std::size_t stride = m_layers + 1;
+      if constexpr (std::is_same_v<Layer, Dense>) {
+        const Scalar w2 = static_cast<Scalar>(layer.sigma_w * layer.sigma_w);
+        const Scalar b2 = static_cast<Scalar>(layer.sigma_b * layer.sigma_b);
+        for (auto* chain : chains)
+          for (std::size_t p = 0; p < chain->ntk.size(); ++p) {
+            Scalar* q = chain->q.data() + p * stride;
+            q[l + 1] = w2 * q[l] + b2;
+            chain->ntk[p] = q[l + 1] + w2 * chain->ntk[p];
+          }
+        return layer;
+      } else {
+        Scalar lo = std::numeric_limits<Scalar>::max(), hi = 0;
+        for (auto* chain : chains)
+          for (std::size_t p = 0; p < chain->ntk.size(); ++p) {
+            lo = std::min(lo, chain->q[p * stride + l]);
+            hi = std::max(hi, chain->q[p * stride + l]);
+          }
+        LayerDual<decltype(layer.phi), Scalar> step(layer.phi, options.dual, lo, hi);
+        for (auto* chain : chains)
+          for (std::size_t p = 0; p < chain->ntk.size(); ++p) {
+            Scalar* q = chain->q.data() + p * stride;
+            const Dual<Scalar> d = step.diagonal(q[l]);
+            q[l + 1] = d.t;
+            chain->ntk[p] *= d.t_dot;
+          }
+        return step;
+      }
+    });
+  }
+
+  const DiagonalChains<Scalar>& chain1() const { return m_chain1; }
+  const DiagonalChains<Scalar>& chain2() const { return m_chain2.q.empty() ? m_chain1 : m_chain2; }
+  const Steps<Arch, Scalar>& steps() const { return *m_steps; }
+
+  /// The depth recursion for one pair, starting from the scaled inner product s; `record(l, s,
+  /// s_dot, k)` is called after every affine layer.
+  template <class Record>
+  void entry(Scalar s, const Scalar* qi, const Scalar* qj, Scalar& nngp, Scalar& ntk,
+             Record&& record) const {
+    Scalar k = 0, t_dot = 0;
+    m_steps->for_each([&](std::size_t l, const auto& step) {
+      if constexpr (std::is_same_v<std::decay_t<decltype(step)>, Dense>) {
+        const Scalar w2 = static_cast<Scalar>(step.sigma_w * step.sigma_w);
+        s = w2 * s + static_cast<Scalar>(step.sigma_b * step.sigma_b);
+        k = s + w2 * k;
+        record(l, s, w2 * t_dot, k);
+      } else {
+        const Dual<Scalar> d = step.cross(qi[l], s, qj[l]);
+        s = d.t;
+        k *= d.t_dot;
+        t_dot = d.t_dot;
+      }
+    });
+    nngp = s;
+    ntk = k;
+  }
+
+  Scalar input_scale(Eigen::Index d) const {
+    return m_options.divide_by_dimension ? Scalar(1) / static_cast<Scalar>(d) : Scalar(1);
+  }
+
+ private:
+  template <class D>
+  DiagonalChains<Scalar> start_chain(const Eigen::MatrixBase<D>& x, Scalar scale) const {
+    DiagonalChains<Scalar> chain;
+    chain.layers = m_layers;
+    chain.q.assign(static_cast<std::size_t>(x.rows()) * (m_layers + 1), Scalar(0));
+    chain.ntk.assign(static_cast<std::size_t>(x.rows()), Scalar(0));
+    for (Eigen::Index p = 0; p < x.rows(); ++p)
+      chain.q[static_cast<std::size_t>(p) * (m_layers + 1)] = x.row(p).squaredNorm() * scale;
+    return chain;
+  }
+
+  KernelOptions m_options;
+  std::size_t m_layers;
+  DiagonalChains<Scalar> m_chain1, m_chain2;
+  std::unique_ptr<Steps<Arch, Scalar>> m_steps;
+};
+
+template <class D1, class D2>
+void check_inputs(const char* function, const Eigen::MatrixBase<D1>& x1,
+                  const Eigen::MatrixBase<D2>& x2) {
+  check_nonempty(function, "x1", x1);
+  check_nonempty(function, "x2", x2);
+  if (x1.cols() != x2.cols())
+    fail<std::invalid_argument>(function, "x1 and x2 must have the same number of features (got ",
+                                x1.cols(), " and ", x2.cols(), ")");
+  check_finite(function, "x1", x1);
+  check_finite(function, "x2", x2);
+}
+
+template <class Scalar>
+void check_result(const char* function, const Kernels<Scalar>& k) {
+  for (const auto* m : {&k.nngp, &k.ntk})
+    if (m->size() > 0 && !m->allFinite())
+      fail<std::overflow_error>(function,
+                                "the kernel overflows the scalar type (got a non-finite entry); "
+                                "reduce depth or sigma_w, or use ntk::deep_kernel for normalized "
+                                "deep kernels");
+}
+
+/// Entries [r0, r1) x [c0, c1); when `symmetric` (x1 is x2 and the ranges coincide) one
+/// triangle is computed and mirrored.
+template <class Arch, class D1, class D2>
+Kernels<typename D1::Scalar> compute_block(const char* function, const Arch& arch,
+                                           const Eigen::MatrixBase<D1>& x1,
+                                           const Eigen::MatrixBase<D2>& x2, bool symmetric,
+                                           KernelKind kind, const KernelOptions& options) {
+  using Scalar = typename D1::Scalar;
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  static_assert(std::is_same_v<Scalar, typename D2::Scalar>,
+                "ntk: x1 and x2 must have the same scalar type");
+  options.check(function);
+  check_architecture(function, arch);
+  check_inputs(function, x1, x2);
+  const KernelEngine<Arch, Scalar> engine(arch, x1, x2, symmetric, options);
+  const Eigen::Index n1 = x1.rows(), n2 = x2.rows();
+  // Start from the scaled inner products, written straight into the output.
+  Matrix start = (x1 * x2.transpose()) * engine.input_scale(x1.cols());
+  Kernels<Scalar> result;
+  const bool want_nngp = kind != KernelKind::ntk, want_ntk = kind != KernelKind::nngp;
+  if (want_nngp && want_ntk) result.nngp = start;
+  Matrix& primary = want_ntk ? result.ntk : result.nngp;
+  primary = std::move(start);
+  Matrix& secondary = result.nngp;
+  const auto& c1 = engine.chain1();
+  const auto& c2 = engine.chain2();
+  const int threads = options.threads;
+  (void)threads;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(dynamic, 4) num_threads(threads > 0 ? threads : omp_get_max_threads())
+#endif
+  for (Eigen::Index i = 0; i < n1; ++i) {
+    for (Eigen::Index j = symmetric ? i : 0; j < n2; ++j) {
+      Scalar nngp, ntk;
+      engine.entry(primary(i, j), c1.at(i), c2.at(j), nngp, ntk,
+                   [](std::size_t, Scalar, Scalar, Scalar) {});
+      if (want_nngp && want_ntk) {
+        secondary(i, j) = nngp;
+        primary(i, j) = ntk;
+      } else {
+        primary(i, j) = want_ntk ? ntk : nngp;
+      }
+    }
+  }
+  if (symmetric)
+    for (auto* m : {&result.nngp, &result.ntk})
+      if (m->size() > 0) m->template triangularView<Eigen::StrictlyLower>() = m->transpose();
+  check_result(function, result);
+  return result;
+}
+
+}  // namespace detail
+
+/// NNGP Σ^L and/or NTK Θ^L between the rows of x1 (n1 x d) and x2 (n2 x d): n1 x n2 matrices.
+/// Cost O(n1 n2 L) dual evaluations, extra memory O((n1 + n2) L).
+/// Throws std::invalid_argument (empty inputs, feature counts that differ, bad layers or options),
+/// std::domain_error (non-finite entries), std::overflow_error (result out of range).
+template <class Arch, class D1, class D2>
+Kernels<typename D1::Scalar> kernel(const Arch& arch, const Eigen::MatrixBase<D1>& x1,
+                                    const Eigen::MatrixBase<D2>& x2,
+                                    KernelKind kind = KernelKind::both,
+                                    const KernelOptions& options = {}) {
+  return detail::compute_block("kernel", arch, x1, x2, false, kind, options);
+}
+
+/// The symmetric case x2 = x1: one triangle is computed.
+template <class Arch, class D>
+Kernels<typename D::Scalar> kernel(const Arch& arch, const Eigen::MatrixBase<D>& x,
+                                   KernelKind kind = KernelKind::both,
+                                   const KernelOptions& options = {}) {
+  return detail::compute_block("kernel", arch, x, x, true, kind, options);
+}
+
+/// Θ^L(x1, x2) (n1 x n2); see kernel().
+template <class Arch, class D1, class D2>
+auto ntk_kernel(const Arch& arch, const Eigen::MatrixBase<D1>& x1, const Eigen::MatrixBase<D2>& x2,
+                const KernelOptions& options = {}) {
+  return kernel(arch, x1, x2, KernelKind::ntk, options).ntk;
+}
+template <class Arch, class D>
+auto ntk_kernel(const Arch& arch, const Eigen::MatrixBase<D>& x, const KernelOptions& options = {}) {
+  return kernel(arch, x, KernelKind::ntk, options).ntk;
+}
+/// Σ^L(x1, x2) (n1 x n2); see kernel().
+template <class Arch, class D1, class D2>
+auto nngp_kernel(const Arch& arch, const Eigen::MatrixBase<D1>& x1,
+                 const Eigen::MatrixBase<D2>& x2, const KernelOptions& options = {}) {
+  return kernel(arch, x1, x2, KernelKind::nngp, options).nngp;
+}
+template <class Arch, class D>
+auto nngp_kernel(const Arch& arch, const Eigen::MatrixBase<D>& x, const KernelOptions& options = {}) {
+  return kernel(arch, x, KernelKind::nngp, options).nngp;
+}
+
+/// The tile [r0, r1) x [c0, c1) of kernel(arch, x1, x2): rows of x1 and rows of x2 in those ranges,
+/// so callers can spread a Gram matrix over threads, processes or machines.  Entries equal those
+/// of the full computation except where a generic activation's table/quadrature choice depends on
+/// the inputs present (then they agree to the quadrature tolerance, <= 1e-12).
+/// Throws std::invalid_argument for ranges outside the inputs, plus kernel()'s exceptions.
+template <class Arch, class D1, class D2>
+Kernels<typename D1::Scalar> kernel_block(const Arch& arch, const Eigen::MatrixBase<D1>& x1,
+                                          const Eigen::MatrixBase<D2>& x2, Eigen::Index r0,
+                                          Eigen::Index r1, Eigen::Index c0, Eigen::Index c1,
+                                          KernelKind kind = KernelKind::both,
+                                          const KernelOptions& options = {}) {
+  if (r0 < 0 || r1 > x1.rows() || r0 >= r1 || c0 < 0 || c1 > x2.rows() || c0 >= c1)
+    detail::fail<std::invalid_argument>("kernel_block", "ranges must be non-empty and inside the "
+                                        "inputs (got rows [", r0, ", ", r1, ") of ", x1.rows(),
+                                        ", columns [", c0, ", ", c1, ") of ", x2.rows(), ")");
+  return detail::compute_block("kernel_block", arch, x1.middleRows(r0, r1 - r0),
+                               x2.middleRows(c0, c1 - c0), false, kind, options);
+}
+
+/// Diagonals Σ^L(x, x) and Θ^L(x, x) only, as n x 1 matrices: O(n L).
+template <class Arch, class D>
+Kernels<typename D::Scalar> kernel_diagonal(const Arch& arch, const Eigen::MatrixBase<D>& x,
+                                            const KernelOptions& options = {}) {
+  using Scalar = typename D::Scalar;
+  options.check("kernel_diagonal");
+  detail::check_architecture("kernel_diagonal", arch);
+  detail::check_inputs("kernel_diagonal", x, x);
+  const detail::KernelEngine<Arch, Scalar> engine(arch, x, x, true, options);
+  Kernels<Scalar> result;
+  result.nngp.resize(x.rows(), 1);
+  result.ntk.resize(x.rows(), 1);
+  const auto& chain = engine.chain1();
+  for (Eigen::Index p = 0; p < x.rows(); ++p) {
+    result.nngp(p, 0) = chain.at(p)[chain.layers];
+    result.ntk(p, 0) = chain.ntk[static_cast<std::size_t>(p)];
+  }
+  detail::check_result("kernel_diagonal", result);
+  return result;
+}
+
+/// Σ^l, Σ̇^l and Θ^l after every affine layer l = 1..L (n1 x n2 each; O(n1 n2 L) memory).
+template <class Arch, class D1, class D2>
+std::vector<LayerKernels<typename D1::Scalar>> kernel_layers(const Arch& arch,
+                                                             const Eigen::MatrixBase<D1>& x1,
+                                                             const Eigen::MatrixBase<D2>& x2,
+                                                             const KernelOptions& options = {}) {
+  using Scalar = typename D1::Scalar;
+  options.check("kernel_layers");
+  detail::check_architecture("kernel_layers", arch);
+  detail::check_inputs("kernel_layers", x1, x2);
+  const detail::KernelEngine<Arch, Scalar> engine(arch, x1, x2, false, options);
+  std::vector<std::size_t> slot(arch.size(), 0);
+  std::size_t affine = 0;
+  arch.for_each_layer([&](std::size_t l, const auto& layer) {
+    if constexpr (std::is_same_v<std::decay_t<decltype(layer)>, Dense>) slot[l] = affine++;
+  });
+  std::vector<LayerKernels<Scalar>> out(affine);
+  for (auto& layer : out) {
+    layer.nngp.resize(x1.rows(), x2.rows());
+    layer.nngp_dot.resize(x1.rows(), x2.rows());
+    layer.ntk.resize(x1.rows(), x2.rows());
+  }
+  const Scalar scale = engine.input_scale(x1.cols());
+  for (Eigen::Index i = 0; i < x1.rows(); ++i)
+    for (Eigen::Index j = 0; j < x2.rows(); ++j) {
+      Scalar nngp, ntk;
+      engine.entry(x1.row(i).dot(x2.row(j)) * scale, engine.chain1().at(i), engine.chain2().at(j),
+                   nngp, ntk, [&](std::size_t l, Scalar s, Scalar s_dot, Scalar k) {
+                     out[slot[l]].nngp(i, j) = s;
+                     out[slot[l]].nngp_dot(i, j) = s_dot;
+                     out[slot[l]].ntk(i, j) = k;
+                   });
+    }
+  return out;
+}
+
+}  // namespace ntk

@@ -1,0 +1,304 @@
+#include <ntk/kernel.hpp>
+
+#include <Eigen/Eigenvalues>
+#include <array>
+#include <cmath>
+#include <random>
+#include <stdexcept>
+
+#include "catch_shim.hpp"
+#include "test_config.hpp"
+
+namespace {
+
+using Matrix = Eigen::MatrixXd;
+
+Matrix pair_rows(std::array<double, 3> a, std::array<double, 3> b) {
+  Matrix x(2, 3);
+  x << a[0], a[1], a[2], b[0], b[1], b[2];
+  return x;
+}
+
+Matrix random_inputs(Eigen::Index n, Eigen::Index d, unsigned seed) {
+  std::mt19937_64 gen(seed);
+  std::uniform_real_distribution<double> u(-1.5, 1.5);  // the values only need to be arbitrary
+  Matrix x(n, d);
+  for (Eigen::Index i = 0; i < n; ++i)
+    for (Eigen::Index j = 0; j < d; ++j) x(i, j) = u(gen);
+  return x;
+}
+
+struct T5Row {
+  int pair;
+  double sigma2, theta2, sigma3, theta3;
+};
+
+template <class Phi>
+void check_t5(const Phi& phi, double sw2, double sb2, const std::array<T5Row, 4>& rows, double tol) {
+  const std::array<Matrix, 4> pairs = {pair_rows({1, 0, 0}, {0, 1, 0}),
+                                       pair_rows({1, -2, 0.5}, {0.3, 0.4, -1.2}),
+                                       pair_rows({1, -2, 0.5}, {1, -2, 0.5}),
+                                       pair_rows({0.6, 0.8, 0}, {0.6, 0.8, 0.001})};
+  const auto net = ntk::mlp(phi, 2, 0, std::sqrt(sw2), std::sqrt(sb2));
+  for (const auto& row : rows) {
+    const Matrix& x = pairs[static_cast<std::size_t>(row.pair - 1)];
+    const auto layers = ntk::kernel_layers(net, x.topRows(1), x.bottomRows(1));
+    REQUIRE(layers.size() == 3);
+    INFO(phi.name() << " (" << sw2 << ", " << sb2 << ") P" << row.pair);
+    CHECK(ntk_test::relative_error(layers[1].nngp(0, 0), row.sigma2) <= tol);
+    CHECK(ntk_test::relative_error(layers[1].ntk(0, 0), row.theta2) <= tol);
+    CHECK(ntk_test::relative_error(layers[2].nngp(0, 0), row.sigma3) <= tol);
+    CHECK(ntk_test::relative_error(layers[2].ntk(0, 0), row.theta3) <= tol);
+    // The Gram path gives the same numbers.
+    const auto k = ntk::kernel(net, x.topRows(1), x.bottomRows(1));
+    CHECK(ntk_test::relative_error(k.ntk(0, 0), row.theta3) <= tol);
+    CHECK(ntk_test::relative_error(k.nngp(0, 0), row.sigma3) <= tol);
+  }
+}
+
+double min_eigenvalue(const Matrix& m) {
+  return Eigen::SelfAdjointEigenSolver<Matrix>(m, Eigen::EigenvaluesOnly).eigenvalues().minCoeff();
+}
+
+}  // namespace
+
+TEST_CASE("Kernel recursion matches REFERENCE.md T5 (depth 2): closed forms to 1e-12", "[kernel]") {
+  check_t5(ntk::Relu{}, 1, 1,
+           {{{1, 1.525334738367956, 1.910308010286648, 1.768869528399335, 2.597912775429742},
+             {2, 1.503849651906118, 1.693471837320015, 1.795577676685438, 2.439925980209534},
+             {3, 2.375, 3.75, 2.1875, 4.0625},
+             {4, 1.666666666675509, 2.333227230055623, 1.83333333334055, 2.999829525114118}}},
+           1e-12);
+  check_t5(ntk::Relu{}, 2, 0.1,
+           {{{1, 0.396116471780756, 0.4502802036996042, 0.6032778576031545, 0.8964537813906558},
+             {2, 0.482853924207693, 0.2279043564096644, 1.063474303939961, 1.193364569501954},
+             {3, 3.7, 7.3, 3.8, 11.1},
+             {4, 0.8666666667326279, 1.633105767249067, 0.9666666667946486, 2.599316554947966}}},
+           1e-12);
+  check_t5(ntk::Erf{}, 1, 1,
+           {{{1, 1.367285901676156, 1.78159255770448, 1.473788781327436, 2.237671572489898},
+             {2, 1.157294624150415, 1.317870200969364, 1.372740013471754, 1.853423209874017},
+             {3, 1.642175249955866, 2.652944891562485, 1.556098523097977, 2.783898647025521},
+             {4, 1.518424847261085, 2.193003507197846, 1.542093830549715, 2.591941052192058}}},
+           1e-12);
+  check_t5(ntk::Erf{}, 2, 0.1,
+           {{{1, 0.2006236225290788, 0.3014572573566561, 0.2795090188091007, 0.5510409259006474},
+             {2, -0.2060098437881744, -0.5180511101025725, -0.04800149727512407, -0.4218649075129454},
+             {3, 1.464619496868244, 3.800670145673992, 1.171152740349259, 4.866765170969397},
+             {4, 0.9277282095846141, 1.895843829537129, 1.000577869963074, 3.224860229841397}}},
+           1e-12);
+  check_t5(ntk::Gelu{}, 1, 1,
+           {{{1, 1.443917883127697, 1.846104461218756, 1.648812781212731, 2.479407899172409},
+             {2, 1.397296208654202, 1.592464268940656, 1.655277164561199, 2.286326673989423},
+             {3, 2.29958387771348, 3.671797661803993, 2.072704079590537, 3.886944158216492},
+             {4, 1.589059946713027, 2.218418490102902, 1.716268359383105, 2.781914916422}}},
+           1e-12);
+  check_t5(ntk::Gelu{}, 2, 0.1,
+           {{{1, 0.2581142326149372, 0.3125400125401348, 0.3416624704579399, 0.5354692395822005},
+             {2, 0.257990602349711, 0.01274404970568499, 0.6569079057549613, 0.6638737391670683},
+             {3, 3.556355729354235, 7.188396324115805, 3.512338817641396, 10.76179500504209},
+             {4, 0.7259522193204607, 1.39830503090488, 0.6874320931922817, 1.903083859600701}}},
+           1e-12);
+}
+
+TEST_CASE("Kernel recursion matches REFERENCE.md T5 for tanh (quadrature) to 1e-10", "[kernel]") {
+  check_t5(ntk::Tanh{}, 1, 1,
+           {{{1, 1.320301321768247, 1.673530753079059, 1.412953407662475, 2.035235318267619},
+             {2, 1.142337599450625, 1.287193351503835, 1.335624528325843, 1.756548907044199},
+             {3, 1.574966724358952, 2.410138347947499, 1.477140229833678, 2.409689641169772},
+             {4, 1.446819948113555, 1.999417763549204, 1.461720241771455, 2.263108829570129}}},
+           1e-10);
+  check_t5(ntk::Tanh{}, 2, 0.1,
+           {{{1, 0.1854769104029137, 0.2710969115240852, 0.2559401899631479, 0.4851389082367991},
+             {2, -0.1766861942492648, -0.4580110182904982, -0.01979495641187536, -0.3313202478277302},
+             {3, 1.337718857443334, 3.272406874700584, 0.9948394728071066, 3.703706368120677},
+             {4, 0.7930526338129264, 1.579143600707485, 0.8050681654843421, 2.404537119183422}}},
+           1e-10);
+}
+
+TEST_CASE("Jacot et al. Fig. 1 limiting curve (REFERENCE.md T4) to 1e-12", "[kernel]") {
+  const double pi = 3.141592653589793;
+  const std::array<std::array<double, 3>, 6> curve = {{{0, 0.2825, 0.08125},
+                                                       {pi / 4, 0.1699705091186006, 0.06986725081949803},
+                                                       {pi / 2, 0.09270211017402397, 0.055760277602853},
+                                                       {pi, 0.06435377014546498, 0.04809658979546157},
+                                                       {pi / 8, 0.2270835229663922, 0.07750976175462447},
+                                                       {3 * pi / 4, 0.06603642903073154, 0.04923931912212187}}};
+  const auto net = ntk::mlp(ntk::Relu{}, 3, 0, 1.0, 0.1);
+  Matrix x0(1, 2), x(curve.size(), 2);
+  x0 << 1, 0;
+  for (std::size_t i = 0; i < curve.size(); ++i)
+    x.row(static_cast<Eigen::Index>(i)) << std::cos(curve[i][0]), std::sin(curve[i][0]);
+  const auto k = ntk::kernel(net, x0, x);
+  for (std::size_t i = 0; i < curve.size(); ++i) {
+    INFO("gamma " << curve[i][0]);
+    CHECK(ntk_test::relative_error(k.ntk(0, static_cast<Eigen::Index>(i)), curve[i][1]) <= 1e-12);
+    CHECK(ntk_test::relative_error(k.nngp(0, static_cast<Eigen::Index>(i)), curve[i][2]) <= 1e-12);
+  }
+}
+
+TEST_CASE("Kernels: closed form and forced quadrature agree to 1e-10 for smooth activations",
+          "[kernel]") {
+  const Matrix x = random_inputs(6, 4, 7);
+  ntk::KernelOptions forced;
+  forced.dual.force_quadrature = true;
+  auto check = [&](const auto& phi) {
+    const auto net = ntk::mlp(phi, 3, 0, 1.2, 0.3);
+    const auto exact = ntk::kernel(net, x);
+    const auto quad = ntk::kernel(net, x, ntk::KernelKind::both, forced);
+    INFO(phi.name());
+    CHECK((exact.ntk - quad.ntk).cwiseAbs().maxCoeff() <= 1e-10 * exact.ntk.cwiseAbs().maxCoeff());
+    CHECK((exact.nngp - quad.nngp).cwiseAbs().maxCoeff() <= 1e-10 * exact.nngp.cwiseAbs().maxCoeff());
+  };
+  check(ntk::Erf{});
+  check(ntk::Sin{});
+  check(ntk::Gelu{});
+  check(ntk::Identity{});
+  check(ntk::OptimalActivation(4));
+}
+
+// At sigma_w = sqrt(2) (the ReLU edge of chaos) correlations approach 1 only polynomially in depth;
+// with sigma_w = 1 and a bias they reach 1 - 1e-30 by depth 100, below double resolution, where the
+// arc-cosine kernel's sqrt(1 - rho) sensitivity turns round-off into 1e-9 errors (documented).
+TEST_CASE("Gram matrices are symmetric and PSD at depths 1 3 10 100", "[kernel]") {
+  const Matrix x = random_inputs(ntk_test::scaled(40, 10), 5, 11);
+  for (long depth : {1L, 3L, 10L, 100L}) {
+    auto check = [&](const auto& phi) {
+      const auto k = ntk::kernel(ntk::mlp(phi, depth, 0, std::sqrt(2.0), 0.1), x);
+      for (const Matrix* m : {&k.ntk, &k.nngp}) {
+        INFO(phi.name() << " depth " << depth);
+        CHECK((*m - m->transpose()).cwiseAbs().maxCoeff() == 0);
+        CHECK(min_eigenvalue(*m) >= -1e-12 * m->trace());
+      }
+    };
+    check(ntk::Relu{});
+    check(ntk::Erf{});
+    if (depth <= 10) check(ntk::Tanh{});
+  }
+}
+
+TEST_CASE("Generic activations on inputs of a common norm use the tabulated dual to 1e-10",
+          "[kernel]") {
+  Matrix x = random_inputs(12, 6, 3);
+  x.rowwise().normalize();
+  const auto net = ntk::mlp(ntk::Tanh{}, 3, 0, 1.3, 0.2);
+  const auto gram = ntk::kernel(net, x);
+  // Reference: the recursion by hand with direct 2-D quadrature at every entry.
+  for (Eigen::Index i = 0; i < 4; ++i)
+    for (Eigen::Index j = 0; j < x.rows(); ++j) {
+      double qi = 1.69 * x.row(i).squaredNorm() / 6 + 0.04, qj = 1.69 * x.row(j).squaredNorm() / 6 + 0.04;
+      double s = 1.69 * x.row(i).dot(x.row(j)) / 6 + 0.04, k = s;
+      for (int l = 0; l < 3; ++l) {
+        const auto d = ntk::dual(ntk::Tanh{}, qi, s, qj);
+        qi = 1.69 * ntk::dual(ntk::Tanh{}, qi, qi, qi).t + 0.04;
+        qj = 1.69 * ntk::dual(ntk::Tanh{}, qj, qj, qj).t + 0.04;
+        s = 1.69 * d.t + 0.04;
+        k = s + 1.69 * d.t_dot * k;
+      }
+      CHECK(std::fabs(gram.ntk(i, j) - k) <= 1e-10 * std::fabs(k));
+      CHECK(std::fabs(gram.nngp(i, j) - s) <= 1e-10 * std::fabs(s));
+    }
+}
+
+TEST_CASE("Compile-time composition with mixed activations equals the recursion by hand", "[kernel]") {
+  const auto net = ntk::serial(ntk::Dense(1.5, 0.2), ntk::activation(ntk::Relu{}), ntk::Dense(0.9, 0.0),
+                               ntk::activation(ntk::Erf{}), ntk::Dense(1.1, 0.7));
+  Matrix x(2, 3);
+  x << 0.3, -1.2, 0.8, 1.1, 0.4, -0.5;
+  const auto k = ntk::kernel(net, x.topRows(1), x.bottomRows(1));
+  const double a = x.row(0).squaredNorm() / 3, b = x.row(1).squaredNorm() / 3, c = x.row(0).dot(x.row(1)) / 3;
+  // layer 1
+  double q1 = 2.25 * a + 0.04, q2 = 2.25 * b + 0.04, s = 2.25 * c + 0.04, th = s;
+  auto d = ntk::dual(ntk::Relu{}, q1, s, q2);
+  const auto d1 = ntk::dual(ntk::Relu{}, q1, q1, q1), d2 = ntk::dual(ntk::Relu{}, q2, q2, q2);
+  q1 = 0.81 * d1.t;
+  q2 = 0.81 * d2.t;
+  s = 0.81 * d.t;
+  th = s + 0.81 * d.t_dot * th;
+  d = ntk::dual(ntk::Erf{}, q1, s, q2);
+  s = 1.21 * d.t + 0.49;
+  th = s + 1.21 * d.t_dot * th;
+  CHECK(k.ntk(0, 0) == Approx(th).epsilon(1e-14));
+  CHECK(k.nngp(0, 0) == Approx(s).epsilon(1e-14));
+}
+
+TEST_CASE("Per-layer sigma, blocks, diagonals, kinds and thread counts are consistent", "[kernel]") {
+  const Matrix x = random_inputs(ntk_test::scaled(37, 12), 4, 5);
+  auto net = ntk::mlp(ntk::Relu{}, 4, 0, 1.0, 0.1);
+  net.dense[2].sigma_w = 1.7;
+  net.dense[3].sigma_b = 0.0;
+  const auto full = ntk::kernel(net, x);
+  const auto asym = ntk::kernel(net, x, x);
+  CHECK((full.ntk - asym.ntk).cwiseAbs().maxCoeff() <= 1e-15 * full.ntk.cwiseAbs().maxCoeff());
+  const auto block = ntk::kernel_block(net, x, x, 3, 9, 5, 20);
+  CHECK(block.ntk == asym.ntk.block(3, 5, 6, 15));
+  CHECK(block.nngp == asym.nngp.block(3, 5, 6, 15));
+  const auto diag = ntk::kernel_diagonal(net, x);
+  CHECK((diag.ntk.col(0) - full.ntk.diagonal()).cwiseAbs().maxCoeff() <= 1e-14 * diag.ntk.maxCoeff());
+  CHECK((diag.nngp.col(0) - full.nngp.diagonal()).cwiseAbs().maxCoeff() <= 1e-14 * diag.nngp.maxCoeff());
+  CHECK(ntk::ntk_kernel(net, x) == full.ntk);
+  CHECK(ntk::nngp_kernel(net, x) == full.nngp);
+  CHECK(ntk::kernel(net, x, ntk::KernelKind::nngp).ntk.size() == 0);
+  ntk::KernelOptions one, two;
+  one.threads = 1;
+  two.threads = 2;
+  CHECK(ntk::kernel(net, x, x, ntk::KernelKind::both, one).ntk ==
+        ntk::kernel(net, x, x, ntk::KernelKind::both, two).ntk);
+  const auto tanh_net = ntk::mlp(ntk::Tanh{}, 2);
+  CHECK(ntk::ntk_kernel(tanh_net, x, one) == ntk::ntk_kernel(tanh_net, x, two));
+}
+
+TEST_CASE("Kernels: float and long double agree with double", "[kernel]") {
+  const Matrix x = random_inputs(5, 3, 9);
+  const auto net = ntk::mlp(ntk::Erf{}, 3);
+  const Matrix k = ntk::ntk_kernel(net, x);
+  const Eigen::MatrixXf kf = ntk::ntk_kernel(net, Eigen::MatrixXf(x.cast<float>()));
+  using MatrixL = Eigen::Matrix<long double, Eigen::Dynamic, Eigen::Dynamic>;
+  const MatrixL kl = ntk::ntk_kernel(net, MatrixL(x.cast<long double>()));
+  CHECK((kf.cast<double>() - k).cwiseAbs().maxCoeff() <= 1e-5 * k.cwiseAbs().maxCoeff());
+  CHECK((kl.cast<double>() - k).cwiseAbs().maxCoeff() <= 1e-14 * k.cwiseAbs().maxCoeff());
+  const Eigen::MatrixXf tf = ntk::ntk_kernel(ntk::mlp(ntk::Tanh{}, 2), Eigen::MatrixXf(x.cast<float>()));
+  CHECK(tf.allFinite());
+}
+
+TEST_CASE("Kernels: extreme input norms stay finite; deep ReLU stays finite", "[kernel]") {
+  const Matrix x = random_inputs(4, 3, 13);
+  for (double scale : {1e-150, 1e-30, 1e6, 1e100}) {
+    const Matrix xs = x * scale;
+    INFO("scale " << scale);
+    CHECK(ntk::ntk_kernel(ntk::mlp(ntk::Relu{}, 5), xs).allFinite());
+    CHECK(ntk::ntk_kernel(ntk::mlp(ntk::Erf{}, 5), xs).allFinite());
+    if (scale <= 1e6) CHECK(ntk::ntk_kernel(ntk::mlp(ntk::Tanh{}, 2), xs).allFinite());
+  }
+  // Depth 10^4 at the critical sigma_w = sqrt(2), no bias: Θ grows linearly, no overflow.
+  const auto deep = ntk::ntk_kernel(ntk::mlp(ntk::Relu{}, 10000, 0, std::sqrt(2.0), 0.0), x);
+  CHECK(deep.allFinite());
+  CHECK(deep(0, 0) == Approx(10001 * 2 * x.row(0).squaredNorm() / 3).epsilon(1e-9));
+  // A kernel that truly overflows is an error, not inf.
+  REQUIRE_THROWS_AS(ntk::ntk_kernel(ntk::mlp(ntk::Relu{}, 10000, 0, 2.0, 0.0), x), std::overflow_error);
+}
+
+TEST_CASE("Kernels: bad input is rejected with the function and the problem", "[kernel]") {
+  const auto net = ntk::mlp(ntk::Relu{}, 2);
+  const Matrix x = random_inputs(3, 4, 1);
+  REQUIRE_THROWS_AS(ntk::kernel(net, x, Matrix(random_inputs(2, 5, 2))), std::invalid_argument);
+  REQUIRE_THROWS_AS(ntk::kernel(net, Matrix(0, 4)), std::invalid_argument);
+  Matrix bad = x;
+  bad(1, 2) = std::nan("");
+  try {
+    ntk::kernel(net, x, bad);
+    FAIL("no exception");
+  } catch (const std::domain_error& e) {
+    CHECK(std::string(e.what()).find("ntk::kernel: x2 has a non-finite entry at (1, 2)") == 0);
+  }
+  REQUIRE_THROWS_AS(ntk::mlp(ntk::Relu{}, 0), std::invalid_argument);
+  REQUIRE_THROWS_AS(ntk::mlp(ntk::Relu{}, 2, 0, 0.0), std::invalid_argument);
+  REQUIRE_THROWS_AS(ntk::mlp(ntk::Relu{}, 2, 0, 1.0, -0.1), std::invalid_argument);
+  auto edited = net;
+  edited.dense[1].sigma_w = -1;
+  REQUIRE_THROWS_AS(ntk::kernel(edited, x), std::invalid_argument);
+  ntk::KernelOptions options;
+  options.dual.quadrature_order = -2;
+  REQUIRE_THROWS_AS(ntk::kernel(net, x, ntk::KernelKind::both, options), std::invalid_argument);
+  REQUIRE_THROWS_AS(ntk::kernel_block(net, x, x, 0, 4, 0, 1), std::invalid_argument);
+}
