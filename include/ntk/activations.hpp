@@ -12,12 +12,15 @@
 /// The closed forms are exact for all q1, q2 >= 0 and |c| <= sqrt(q1 q2) (correlations are clamped
 /// into [-1, 1]); the derivation sources are listed in REFERENCE.md §1b.
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "detail/math.hpp"
 #include "errors.hpp"
 #include "quadrature.hpp"
 
@@ -34,6 +37,16 @@ namespace detail {
 
 template <class Scalar>
 inline constexpr Scalar pi_v = static_cast<Scalar>(3.141592653589793238462643383279502884L);
+
+/// sqrt(q1 q2), exact (= q) when q1 = q2 = q so that the diagonal has correlation exactly 1
+/// (arc-cosine duals are infinitely sensitive there); falls back to sqrt(q1) sqrt(q2) when the
+/// product would overflow.  Branch-free.
+template <class Scalar>
+NTK_ALWAYS_INLINE Scalar geometric_mean(Scalar q1, Scalar q2) {
+  const Scalar product = q1 * q2;
+  return product <= std::numeric_limits<Scalar>::max() ? std::sqrt(product)
+                                                       : std::sqrt(q1) * std::sqrt(q2);
+}
 
 /// ρ = c / sqrt(q1 q2) clamped into [-1, 1]; 0 when a variance vanishes.
 template <class Scalar>
@@ -55,12 +68,18 @@ void hermite_values(Scalar z, std::size_t n, Scalar* out) {
                  std::sqrt(static_cast<Scalar>(k + 1));
 }
 
-/// The dual of φ(z) = a min(z, 0) + b max(z, 0) (arc-cosine kernel of degree 1 and 0).
+/// The dual of φ(z) = a min(z, 0) + b max(z, 0) (arc-cosine kernels of degree 1 and 0).
+/// Written without branches so loops over many entries vectorize.
 template <class Scalar>
-Dual<Scalar> piecewise_linear_dual(Scalar a, Scalar b, Scalar q1, Scalar c, Scalar q2) {
-  const Scalar root = std::sqrt(q1) * std::sqrt(q2);
-  const Scalar rho = correlation(q1, c, q2, root);
-  const Scalar theta = std::acos(rho);
+NTK_ALWAYS_INLINE Dual<Scalar> piecewise_linear_dual(Scalar a, Scalar b, Scalar q1, Scalar c, Scalar q2) {
+  const Scalar root = geometric_mean(q1, q2);
+  // c = 0 whenever root = 0 (after clamping), so dividing by the smallest normal gives ρ = 0.
+  Scalar rho = c / std::max(root, std::numeric_limits<Scalar>::min());
+  // Within a few ulp of ±1 the correlation is round-off of an exact ±1 (e.g. x·x by two summation
+  // orders); snap it, since θ = acos ρ turns an error ε in ρ into sqrt(2ε) in θ.
+  constexpr Scalar snap = 1 - 8 * std::numeric_limits<Scalar>::epsilon();
+  rho = rho >= snap ? Scalar(1) : (rho <= -snap ? Scalar(-1) : rho);
+  const Scalar theta = acos_accurate(rho);
   const Scalar sin_theta = std::sqrt((1 - rho) * (1 + rho));
   const Scalar jump = (a - b) * (a - b) / (2 * pi_v<Scalar>);
   const Scalar t_dot = (a * a + b * b) / 2 - jump * theta;
@@ -151,9 +170,12 @@ struct Erf {
     const S b2 = static_cast<S>(scale * scale);
     const S d1 = 1 + 2 * b2 * q1, d2 = 1 + 2 * b2 * q2;
     const S root = std::sqrt(d1) * std::sqrt(d2);
-    S arg = 2 * b2 * c / root;
-    arg = arg > 1 ? S(1) : (arg < -1 ? S(-1) : arg);
-    const S det = (1 - arg) * (1 + arg) * root * root;  // d1 d2 - 4 b^4 c^2, without cancellation
+    const S limit = detail::geometric_mean(q1, q2);
+    c = std::min(std::max(c, -limit), limit);
+    const S arg = std::min(std::max(2 * b2 * c / root, S(-1)), S(1));
+    // d1 d2 - 4 b^4 c^2 = 1 + 2 b^2 (q1 + q2) + 4 b^4 (q1 q2 - c^2), every term >= 0.
+    const S gap = (limit - std::fabs(c)) * (limit + std::fabs(c));
+    const S det = 1 + 2 * b2 * (q1 + q2) + 4 * b2 * b2 * gap;
     return {2 / detail::pi_v<S> * std::asin(arg), 4 * b2 / detail::pi_v<S> / std::sqrt(det)};
   }
 };

@@ -34,6 +34,10 @@
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+#include <cstdint>
 
 namespace ntk {
 
@@ -106,6 +110,31 @@ class LayerDual {
     if (m_mode == Mode::table) return m_table(limit > 0 ? c / limit : Scalar(0));
     c = std::min(std::max(c, -limit), limit);
     return quadrature_dual(*m_phi, Covariance2<Scalar>{qi, c, qj}, *m_rule);
+  }
+
+  /// The activation step for a tile of entries: s[t] <- L^φ, k[t] *= L^φ', t_dot[t] <- L^φ' at
+  /// [[qi[t], s[t]], [s[t], qj]].  The mode is chosen once per tile so the closed-form loop has
+  /// no calls and can be vectorized.
+  template <int T>
+  void cross_tile(const Scalar* qi, Scalar qj, Scalar* s, Scalar* k, Scalar* t_dot) const {
+    if constexpr (has_closed_form_dual_v<Phi, Scalar>) {
+      if (m_mode == Mode::closed) {
+        const Phi phi = *m_phi;
+        for (int t = 0; t < T; ++t) {
+          const Dual<Scalar> d = phi.dual(qi[t], s[t], qj);
+          s[t] = d.t;
+          k[t] *= d.t_dot;
+          t_dot[t] = d.t_dot;
+        }
+        return;
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      const Dual<Scalar> d = cross(qi[t], s[t], qj);
+      s[t] = d.t;
+      k[t] *= d.t_dot;
+      t_dot[t] = d.t_dot;
+    }
   }
 
   /// (E[φ(√q Z)²], E[φ'(√q Z)²]).
@@ -199,17 +228,20 @@ class Steps<Mlp<Phi>, Scalar> {
   std::vector<LayerDual<Phi, Scalar>> m_duals;
 };
 
-/// Variances Σ^l(x, x) at the input of every layer, per point: q[point * (layers + 1) + layer];
-/// the last slot of each point is the output NNGP variance; ntk holds the output Θ(x, x).
+/// Variances Σ^l(x, x) at the input of every layer: q[layer * stride + point], layer 0..layers
+/// (the last is the output NNGP variance), with `tile` padding points (variance 1) after the real
+/// ones so tiles of rows can be processed with a fixed trip count; ntk holds the output Θ(x, x).
 template <class Scalar>
 struct DiagonalChains {
-  std::size_t layers = 0;
+  std::size_t layers = 0, points = 0, stride = 0;
   std::vector<Scalar> q;
   std::vector<Scalar> ntk;
-  const Scalar* at(Eigen::Index point) const {
-    return q.data() + static_cast<std::size_t>(point) * (layers + 1);
+  Scalar value(std::size_t layer, Eigen::Index point) const {
+    return q[layer * stride + static_cast<std::size_t>(point)];
   }
 };
+
+inline constexpr int kernel_tile = 8;
 
 /// Sets up the steps and diagonal chains of an architecture for two sets of inputs.
 template <class Arch, class Scalar>
@@ -231,30 +263,28 @@ class KernelEngine {
     // dual for the range of variances it sees.
     m_steps = std::make_unique<Steps<Arch, Scalar>>(arch, [&](std::size_t l, const auto& layer) {
       using Layer = std::decay_t<decltype(layer)>;
-      const std::size_t stride = m_layers + 1;
       if constexpr (std::is_same_v<Layer, Dense>) {
         const Scalar w2 = static_cast<Scalar>(layer.sigma_w * layer.sigma_w);
         const Scalar b2 = static_cast<Scalar>(layer.sigma_b * layer.sigma_b);
         for (auto* chain : chains)
-          for (std::size_t p = 0; p < chain->ntk.size(); ++p) {
-            Scalar* q = chain->q.data() + p * stride;
-            q[l + 1] = w2 * q[l] + b2;
-            chain->ntk[p] = q[l + 1] + w2 * chain->ntk[p];
+          for (std::size_t p = 0; p < chain->points; ++p) {
+            Scalar& next = chain->q[(l + 1) * chain->stride + p];
+            next = w2 * chain->q[l * chain->stride + p] + b2;
+            chain->ntk[p] = next + w2 * chain->ntk[p];
           }
         return layer;
       } else {
         Scalar lo = std::numeric_limits<Scalar>::max(), hi = 0;
         for (auto* chain : chains)
-          for (std::size_t p = 0; p < chain->ntk.size(); ++p) {
-            lo = std::min(lo, chain->q[p * stride + l]);
-            hi = std::max(hi, chain->q[p * stride + l]);
+          for (std::size_t p = 0; p < chain->points; ++p) {
+            lo = std::min(lo, chain->q[l * chain->stride + p]);
+            hi = std::max(hi, chain->q[l * chain->stride + p]);
           }
         LayerDual<decltype(layer.phi), Scalar> step(layer.phi, options.dual, lo, hi);
         for (auto* chain : chains)
-          for (std::size_t p = 0; p < chain->ntk.size(); ++p) {
-            Scalar* q = chain->q.data() + p * stride;
-            const Dual<Scalar> d = step.diagonal(q[l]);
-            q[l + 1] = d.t;
+          for (std::size_t p = 0; p < chain->points; ++p) {
+            const Dual<Scalar> d = step.diagonal(chain->q[l * chain->stride + p]);
+            chain->q[(l + 1) * chain->stride + p] = d.t;
             chain->ntk[p] *= d.t_dot;
           }
         return step;
@@ -266,27 +296,41 @@ class KernelEngine {
   const DiagonalChains<Scalar>& chain2() const { return m_chain2.q.empty() ? m_chain1 : m_chain2; }
   const Steps<Arch, Scalar>& steps() const { return *m_steps; }
 
-  /// The depth recursion for one pair, starting from the scaled inner product s; `record(l, s,
-  /// s_dot, k)` is called after every affine layer.
+  /// The depth recursion for the pairs (i0 + t, j), t < kernel_tile, starting from the scaled
+  /// inner products start[t]; rows past the block's end are padding and their results are
+  /// discarded.  `record(l, t, s, s_dot, k)` is called after every affine layer.  The fixed trip
+  /// count over t lets the compiler interleave (and vectorize) independent entries.
   template <class Record>
-  void entry(Scalar s, const Scalar* qi, const Scalar* qj, Scalar& nngp, Scalar& ntk,
-             Record&& record) const {
-    Scalar k = 0, t_dot = 0;
+  void entries(const Scalar* start, Eigen::Index i0, Eigen::Index j, Scalar* nngp, Scalar* ntk,
+               Record&& record) const {
+    constexpr int T = kernel_tile;
+    const DiagonalChains<Scalar>& c1 = chain1();
+    const DiagonalChains<Scalar>& c2 = chain2();
+    Scalar s[T], k[T], t_dot[T];
+    for (int t = 0; t < T; ++t) {
+      s[t] = start[t];
+      k[t] = 0;
+      t_dot[t] = 0;
+    }
     m_steps->for_each([&](std::size_t l, const auto& step) {
       if constexpr (std::is_same_v<std::decay_t<decltype(step)>, Dense>) {
         const Scalar w2 = static_cast<Scalar>(step.sigma_w * step.sigma_w);
-        s = w2 * s + static_cast<Scalar>(step.sigma_b * step.sigma_b);
-        k = s + w2 * k;
-        record(l, s, w2 * t_dot, k);
+        const Scalar b2 = static_cast<Scalar>(step.sigma_b * step.sigma_b);
+        for (int t = 0; t < T; ++t) {
+          s[t] = w2 * s[t] + b2;
+          k[t] = s[t] + w2 * k[t];
+          record(l, t, s[t], w2 * t_dot[t], k[t]);
+        }
       } else {
-        const Dual<Scalar> d = step.cross(qi[l], s, qj[l]);
-        s = d.t;
-        k *= d.t_dot;
-        t_dot = d.t_dot;
+        const Scalar* qi = c1.q.data() + l * c1.stride + static_cast<std::size_t>(i0);
+        const Scalar qj = c2.q[l * c2.stride + static_cast<std::size_t>(j)];
+        step.template cross_tile<T>(qi, qj, s, k, t_dot);
       }
     });
-    nngp = s;
-    ntk = k;
+    for (int t = 0; t < T; ++t) {
+      nngp[t] = s[t];
+      ntk[t] = k[t];
+    }
   }
 
   Scalar input_scale(Eigen::Index d) const {
@@ -298,10 +342,12 @@ class KernelEngine {
   DiagonalChains<Scalar> start_chain(const Eigen::MatrixBase<D>& x, Scalar scale) const {
     DiagonalChains<Scalar> chain;
     chain.layers = m_layers;
-    chain.q.assign(static_cast<std::size_t>(x.rows()) * (m_layers + 1), Scalar(0));
-    chain.ntk.assign(static_cast<std::size_t>(x.rows()), Scalar(0));
+    chain.points = static_cast<std::size_t>(x.rows());
+    chain.stride = chain.points + kernel_tile;
+    chain.q.assign(chain.stride * (m_layers + 1), Scalar(1));
+    chain.ntk.assign(chain.points, Scalar(0));
     for (Eigen::Index p = 0; p < x.rows(); ++p)
-      chain.q[static_cast<std::size_t>(p) * (m_layers + 1)] = x.row(p).squaredNorm() * scale;
+      chain.q[static_cast<std::size_t>(p)] = x.row(p).squaredNorm() * scale;
     return chain;
   }
 
@@ -333,6 +379,37 @@ void check_result(const char* function, const Kernels<Scalar>& k) {
                                 "deep kernels");
 }
 
+/// Sizes `m` without initializing it and, on Linux, asks for transparent huge pages for large
+/// buffers before they are first touched (fresh 4 KiB page faults dominate on some VMs).
+template <class Matrix>
+void allocate_large(Matrix& m, Eigen::Index rows, Eigen::Index cols) {
+  m.resize(rows, cols);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr std::size_t huge = std::size_t(2) << 20;
+  const std::size_t bytes = static_cast<std::size_t>(m.size()) * sizeof(typename Matrix::Scalar);
+  if (bytes >= 4 * huge) {
+    const auto begin = (reinterpret_cast<std::uintptr_t>(m.data()) + huge - 1) & ~(huge - 1);
+    const auto end = (reinterpret_cast<std::uintptr_t>(m.data()) + bytes) & ~(huge - 1);
+    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+  }
+#endif
+}
+
+/// Copies the strict upper triangle of a square matrix into the lower one, in cache-sized blocks.
+template <class Matrix>
+void mirror_upper(Matrix& m, int threads) {
+  (void)threads;
+  constexpr Eigen::Index B = 64;
+  const Eigen::Index n = m.rows();
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(dynamic) num_threads(threads > 0 ? threads : omp_get_max_threads())
+#endif
+  for (Eigen::Index jb = 0; jb < n; jb += B)  // block column of the lower triangle
+    for (Eigen::Index ib = jb; ib < n; ib += B)
+      for (Eigen::Index j = jb; j < std::min(jb + B, n); ++j)
+        for (Eigen::Index i = std::max(ib, j + 1); i < std::min(ib + B, n); ++i) m(i, j) = m(j, i);
+}
+
 /// Entries [r0, r1) x [c0, c1); when `symmetric` (x1 is x2 and the ranges coincide) one
 /// triangle is computed and mirrored.
 template <class Arch, class D1, class D2>
@@ -349,38 +426,61 @@ Kernels<typename D1::Scalar> compute_block(const char* function, const Arch& arc
   check_inputs(function, x1, x2);
   const KernelEngine<Arch, Scalar> engine(arch, x1, x2, symmetric, options);
   const Eigen::Index n1 = x1.rows(), n2 = x2.rows();
-  // Start from the scaled inner products, written straight into the output.
-  Matrix start = (x1 * x2.transpose()) * engine.input_scale(x1.cols());
+  // Start from the inner products, written straight into the output (scaled when read).
+  Matrix start;
+  allocate_large(start, n1, n2);
+  if (symmetric) {  // upper triangle of x1 x1ᵀ only: half the flops
+    start.setZero();
+    start.template selfadjointView<Eigen::Upper>().rankUpdate(x1.derived());
+  } else {
+    start.noalias() = x1 * x2.transpose();
+  }
+  const Scalar scale = engine.input_scale(x1.cols());
   Kernels<Scalar> result;
   const bool want_nngp = kind != KernelKind::ntk, want_ntk = kind != KernelKind::nngp;
-  if (want_nngp && want_ntk) result.nngp = start;
+  if (want_nngp && want_ntk) allocate_large(result.nngp, n1, n2);
   Matrix& primary = want_ntk ? result.ntk : result.nngp;
   primary = std::move(start);
   Matrix& secondary = result.nngp;
-  const auto& c1 = engine.chain1();
-  const auto& c2 = engine.chain2();
   const int threads = options.threads;
   (void)threads;
+  constexpr int T = kernel_tile;
+  const DiagonalChains<Scalar>& c1 = engine.chain1();
+  // Column-major storage: tiles of T rows run down a column; the symmetric case fills the upper
+  // triangle (i <= j) and mirrors it.
+  bool finite = true;
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(dynamic, 4) num_threads(threads > 0 ? threads : omp_get_max_threads())
+#pragma omp parallel for schedule(dynamic, 4) reduction(&& : finite) num_threads(threads > 0 ? threads : omp_get_max_threads())
 #endif
-  for (Eigen::Index i = 0; i < n1; ++i) {
-    for (Eigen::Index j = symmetric ? i : 0; j < n2; ++j) {
-      Scalar nngp, ntk;
-      engine.entry(primary(i, j), c1.at(i), c2.at(j), nngp, ntk,
-                   [](std::size_t, Scalar, Scalar, Scalar) {});
-      if (want_nngp && want_ntk) {
-        secondary(i, j) = nngp;
-        primary(i, j) = ntk;
-      } else {
-        primary(i, j) = want_ntk ? ntk : nngp;
+  for (Eigen::Index j = 0; j < n2; ++j) {
+    const Eigen::Index rows = symmetric ? j + 1 : n1;
+    Scalar first[T], nngp[T], ntk[T];
+    for (Eigen::Index i0 = 0; i0 < rows; i0 += T) {
+      const Eigen::Index count = std::min<Eigen::Index>(T, rows - i0);
+      for (int t = 0; t < T; ++t)  // the diagonal starts from the chains' own x·x
+        first[t] = t >= count ? Scalar(0)
+                   : (symmetric && i0 + t == j) ? c1.value(0, j)
+                                                : primary(i0 + t, j) * scale;
+      engine.entries(first, i0, j, nngp, ntk, [](std::size_t, int, Scalar, Scalar, Scalar) {});
+      for (Eigen::Index t = 0; t < count; ++t) {
+        finite = finite && std::isfinite(nngp[t]) && std::isfinite(ntk[t]);
+        if (want_nngp && want_ntk) {
+          secondary(i0 + t, j) = nngp[t];
+          primary(i0 + t, j) = ntk[t];
+        } else {
+          primary(i0 + t, j) = want_ntk ? ntk[t] : nngp[t];
+        }
       }
     }
   }
+  if (!finite)
+    fail<std::overflow_error>(function,
+                              "the kernel overflows the scalar type (got a non-finite entry); "
+                              "reduce depth or sigma_w, or use the normalized deep kernels of "
+                              "deep_limit.hpp");
   if (symmetric)
     for (auto* m : {&result.nngp, &result.ntk})
-      if (m->size() > 0) m->template triangularView<Eigen::StrictlyLower>() = m->transpose();
-  check_result(function, result);
+      if (m->size() > 0) mirror_upper(*m, threads);
   return result;
 }
 
@@ -460,7 +560,7 @@ Kernels<typename D::Scalar> kernel_diagonal(const Arch& arch, const Eigen::Matri
   result.ntk.resize(x.rows(), 1);
   const auto& chain = engine.chain1();
   for (Eigen::Index p = 0; p < x.rows(); ++p) {
-    result.nngp(p, 0) = chain.at(p)[chain.layers];
+    result.nngp(p, 0) = chain.value(chain.layers, p);
     result.ntk(p, 0) = chain.ntk[static_cast<std::size_t>(p)];
   }
   detail::check_result("kernel_diagonal", result);
@@ -490,15 +590,19 @@ std::vector<LayerKernels<typename D1::Scalar>> kernel_layers(const Arch& arch,
     layer.ntk.resize(x1.rows(), x2.rows());
   }
   const Scalar scale = engine.input_scale(x1.cols());
-  for (Eigen::Index i = 0; i < x1.rows(); ++i)
-    for (Eigen::Index j = 0; j < x2.rows(); ++j) {
-      Scalar nngp, ntk;
-      engine.entry(x1.row(i).dot(x2.row(j)) * scale, engine.chain1().at(i), engine.chain2().at(j),
-                   nngp, ntk, [&](std::size_t l, Scalar s, Scalar s_dot, Scalar k) {
-                     out[slot[l]].nngp(i, j) = s;
-                     out[slot[l]].nngp_dot(i, j) = s_dot;
-                     out[slot[l]].ntk(i, j) = k;
-                   });
+  constexpr int T = detail::kernel_tile;
+  Scalar start[T], nngp[T], ntk[T];
+  for (Eigen::Index j = 0; j < x2.rows(); ++j)
+    for (Eigen::Index i0 = 0; i0 < x1.rows(); i0 += T) {
+      const Eigen::Index count = std::min<Eigen::Index>(T, x1.rows() - i0);
+      for (int t = 0; t < T; ++t)
+        start[t] = t < count ? x1.row(i0 + t).dot(x2.row(j)) * scale : Scalar(0);
+      engine.entries(start, i0, j, nngp, ntk, [&](std::size_t l, int t, Scalar s, Scalar s_dot, Scalar k) {
+        if (t >= count) return;
+        out[slot[l]].nngp(i0 + t, j) = s;
+        out[slot[l]].nngp_dot(i0 + t, j) = s_dot;
+        out[slot[l]].ntk(i0 + t, j) = k;
+      });
     }
   return out;
 }

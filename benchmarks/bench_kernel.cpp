@@ -1,0 +1,73 @@
+// Analytic ReLU/tanh NTK Gram matrices: the fused library path against a layer-by-layer baseline
+// over whole n x n arrays (how NumPy code computes it), in the same process.
+//   build-bench/benchmarks/bench_kernel --benchmark_counters_tabular=true
+#include <benchmark/benchmark.h>
+
+#include <ntk/kernel.hpp>
+#include <random>
+
+namespace {
+
+using Matrix = Eigen::MatrixXd;
+using Array = Eigen::ArrayXXd;
+
+Matrix inputs(Eigen::Index n, Eigen::Index d, bool normalize) {
+  std::mt19937_64 gen(42);
+  std::normal_distribution<double> normal;
+  Matrix x(n, d);
+  for (Eigen::Index i = 0; i < n; ++i)
+    for (Eigen::Index j = 0; j < d; ++j) x(i, j) = normal(gen);
+  if (normalize) x.rowwise().normalize();
+  return x;
+}
+
+// Baseline: layer by layer over n x n arrays, sigma_w = sigma_b = 1.
+Matrix relu_ntk_layer_by_layer(const Matrix& x, int depth) {
+  const double pi = 3.141592653589793;
+  const Eigen::Index n = x.rows();
+  Array sigma = (x * x.transpose()).array() / static_cast<double>(x.cols()) + 1.0;
+  Array theta_ntk = sigma;
+  for (int l = 0; l < depth; ++l) {
+    const Eigen::ArrayXd diag = sigma.matrix().diagonal().array();
+    const Eigen::ArrayXd root = diag.sqrt();
+    const Array norms = (root.matrix() * root.matrix().transpose()).array();
+    const Array rho = (sigma / norms).min(1.0).max(-1.0);
+    const Array angle = rho.acos();
+    const Array t = norms / (2 * pi) * ((1 - rho * rho).sqrt() + (pi - angle) * rho);
+    const Array t_dot = (pi - angle) / (2 * pi);
+    sigma = t + 1.0;
+    theta_ntk = sigma + t_dot * theta_ntk;
+  }
+  (void)n;
+  return theta_ntk.matrix();
+}
+
+void BM_relu_ntk_baseline(benchmark::State& state) {
+  const Matrix x = inputs(state.range(0), 100, false);
+  for (auto _ : state) benchmark::DoNotOptimize(relu_ntk_layer_by_layer(x, static_cast<int>(state.range(1))));
+  state.counters["entry_layers_per_s"] = benchmark::Counter(
+      static_cast<double>(state.range(0) * state.range(0) * state.range(1)), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+template <class Phi>
+void run_ntk(benchmark::State& state, bool normalize) {
+  const Matrix x = inputs(state.range(0), 100, normalize);
+  const auto net = ntk::mlp(Phi{}, state.range(1), 0, 1.0, 1.0);
+  for (auto _ : state) benchmark::DoNotOptimize(ntk::ntk_kernel(net, x));
+  state.counters["entry_layers_per_s"] = benchmark::Counter(
+      static_cast<double>(state.range(0) * state.range(0) * state.range(1)), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_relu_ntk_fused(benchmark::State& state) { run_ntk<ntk::Relu>(state, false); }
+void BM_relu_ntk_fused_normalized(benchmark::State& state) { run_ntk<ntk::Relu>(state, true); }
+void BM_tanh_ntk_normalized(benchmark::State& state) { run_ntk<ntk::Tanh>(state, true); }
+void BM_tanh_ntk_unnormalized(benchmark::State& state) { run_ntk<ntk::Tanh>(state, false); }
+
+}  // namespace
+
+BENCHMARK(BM_relu_ntk_baseline)->Args({4000, 3})->Args({4000, 10})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_relu_ntk_fused)->Args({4000, 3})->Args({4000, 10})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_relu_ntk_fused_normalized)->Args({4000, 10})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_tanh_ntk_normalized)->Args({4000, 3})->Args({4000, 10})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_tanh_ntk_unnormalized)->Args({200, 3})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_MAIN();
