@@ -80,6 +80,18 @@ struct Serial {
   void visit(F& f, std::index_sequence<I...>) const {
     (f(I, std::get<I>(layers)), ...);
   }
+  template <class F, std::size_t... I>
+  void visit_reverse(F& f, std::index_sequence<I...>) const {
+    constexpr std::size_t last = sizeof...(Layers) - 1;
+    (f(last - I, std::get<last - I>(layers)), ...);
+  }
+
+ public:
+  /// Calls f(index, layer) for each layer in reverse order.
+  template <class F>
+  void for_each_layer_reverse(F&& f) const {
+    visit_reverse(f, std::index_sequence_for<Layers...>{});
+  }
 };
 
 /// serial(Dense(...), activation(Relu{}), Dense(...)).
@@ -104,6 +116,14 @@ struct Mlp {
     for (std::size_t l = 0; l < dense.size(); ++l) {
       f(2 * l, dense[l]);
       if (l + 1 < dense.size()) f(2 * l + 1, act);
+    }
+  }
+  /// Calls f(index, layer) for each layer in reverse order.
+  template <class F>
+  void for_each_layer_reverse(F&& f) const {
+    for (std::size_t l = dense.size(); l-- > 0;) {
+      if (l + 1 < dense.size()) f(2 * l + 1, act);
+      f(2 * l, dense[l]);
     }
   }
 };

@@ -7,5 +7,7 @@
 #include "errors.hpp"
 #include "kernel.hpp"
 #include "layers.hpp"
+#include "network.hpp"
+#include "random.hpp"
 #include "quadrature.hpp"
 #include "version.hpp"
