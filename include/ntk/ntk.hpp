@@ -4,6 +4,7 @@
 
 #include "activations.hpp"
 #include "dual.hpp"
+#include "dynamics.hpp"
 #include "errors.hpp"
 #include "kernel.hpp"
 #include "layers.hpp"
