@@ -194,13 +194,13 @@ class Steps<Serial<Layers...>, Scalar> {
   }
 
  private:
-  template <class Make, std::size_t... I>
-  void build(const Serial<Layers...>& arch, Make& make, std::index_sequence<I...>) {
-    ((std::get<I>(m_steps) = make(I, std::get<I>(arch.layers))), ...);
+  template <class Make, std::size_t... Ks>
+  void build(const Serial<Layers...>& arch, Make& make, std::index_sequence<Ks...>) {
+    ((std::get<Ks>(m_steps) = make(Ks, std::get<Ks>(arch.layers))), ...);
   }
-  template <class F, std::size_t... I>
-  void visit(F& f, std::index_sequence<I...>) const {
-    (f(I, std::get<I>(m_steps)), ...);
+  template <class F, std::size_t... Ks>
+  void visit(F& f, std::index_sequence<Ks...>) const {
+    (f(Ks, std::get<Ks>(m_steps)), ...);
   }
   std::tuple<typename StepFor<Layers, Scalar>::type...> m_steps;
 };

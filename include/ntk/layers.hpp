@@ -76,14 +76,14 @@ struct Serial {
   }
 
  private:
-  template <class F, std::size_t... I>
-  void visit(F& f, std::index_sequence<I...>) const {
-    (f(I, std::get<I>(layers)), ...);
+  template <class F, std::size_t... Ks>
+  void visit(F& f, std::index_sequence<Ks...>) const {
+    (f(Ks, std::get<Ks>(layers)), ...);
   }
-  template <class F, std::size_t... I>
-  void visit_reverse(F& f, std::index_sequence<I...>) const {
+  template <class F, std::size_t... Ks>
+  void visit_reverse(F& f, std::index_sequence<Ks...>) const {
     constexpr std::size_t last = sizeof...(Layers) - 1;
-    (f(last - I, std::get<last - I>(layers)), ...);
+    (f(last - Ks, std::get<last - Ks>(layers)), ...);
   }
 
  public:

@@ -28,10 +28,10 @@ constexpr std::array<Scalar, N> asin_series() {
 }
 
 /// Σ_k c[k] x^k, unrolled at compile time.
-template <class Scalar, std::size_t N, std::size_t... I>
-NTK_ALWAYS_INLINE Scalar horner(Scalar x, const std::array<Scalar, N>& c, std::index_sequence<I...>) {
+template <class Scalar, std::size_t N, std::size_t... Ks>
+NTK_ALWAYS_INLINE Scalar horner(Scalar x, const std::array<Scalar, N>& c, std::index_sequence<Ks...>) {
   Scalar p = 0;
-  ((p = p * x + c[N - 1 - I]), ...);
+  ((p = p * x + c[N - 1 - Ks]), ...);
   return p;
 }
 
