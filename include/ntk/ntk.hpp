@@ -3,6 +3,7 @@
 /// The one include users need.
 
 #include "activations.hpp"
+#include "deep_limit.hpp"
 #include "dual.hpp"
 #include "dynamics.hpp"
 #include "errors.hpp"
