@@ -286,31 +286,44 @@ class DeepKernel {
   /// double precision (singular regime), the remaining layers in closed form:
   ///   ρ_L = A'^{2m} ρ,  K_L = A'^{2m} (K + m ρ)  after m more layers.
   std::pair<LogNumber, LogNumber> entry(double rho0) const {
-    double rho = std::min(std::max(rho0, -1.0), 1.0), r = rho;
+    double rho = std::min(std::max(rho0, -1.0), 1.0), r = rho;  // r = K_l / D_l
     long l = 0;
-    for (; l < m_depth; ++l) {
-      if (std::fabs(rho) < 1e-3 || std::fabs(r) < 1e-250) break;
-      const auto d = m_dual.plain(rho);
-      r = d.t * m_inverse[static_cast<std::size_t>(l)] + r * d.t_dot * m_shrink[static_cast<std::size_t>(l)];
-      rho = d.t;
-    }
-    LogNumber lrho = LogNumber::of(rho);
-    LogNumber k = LogNumber::of(r) * LogNumber{1, m_log_d[static_cast<std::size_t>(l)]};  // K_l
-    const double a1 = m_dual.constants().A_prime;
-    for (; l < m_depth; ++l) {
-      if (a1 != 0 && lrho.log_abs < -40 + m_linear_log) {  // |ρ| < 4e-18 A'²: ψ(ρ) = A'² ρ exactly
-        const double m = static_cast<double>(m_depth - l);
-        const LogNumber scale{1, m * m_linear_log};
-        k = scale * (k + LogNumber{1, std::log(m)} * lrho);
-        lrho = scale * lrho;
-        l = m_depth;
-        break;
+    const bool linear_tail = m_dual.constants().A == 0 && m_dual.constants().A_prime != 0;
+    while (true) {
+      for (; l < m_depth; ++l) {  // plain doubles
+        if (std::fabs(rho) < 1e-3 || std::fabs(r) < 1e-250) break;
+        const auto d = m_dual.plain(rho);
+        r = d.t * m_inverse[static_cast<std::size_t>(l)] + r * d.t_dot * m_shrink[static_cast<std::size_t>(l)];
+        rho = d.t;
       }
-      const auto [psi, dpsi] = m_dual(lrho);
-      k = psi + k * dpsi;
-      lrho = psi;
+      if (l == m_depth) return {LogNumber::of(rho), LogNumber::of(r)};
+      LogNumber lrho = LogNumber::of(rho);
+      bool back = false;
+      LogNumber k = LogNumber::of(r) * LogNumber{1, m_log_d[static_cast<std::size_t>(l)]};  // K_l
+      for (; l < m_depth; ++l) {  // log form
+        if (linear_tail && lrho.log_abs < -40 + m_linear_log) {
+          // |ρ| < 4e-18 A'²: ψ(ρ) = A'² ρ and ψ'(ρ) = A'² to double precision from here on.
+          const double m = static_cast<double>(m_depth - l);
+          const LogNumber scale{1, m * m_linear_log};
+          k = scale * (k + LogNumber{1, std::log(m)} * lrho);
+          lrho = scale * lrho;
+          l = m_depth;
+          break;
+        }
+        const auto [psi, dpsi] = m_dual(lrho);
+        k = psi + k * dpsi;
+        lrho = psi;
+        const LogNumber ratio = k * LogNumber{1, -m_log_d[static_cast<std::size_t>(l + 1)]};
+        if (lrho.log_abs >= std::log(1e-3) && ratio.log_abs >= std::log(1e-250)) {
+          ++l;  // back to plain doubles
+          rho = lrho.value();
+          r = ratio.value();
+          back = true;
+          break;
+        }
+      }
+      if (!back) return {lrho, k * LogNumber{1, -m_log_d.back()}};
     }
-    return {lrho, k * LogNumber{1, -m_log_d.back()}};
   }
 
   /// Gram matrix between the rows of a and b (projected onto the sphere).  O(n_a n_b L).
@@ -320,7 +333,12 @@ class DeepKernel {
       detail::fail<std::invalid_argument>("DeepKernel::gram", "a and b must have the same number of "
                                           "features (got ", a.cols(), " and ", b.cols(), ")");
     const Eigen::MatrixXd ua = project_to_sphere(a), ub = project_to_sphere(b);
-    const Eigen::MatrixXd cosines = ua * ub.transpose();
+    // Cosines within a few ulp of ±1 are round-off of an exact ±1 (a point with itself): snap them,
+    // since for B > 1 the recursion amplifies 1 − ρ by B per layer.
+    const double snap = 1 - 8 * std::numeric_limits<double>::epsilon();
+    const Eigen::MatrixXd cosines = (ua * ub.transpose()).unaryExpr([snap](double c) {
+      return c >= snap ? 1.0 : (c <= -snap ? -1.0 : c);
+    });
     DeepGram g;
     g.sign.resize(ua.rows(), ub.rows());
     g.log_abs.resize(ua.rows(), ub.rows());

@@ -233,7 +233,17 @@ class Network {
       const Matrix residual = run_forward(x, inputs) - y;
       history.loss.push_back(residual.squaredNorm() / 2);
       if (step == options.steps) break;
-      m_theta -= eta * gradient_from(residual, inputs, deltas);
+      // All deltas first (they need the current weights), then each layer's rank-n update in place:
+      // no p-sized gradient buffer, which matters for wide layers.
+      run_backward(residual, inputs, deltas);
+      for (std::size_t l = 0; l < m_info.size(); ++l) {
+        const Info& info = m_info[l];
+        if (!info.dense) continue;
+        Eigen::Map<RowMajor> w(m_theta.data() + info.offset, info.out, info.in);
+        w.noalias() -= (eta * info.weight_scale) * (deltas[l].transpose() * inputs[l]);
+        Eigen::Map<Vector>(m_theta.data() + info.offset + info.out * info.in, info.out) -=
+            (eta * info.bias_scale) * deltas[l].colwise().sum().transpose();
+      }
     }
     if (options.record_ntk) history.ntk_after = empirical_ntk(x, x);
     return history;

@@ -1,0 +1,234 @@
+#pragma once
+// Matrix input/output for the ntk command-line tool: CSV (comma-separated, optional header row,
+// "-" for stdin/stdout) and NumPy .npy (float64/float32, C or Fortran order), chosen by the
+// file's extension.  Every failure throws CliError with a one-line message.
+
+#include <Eigen/Core>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace ntk_cli {
+
+/// A user-facing error: printed as "ntk: error: <message>", exit status 2.
+struct CliError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+inline bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+inline bool parse_double(const std::string& text, double& value) {
+  std::size_t begin = text.find_first_not_of(" \t\r");
+  std::size_t end = text.find_last_not_of(" \t\r");
+  if (begin == std::string::npos) return false;
+  const std::string cell = text.substr(begin, end - begin + 1);
+  char* stop = nullptr;
+  errno = 0;
+  value = std::strtod(cell.c_str(), &stop);
+  return stop == cell.c_str() + cell.size() && errno != ERANGE;
+}
+
+inline std::vector<std::string> split(const std::string& line, char separator) {
+  std::vector<std::string> cells;
+  std::string cell;
+  std::stringstream stream(line);
+  while (std::getline(stream, cell, separator)) cells.push_back(cell);
+  if (!line.empty() && line.back() == separator) cells.push_back("");
+  return cells;
+}
+
+/// Parses CSV text; a first row with a non-numeric cell is a header and is skipped.
+inline Eigen::MatrixXd parse_csv(std::istream& in, const std::string& name) {
+  std::vector<std::vector<double>> rows;
+  std::string line;
+  std::size_t line_number = 0, width = 0;
+  bool first = true;
+  while (std::getline(in, line)) {
+    ++line_number;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    const auto cells = split(line, ',');
+    std::vector<double> row;
+    bool numeric = true;
+    std::string bad;
+    for (const auto& cell : cells) {
+      double v;
+      if (!parse_double(cell, v)) {
+        numeric = false;
+        bad = cell;
+        break;
+      }
+      row.push_back(v);
+    }
+    if (!numeric) {
+      if (first) {  // header row
+        first = false;
+        continue;
+      }
+      throw CliError(name + ": line " + std::to_string(line_number) + ": non-numeric cell '" + bad + "'");
+    }
+    first = false;
+    for (std::size_t j = 0; j < row.size(); ++j)
+      if (!std::isfinite(row[j]))
+        throw CliError(name + ": line " + std::to_string(line_number) + ": non-finite value in column " +
+                       std::to_string(j + 1));
+    if (rows.empty()) width = row.size();
+    if (row.size() != width)
+      throw CliError(name + ": line " + std::to_string(line_number) + ": ragged row (" +
+                     std::to_string(row.size()) + " cells, expected " + std::to_string(width) + ")");
+    rows.push_back(std::move(row));
+  }
+  if (rows.empty()) throw CliError(name + ": no data rows");
+  Eigen::MatrixXd m(static_cast<Eigen::Index>(rows.size()), static_cast<Eigen::Index>(width));
+  for (std::size_t i = 0; i < rows.size(); ++i)
+    for (std::size_t j = 0; j < width; ++j) m(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(j)) = rows[i][j];
+  return m;
+}
+
+/// Reads a .npy file (format 1.0/2.0/3.0, '<f8' or '<f4', C or Fortran order, 1-D or 2-D).
+inline Eigen::MatrixXd read_npy(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw CliError(path + ": cannot open file");
+  char magic[6];
+  if (!in.read(magic, 6) || std::memcmp(magic, "\x93NUMPY", 6) != 0) throw CliError(path + ": not a .npy file");
+  unsigned char version[2];
+  if (!in.read(reinterpret_cast<char*>(version), 2)) throw CliError(path + ": truncated header");
+  std::uint32_t header_length = 0;
+  if (version[0] == 1) {
+    unsigned char b[2];
+    if (!in.read(reinterpret_cast<char*>(b), 2)) throw CliError(path + ": truncated header");
+    header_length = static_cast<std::uint32_t>(b[0] | (b[1] << 8));
+  } else if (version[0] == 2 || version[0] == 3) {
+    unsigned char b[4];
+    if (!in.read(reinterpret_cast<char*>(b), 4)) throw CliError(path + ": truncated header");
+    header_length = static_cast<std::uint32_t>(b[0] | (b[1] << 8) | (b[2] << 16) | (static_cast<std::uint32_t>(b[3]) << 24));
+  } else {
+    throw CliError(path + ": unsupported .npy version " + std::to_string(version[0]));
+  }
+  if (header_length > (1u << 20)) throw CliError(path + ": header too long");
+  std::string header(header_length, '\0');
+  if (!in.read(&header[0], header_length)) throw CliError(path + ": truncated header");
+  auto field = [&](const std::string& key) {
+    const auto at = header.find("'" + key + "'");
+    if (at == std::string::npos) throw CliError(path + ": header lacks '" + key + "'");
+    return header.substr(header.find(':', at) + 1);
+  };
+  const std::string descr = field("descr");
+  const bool f8 = descr.find("<f8") != std::string::npos || descr.find("|f8") != std::string::npos;
+  const bool f4 = descr.find("<f4") != std::string::npos;
+  if (!f8 && !f4) throw CliError(path + ": only little-endian float64 or float32 arrays are supported");
+  const bool fortran = field("fortran_order").find("True") < field("fortran_order").find(',');
+  std::string shape_text = field("shape");
+  shape_text = shape_text.substr(shape_text.find('(') + 1, shape_text.find(')') - shape_text.find('(') - 1);
+  std::vector<long long> shape;
+  for (const auto& part : split(shape_text, ',')) {
+    if (part.find_first_not_of(" ") == std::string::npos) continue;
+    char* stop = nullptr;
+    const long long v = std::strtoll(part.c_str(), &stop, 10);
+    if (v < 0) throw CliError(path + ": bad shape");
+    shape.push_back(v);
+  }
+  if (shape.empty() || shape.size() > 2) throw CliError(path + ": only 1-D and 2-D arrays are supported");
+  const long long rows = shape[0], cols = shape.size() == 2 ? shape[1] : 1;
+  if (rows == 0 || cols == 0) throw CliError(path + ": empty array");
+  if (rows > (1LL << 31) || cols > (1LL << 31) || rows * cols > (1LL << 34)) throw CliError(path + ": array too large");
+  const std::size_t count = static_cast<std::size_t>(rows * cols);
+  std::vector<double> values(count);
+  if (f8) {
+    if (!in.read(reinterpret_cast<char*>(values.data()), static_cast<std::streamsize>(count * 8)))
+      throw CliError(path + ": truncated data");
+  } else {
+    std::vector<float> f(count);
+    if (!in.read(reinterpret_cast<char*>(f.data()), static_cast<std::streamsize>(count * 4)))
+      throw CliError(path + ": truncated data");
+    for (std::size_t i = 0; i < count; ++i) values[i] = f[i];
+  }
+  Eigen::MatrixXd m(rows, cols);
+  for (long long i = 0; i < rows; ++i)
+    for (long long j = 0; j < cols; ++j)
+      m(i, j) = fortran ? values[static_cast<std::size_t>(j * rows + i)] : values[static_cast<std::size_t>(i * cols + j)];
+  for (Eigen::Index j = 0; j < m.cols(); ++j)
+    for (Eigen::Index i = 0; i < m.rows(); ++i)
+      if (!std::isfinite(m(i, j)))
+        throw CliError(path + ": non-finite value at row " + std::to_string(i + 1) + ", column " + std::to_string(j + 1));
+  return m;
+}
+
+/// Reads a matrix from CSV (or "-" for stdin) or .npy.
+inline Eigen::MatrixXd read_matrix(const std::string& path) {
+  if (ends_with(path, ".npy")) return read_npy(path);
+  if (path == "-") return parse_csv(std::cin, "stdin");
+  std::ifstream in(path);
+  if (!in) throw CliError(path + ": cannot open file");
+  return parse_csv(in, path);
+}
+
+/// Writes CSV with 17 significant digits, no header.
+inline void write_csv(std::ostream& out, const Eigen::MatrixXd& m) {
+  char buffer[32];
+  std::string line;
+  for (Eigen::Index i = 0; i < m.rows(); ++i) {
+    line.clear();
+    for (Eigen::Index j = 0; j < m.cols(); ++j) {
+      std::snprintf(buffer, sizeof buffer, "%.17g", m(i, j));
+      if (j) line += ',';
+      line += buffer;
+    }
+    line += '\n';
+    out << line;
+  }
+}
+
+inline void write_npy(std::ostream& out, const Eigen::MatrixXd& m) {
+  std::string header = "{'descr': '<f8', 'fortran_order': True, 'shape': (" + std::to_string(m.rows()) + ", " +
+                       std::to_string(m.cols()) + "), }";
+  const std::size_t total = 10 + header.size() + 1;
+  header.append((64 - total % 64) % 64, ' ');
+  header += '\n';
+  out.write("\x93NUMPY\x01\x00", 8);
+  const std::uint16_t length = static_cast<std::uint16_t>(header.size());
+  const char le[2] = {static_cast<char>(length & 0xff), static_cast<char>(length >> 8)};
+  out.write(le, 2);
+  out.write(header.data(), static_cast<std::streamsize>(header.size()));
+  out.write(reinterpret_cast<const char*>(m.data()), static_cast<std::streamsize>(m.size() * 8));
+}
+
+/// Writes to stdout ("-" or empty) or to a file, atomically: a temporary file renamed into place,
+/// so a failure leaves no partial output behind.
+inline void write_matrix(const std::string& path, const Eigen::MatrixXd& m) {
+  if (path.empty() || path == "-") {
+    write_csv(std::cout, m);
+    std::cout.flush();
+    return;
+  }
+  const std::string temporary = path + ".partial";
+  {
+    std::ofstream out(temporary, std::ios::binary);
+    if (!out) throw CliError(path + ": cannot write file");
+    if (ends_with(path, ".npy"))
+      write_npy(out, m);
+    else
+      write_csv(out, m);
+    out.flush();
+    if (!out) {
+      std::remove(temporary.c_str());
+      throw CliError(path + ": write failed");
+    }
+  }
+  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
+    std::remove(temporary.c_str());
+    throw CliError(path + ": cannot write file");
+  }
+}
+
+}  // namespace ntk_cli
