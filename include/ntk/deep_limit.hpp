@@ -18,7 +18,7 @@
 /// constants.  The sphere dimension d is the ambient dimension − 1 (φ^opt for data in R^3 is d = 2).
 
 #include <Eigen/Core>
-#include <Eigen/LU>
+#include <Eigen/Eigenvalues>
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -424,8 +424,8 @@ class DeepKernelClassifier {
   DeepKernelClassifier(const Phi& phi, long depth, DeepKind kind = DeepKind::ntk)
       : m_kernel(phi, depth, kind) {}
 
-  /// Throws std::invalid_argument for shapes or labels, std::runtime_error if G is singular
-  /// (duplicated training directions with different labels).
+  /// Throws std::invalid_argument for shapes or labels.  A numerically singular G is inverted by its
+  /// pseudo-inverse (eigenvalues below 1e-13 λ_max dropped).
   template <class D>
   void fit(const Eigen::MatrixBase<D>& x, const std::vector<int>& labels) {
     detail::check_classification("DeepKernelClassifier::fit", x, labels);
@@ -433,12 +433,15 @@ class DeepKernelClassifier {
     m_x = project_to_sphere(x);
     m_labels = labels;
     const Eigen::MatrixXd g = m_kernel.gram(m_x, m_x).ratio();  // diagonal 1
-    m_solver.compute(g);
-    if (!(m_solver.rcond() > 1e-14))
-      detail::fail<std::runtime_error>("DeepKernelClassifier::fit",
-                                       "the Gram matrix is singular (got rcond ", m_solver.rcond(),
-                                       "); remove duplicated training points");
-    m_weights = m_solver.solve(m_coding.targets(labels)).transpose();  // k x n: Yᵀ G⁻¹
+    // Deep Gram matrices can be numerically singular (e.g. the ReLU NNGP, whose correlations all
+    // tend to 1): use the pseudo-inverse, dropping eigenvalues below 1e-13 λ_max.
+    const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(g);
+    const Eigen::VectorXd& lambda = eigen.eigenvalues();
+    const double cutoff = 1e-13 * lambda.cwiseAbs().maxCoeff();
+    const Eigen::VectorXd inverse =
+        lambda.unaryExpr([cutoff](double v) { return v > cutoff ? 1 / v : 0.0; });
+    const Eigen::MatrixXd& v = eigen.eigenvectors();
+    m_weights = (v * inverse.asDiagonal() * (v.transpose() * m_coding.targets(labels))).transpose();
   }
 
   /// Predicted labels for the rows of x.  Throws std::logic_error before fit().
@@ -476,7 +479,6 @@ class DeepKernelClassifier {
   detail::LabelCoding m_coding;
   Eigen::MatrixXd m_x, m_weights;
   std::vector<int> m_labels;
-  Eigen::PartialPivLU<Eigen::MatrixXd> m_solver;
 };
 
 /// Majority vote: every test point gets the most frequent training label (ties: +1 / lowest id).
