@@ -56,8 +56,8 @@ int run_kernel(const Words& words) {
   Eigen::MatrixXd out;
   with_activation(arch.activation, [&](const auto& phi) {
     const auto net = ntk::mlp(phi, arch.depth, 0, arch.sigma_w, arch.sigma_b);
-    const auto k = two ? ntk::kernel(net, x, x2, which, options) : ntk::kernel(net, x, which, options);
-    out = kind == "ntk" ? k.ntk : k.nngp;
+    auto k = two ? ntk::kernel(net, x, x2, which, options) : ntk::kernel(net, x, which, options);
+    out = kind == "ntk" ? std::move(k.ntk) : std::move(k.nngp);
   });
   write_matrix(args.text("out"), out);
   return 0;

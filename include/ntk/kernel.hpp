@@ -241,7 +241,7 @@ struct DiagonalChains {
   }
 };
 
-inline constexpr int kernel_tile = 8;
+inline constexpr int kernel_tile = 16;
 
 /// Sets up the steps and diagonal chains of an architecture for two sets of inputs.
 template <class Arch, class Scalar>
