@@ -95,10 +95,8 @@ inline Eigen::MatrixXd parse_csv(std::istream& in, const std::string& name) {
   return m;
 }
 
-/// Reads a .npy file (format 1.0/2.0/3.0, '<f8' or '<f4', C or Fortran order, 1-D or 2-D).
-inline Eigen::MatrixXd read_npy(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw CliError(path + ": cannot open file");
+/// Parses .npy bytes (format 1.0/2.0/3.0, '<f8' or '<f4', C or Fortran order, 1-D or 2-D).
+inline Eigen::MatrixXd parse_npy(std::istream& in, const std::string& path) {
   char magic[6];
   if (!in.read(magic, 6) || std::memcmp(magic, "\x93NUMPY", 6) != 0) throw CliError(path + ": not a .npy file");
   unsigned char version[2];
@@ -143,6 +141,14 @@ inline Eigen::MatrixXd read_npy(const std::string& path) {
   if (rows == 0 || cols == 0) throw CliError(path + ": empty array");
   if (rows > (1LL << 31) || cols > (1LL << 31) || rows * cols > (1LL << 34)) throw CliError(path + ": array too large");
   const std::size_t count = static_cast<std::size_t>(rows * cols);
+  // Check the data is there before allocating for it.
+  const auto here = in.tellg();
+  in.seekg(0, std::ios::end);
+  const auto end = in.tellg();
+  in.seekg(here);
+  if (here < 0 || end < here ||
+      static_cast<unsigned long long>(end - here) < count * static_cast<unsigned long long>(f8 ? 8 : 4))
+    throw CliError(path + ": truncated data (the header's shape needs more bytes than the file has)");
   std::vector<double> values(count);
   if (f8) {
     if (!in.read(reinterpret_cast<char*>(values.data()), static_cast<std::streamsize>(count * 8)))
@@ -162,6 +168,12 @@ inline Eigen::MatrixXd read_npy(const std::string& path) {
       if (!std::isfinite(m(i, j)))
         throw CliError(path + ": non-finite value at row " + std::to_string(i + 1) + ", column " + std::to_string(j + 1));
   return m;
+}
+
+inline Eigen::MatrixXd read_npy(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw CliError(path + ": cannot open file");
+  return parse_npy(in, path);
 }
 
 /// Reads a matrix from CSV (or "-" for stdin) or .npy.

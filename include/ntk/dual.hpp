@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 #include <type_traits>
 #include <vector>
 
@@ -33,14 +34,15 @@ struct DualOptions {
 };
 
 /// The default Gauss–Hermite order for variances up to q: 64 + 130 q nodes per dimension, at most
-/// 2048.  For tanh (poles at distance π/2, the slowest common smooth case) the error of E[φφ] is
+/// 1024.  For tanh (poles at distance π/2, the slowest common smooth case) the error of E[φφ] is
 /// about 45 exp(-π sqrt(n / q)) and that of E[φ'φ'] ten times larger (REFERENCE.md T6), so this
-/// order gives <= 1e-12 relative for q <= 15; entire activations (erf, GELU, sin) are at the 1e-15
-/// floor.  Beyond q ≈ 15 the cap makes the result a looser approximation (still finite).
+/// order gives <= 1e-12 relative for q <= 7.4; entire activations (erf, GELU, sin) are at the 1e-15
+/// floor.  Beyond that the cap (which bounds the cost at 1024² evaluations) makes the result a
+/// looser approximation, still finite: about 45 exp(−π sqrt(1024 / q)) relative for tanh.
 inline int adaptive_quadrature_order(double q_max) {
   if (!(q_max > 0)) return 64;
   const double n = 64 + 130 * q_max;
-  return n >= 2048 ? 2048 : static_cast<int>(std::ceil(n));
+  return n >= 1024 ? 1024 : static_cast<int>(std::ceil(n));
 }
 
 namespace detail {
@@ -114,7 +116,8 @@ Dual<S> dual_unchecked(const Phi& phi, const Covariance2<S>& cov, const DualOpti
 /// (L^φ, L^φ') of the covariance [[s11, s12], [s12, s22]]: exact from the activation's closed form
 /// unless options.force_quadrature, else Gauss–Hermite quadrature (approximate).
 /// Throws std::invalid_argument for negative variances, s12^2 > s11 s22 (1 + 1e-12) or a bad
-/// order, std::domain_error for non-finite arguments.  Within the tolerance the correlation is
+/// order, std::domain_error for non-finite arguments, std::overflow_error when the expectation
+/// itself exceeds the scalar type (e.g. a cubic φ at variance 1e140).  Within the tolerance the correlation is
 /// clamped into [-1, 1].
 template <class Phi, class Scalar>
 Dual<Scalar> dual(const Phi& phi, Scalar s11, Scalar s12, Scalar s22,
@@ -122,7 +125,12 @@ Dual<Scalar> dual(const Phi& phi, Scalar s11, Scalar s12, Scalar s22,
   static_assert(is_activation<Phi, Scalar>::value,
                 "ntk::dual: Phi must provide value(z) and derivative(z)");
   options.check("dual");
-  return detail::dual_unchecked(phi, detail::checked_covariance("dual", s11, s12, s22), options);
+  const Dual<Scalar> d =
+      detail::dual_unchecked(phi, detail::checked_covariance("dual", s11, s12, s22), options);
+  if (!std::isfinite(d.t) || !std::isfinite(d.t_dot))
+    detail::fail<std::overflow_error>("dual", "the expectation is out of the scalar type's range (got ",
+                                      d.t, ", ", d.t_dot, " at variances ", s11, ", ", s22, ")");
+  return d;
 }
 
 namespace detail {

@@ -245,7 +245,7 @@ class LinearizedDynamics {
       if (std::isinf(t))
         e[i] = l > m_tolerance ? Scalar(0) : Scalar(1);
       else if (m_options.time == TimeModel::continuous)
-        e[i] = std::exp(-eta * l * static_cast<Scalar>(t));
+        e[i] = l == 0 ? Scalar(1) : std::exp(-(eta * static_cast<Scalar>(t)) * l);  // η t first: t = 0 stays 0
       else
         e[i] = std::pow(1 - eta * l, static_cast<Scalar>(t));
     }
@@ -263,10 +263,10 @@ class LinearizedDynamics {
       const Scalar l = m_lambda[i];
       if (std::isinf(t)) {
         g[i] = l > m_tolerance ? 1 / l : Scalar(0);
-      } else if (l == 0) {
+      } else if (l == 0 || time == 0) {
         g[i] = eta * time;
       } else if (m_options.time == TimeModel::continuous) {
-        g[i] = -std::expm1(-eta * l * time) / l;
+        g[i] = -std::expm1(-(eta * time) * l) / l;
       } else if (eta * l < Scalar(0.5)) {
         g[i] = -std::expm1(time * std::log1p(-eta * l)) / l;
       } else {
