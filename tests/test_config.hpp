@@ -11,7 +11,7 @@
 namespace ntk_test {
 /// `full` scaled by NTK_TEST_SCALE, at least `minimum`.
 inline long scaled(long full, long minimum = 1) {
-  return std::max(minimum, static_cast<long>(std::lround(full * NTK_TEST_SCALE)));
+  return std::max(minimum, static_cast<long>(std::lround(static_cast<double>(full) * NTK_TEST_SCALE)));
 }
 /// Relative error |a - b| / max(|b|, tiny).
 inline double relative_error(double a, double b) {

@@ -40,12 +40,13 @@ inline constexpr Scalar pi_v = static_cast<Scalar>(3.141592653589793238462643383
 
 /// sqrt(q1 q2), exact (= q) when q1 = q2 = q so that the diagonal has correlation exactly 1
 /// (arc-cosine duals are infinitely sensitive there); falls back to sqrt(q1) sqrt(q2) when the
-/// product would overflow.  Branch-free.
+/// product would overflow or underflow.  Branch-free.
 template <class Scalar>
 NTK_ALWAYS_INLINE Scalar geometric_mean(Scalar q1, Scalar q2) {
   const Scalar product = q1 * q2;
-  return product <= std::numeric_limits<Scalar>::max() ? std::sqrt(product)
-                                                       : std::sqrt(q1) * std::sqrt(q2);
+  const bool in_range = product <= std::numeric_limits<Scalar>::max() &&
+                        (product >= std::numeric_limits<Scalar>::min() || (product == 0 && (q1 == 0 || q2 == 0)));
+  return in_range ? std::sqrt(product) : std::sqrt(q1) * std::sqrt(q2);
 }
 
 /// ρ = c / sqrt(q1 q2) clamped into [-1, 1]; 0 when a variance vanishes.
@@ -225,15 +226,25 @@ struct Gelu {
   }
   template <class S>
   Dual<S> dual(S q1, S c, S q2) const {
+    // Tsuchida et al.'s form rewritten in ratios so that no intermediate overflows for huge
+    // variances: with p = 1 + q, s = sqrt(p1 p2), u = c / s and δ² = 1 − u² (> 0 always),
+    //   Δ = s δ,  γ = atan2(u, δ),  (c² + q1 q2 Δ²) / (p1 p2 Δ) = u² / (s δ) + (q1/√p1)(q2/√p2) δ.
     const S pi = detail::pi_v<S>;
     const S p1 = 1 + q1, p2 = 1 + q2;
-    const S limit = std::sqrt(q1) * std::sqrt(q2);
-    c = c > limit ? limit : (c < -limit ? -limit : c);
-    const S delta = std::sqrt(p1 * p2 - c * c);
-    const S gamma = std::atan2(c, delta);
-    const S t = c / 4 + (c * gamma + (c * c + q1 * q2 * delta * delta) / (p1 * p2 * delta)) / (2 * pi);
+    const S r = detail::geometric_mean(q1, q2);
+    c = std::min(std::max(c, -r), r);
+    const S root1 = std::sqrt(p1), root2 = std::sqrt(p2);
+    const S s = root1 * root2;
+    const S u = (c / root1) / root2;
+    // δ² = (p1 p2 − c²) / (p1 p2) = (1 + q1 + q2) / (p1 p2) + (q1 q2 − c²) / (p1 p2).
+    const S delta2 = ((1 + q1 + q2) / p1) / p2 + ((r - std::fabs(c)) / p1) * ((r + std::fabs(c)) / p2);
+    const S delta = std::sqrt(delta2);
+    const S gamma = std::atan2(u, delta);
+    const S a1 = q1 / root1, a2 = q2 / root2;
+    const S t = c / 4 + (c * gamma + u * u / (s * delta) + a1 * a2 * delta) / (2 * pi);
+    const S inverse_delta2 = (1 / (s * s)) / delta2;  // 1 / Δ²
     const S t_dot = S(0.25) + gamma / (2 * pi) +
-                    c / (2 * pi * delta) * (1 / (delta * delta) + (1 - q1 * q2) / (p1 * p2) + 1);
+                    (u / delta) / (2 * pi) * (inverse_delta2 + (1 / p1) / p2 - (q1 / p1) * (q2 / p2) + 1);
     return {t, t_dot};
   }
 };
