@@ -2,6 +2,7 @@
 #include <ntk/dual.hpp>
 
 #include <array>
+#include <vector>
 #include <limits>
 #include <cmath>
 #include <stdexcept>
@@ -74,7 +75,11 @@ void check_closed_form_against_quadrature(const Phi& phi, double tolerance, int 
   ntk::DualOptions forced;
   forced.force_quadrature = true;
   forced.quadrature_order = order;
-  for (const auto& cv : covariances) {
+  // REFERENCE.md's covariances plus their anti-correlated mirror images (ρ = −0.999999).
+  std::vector<Cov> all(covariances.begin(), covariances.end());
+  all.push_back({1, -0.999999, 1});
+  all.push_back({4, -1.999998, 1});
+  for (const auto& cv : all) {
     const auto exact = ntk::dual(phi, cv.q1, cv.c, cv.q2);
     const auto quad = ntk::dual(phi, cv.q1, cv.c, cv.q2, forced);
     INFO(phi.name() << " at (" << cv.q1 << ", " << cv.c << ", " << cv.q2 << ")");
