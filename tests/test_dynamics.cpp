@@ -106,7 +106,7 @@ TEST_CASE("Discrete dynamics equal iterating f <- f - eta G0 (f - Y) exactly", "
   REQUIRE_THROWS_AS(dyn.train_predictions(1.5), std::invalid_argument);
 }
 
-TEST_CASE("Many times from one decomposition; loss along time; t = infinity", "[dynamics]") {
+TEST_CASE("Many times from one decomposition, loss along time, t = infinity", "[dynamics]") {
   const Problem p = analytic_problem();
   const ntk::LinearizedDynamics<> dyn(p.g, p.y);
   const std::vector<double> times = {0.0, 0.1, 1.0, 10.0, inf};

@@ -136,7 +136,7 @@ TEST_CASE("Monte Carlo NNGP matches the analytic kernel within 4 standard errors
 TEST_CASE("Empirical NTK converges to the analytic NTK like 1/sqrt(width)", "[network]") {
   const Matrix x = normal_matrix(8, 3, 31);
   std::vector<double> errors;
-  const long seeds = ntk_test::scaled(12, 4);  // root-mean-square over a fixed seed set
+  const long seeds = 12;  // root-mean-square over a fixed seed set (cheap below width 4096)
   for (Eigen::Index width : {64, 256, 1024, 4096}) {
     if (width > 1024 && NTK_TEST_SCALE < 1) break;
     const auto arch = ntk::mlp(ntk::Relu{}, 2, width, std::sqrt(2.0), 0.2, 1);
@@ -194,7 +194,7 @@ TEST_CASE("Gradient equals J^T (f - y) and training is gradient descent", "[netw
   CHECK((net.parameters() - (before - 0.01 * expected)).cwiseAbs().maxCoeff() <= 1e-14);
 }
 
-TEST_CASE("Monte Carlo results do not depend on the thread count; NTK mean is finite-width close", "[network]") {
+TEST_CASE("Monte Carlo results do not depend on the thread count and the NTK mean is close", "[network]") {
   const auto arch = ntk::mlp(ntk::Erf{}, 2, 64, 1.0, 0.3, 1);
   const Matrix x = normal_matrix(3, 2, 8);
   const auto a = ntk::monte_carlo_ntk(arch, x, x, 20, 5);

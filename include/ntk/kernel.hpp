@@ -530,7 +530,8 @@ auto nngp_kernel(const Arch& arch, const Eigen::MatrixBase<D>& x, const KernelOp
 /// The tile [r0, r1) x [c0, c1) of kernel(arch, x1, x2): rows of x1 and rows of x2 in those ranges,
 /// so callers can spread a Gram matrix over threads, processes or machines.  Entries equal those
 /// of the full computation except where a generic activation's table/quadrature choice depends on
-/// the inputs present (then they agree to the quadrature tolerance, <= 1e-12).
+/// the inputs present (then they agree to the quadrature tolerance, <= 1e-12); otherwise they agree
+/// to rounding (the tile's inner products come from a GEMM of another shape).
 /// Throws std::invalid_argument for ranges outside the inputs, plus kernel()'s exceptions.
 template <class Arch, class D1, class D2>
 Kernels<typename D1::Scalar> kernel_block(const Arch& arch, const Eigen::MatrixBase<D1>& x1,
