@@ -1,8 +1,12 @@
 #pragma once
 // Sizes of the expensive tests come from here, so the sanitizer run can shrink them
 // (NTK_TEST_SCALE, set by CMake; 1 in the normal suite).
+#include <ntk/random.hpp>
+
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #ifndef NTK_TEST_SCALE
 #define NTK_TEST_SCALE 1.0
@@ -16,5 +20,13 @@ inline long scaled(long full, long minimum = 1) {
 /// Relative error |a - b| / max(|b|, tiny).
 inline double relative_error(double a, double b) {
   return std::fabs(a - b) / std::max(std::fabs(b), 1e-300);
+}
+/// An n x d matrix of N(0, 1) draws from the library's reproducible generator.
+inline Eigen::MatrixXd normal_matrix(Eigen::Index n, Eigen::Index d, std::uint64_t seed) {
+  ntk::NormalGenerator g(seed);
+  Eigen::MatrixXd x(n, d);
+  for (Eigen::Index i = 0; i < n; ++i)
+    for (Eigen::Index j = 0; j < d; ++j) x(i, j) = g.normal();
+  return x;
 }
 }  // namespace ntk_test

@@ -16,13 +16,7 @@ using Matrix = Eigen::MatrixXd;
 using Vector = Eigen::VectorXd;
 constexpr double inf = std::numeric_limits<double>::infinity();
 
-Matrix normal_matrix(Eigen::Index n, Eigen::Index d, std::uint64_t seed) {
-  ntk::NormalGenerator g(seed);
-  Matrix x(n, d);
-  for (Eigen::Index i = 0; i < n; ++i)
-    for (Eigen::Index j = 0; j < d; ++j) x(i, j) = g.normal();
-  return x;
-}
+using ntk_test::normal_matrix;
 
 double relative(const Matrix& a, const Matrix& b) { return (a - b).norm() / std::max(b.norm(), 1e-300); }
 

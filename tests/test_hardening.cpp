@@ -16,13 +16,7 @@ namespace {
 
 using Matrix = Eigen::MatrixXd;
 
-Matrix normal_matrix(Eigen::Index n, Eigen::Index d, std::uint64_t seed) {
-  ntk::NormalGenerator g(seed);
-  Matrix x(n, d);
-  for (Eigen::Index i = 0; i < n; ++i)
-    for (Eigen::Index j = 0; j < d; ++j) x(i, j) = g.normal();
-  return x;
-}
+using ntk_test::normal_matrix;
 
 template <class Phi>
 bool finite_kernel(const Phi& phi, long depth, double sigma_w, double sigma_b, const Matrix& x) {

@@ -13,13 +13,7 @@ namespace {
 using Matrix = Eigen::MatrixXd;
 using Vector = Eigen::VectorXd;
 
-Matrix normal_matrix(Eigen::Index n, Eigen::Index d, std::uint64_t seed) {
-  ntk::NormalGenerator g(seed);
-  Matrix x(n, d);
-  for (Eigen::Index i = 0; i < n; ++i)
-    for (Eigen::Index j = 0; j < d; ++j) x(i, j) = g.normal();
-  return x;
-}
+using ntk_test::normal_matrix;
 
 double relative_frobenius(const Matrix& a, const Matrix& b) { return (a - b).norm() / b.norm(); }
 

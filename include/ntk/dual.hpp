@@ -34,15 +34,16 @@ struct DualOptions {
 };
 
 /// The default Gauss–Hermite order for variances up to q: 64 + 130 q nodes per dimension, at most
-/// 1024.  For tanh (poles at distance π/2, the slowest common smooth case) the error of E[φφ] is
+/// 512.  For tanh (poles at distance π/2, the slowest common smooth case) the error of E[φφ] is
 /// about 45 exp(-π sqrt(n / q)) and that of E[φ'φ'] ten times larger (REFERENCE.md T6), so this
-/// order gives <= 1e-12 relative for q <= 7.4; entire activations (erf, GELU, sin) are at the 1e-15
-/// floor.  Beyond that the cap (which bounds the cost at 1024² evaluations) makes the result a
-/// looser approximation, still finite: about 45 exp(−π sqrt(1024 / q)) relative for tanh.
+/// order gives <= 1e-12 relative for q <= 3.4 (and <= 1e-10 at q = 4, REFERENCE.md T3 C5); entire
+/// activations (erf, GELU, sin) are at the 1e-15 floor.  Beyond that the cap (which bounds the cost
+/// at 512² evaluations per dual) makes the result a looser approximation, still finite: about
+/// 450 exp(−π sqrt(512 / q)) relative for tanh's E[φ'φ'].
 inline int adaptive_quadrature_order(double q_max) {
   if (!(q_max > 0)) return 64;
   const double n = 64 + 130 * q_max;
-  return n >= 1024 ? 1024 : static_cast<int>(std::ceil(n));
+  return n >= 512 ? 512 : static_cast<int>(std::ceil(n));
 }
 
 namespace detail {
@@ -181,8 +182,10 @@ class DualTable {
       }
   }
 
-  /// The interpolated dual at ρ (clamped into [-1, 1]).
+  /// The interpolated dual at ρ (clamped into [-1, 1]); NaN in, NaN out (an overflow upstream
+  /// must reach the caller's finiteness check, not an out-of-range panel index).
   Dual<Scalar> operator()(Scalar rho) const {
+    if (std::isnan(rho)) return {rho, rho};
     rho = rho > 1 ? Scalar(1) : (rho < -1 ? Scalar(-1) : rho);
     int p = static_cast<int>((rho + 1) * (static_cast<Scalar>(panels) / 2));
     p = p >= panels ? panels - 1 : p;
