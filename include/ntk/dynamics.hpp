@@ -12,6 +12,7 @@
 ///   - rows are samples; targets Y are n x k.  G0 is either the n x n kernel shared by all k
 ///     outputs (Θ ⊗ I_k: analytic kernels or the output-averaged empirical NTK) or the full
 ///     (n k) x (n k) empirical kernel J0 J0ᵀ (rows i k + o, as Network::jacobian).
+/// A result beyond the scalar type's range throws std::overflow_error.
 /// Every quantity uses the factor G0⁻¹(I − e^{−η G0 t}) = V diag(g(λ, t)) Vᵀ with
 /// g = −expm1(−η λ t)/λ (→ η t as λ → 0, never 0/0) or its discrete analogue.  At t = ∞, g = 1/λ on
 /// eigenvalues above `pinv_tolerance` and 0 below (a pseudo-inverse); `diag_reg` instead adds a
@@ -129,7 +130,7 @@ class LinearizedDynamics {
 
   /// f_t(X) (eq. 25): Y + e^{−η G0 t}(f0(X) − Y); t = +inf allowed.  n x k.
   Matrix train_predictions(double t) const {
-    return m_y + unflatten(m_v * (decay(t).asDiagonal() * m_z0));
+    return finite("train_predictions", m_y + unflatten(m_v * (decay(t).asDiagonal() * m_z0)));
   }
 
   /// ½ ‖f_t(X) − Y‖² for each time.
@@ -164,7 +165,7 @@ class LinearizedDynamics {
   /// f_t(x) (eq. 26): f0(x) − κ(x, X) G0⁻¹(I − e^{−η G0 t})(f0(X) − Y).  m x k.
   Matrix test_predictions(const TestProjection<Scalar>& p, double t) const {
     const Matrix change = p.kernel_v * (factor(t).asDiagonal() * m_z0);
-    return p.f0 - unflatten(change, p.f0.rows());
+    return finite("test_predictions", p.f0 - unflatten(change, p.f0.rows()));
   }
   /// The same for a vector of times (one projection, O(m N k) per time).
   std::vector<Matrix> test_predictions(const TestProjection<Scalar>& p,
@@ -188,7 +189,11 @@ class LinearizedDynamics {
     Vector flat(m_n * m_k);
     for (Eigen::Index i = 0; i < m_n; ++i)
       for (Eigen::Index o = 0; o < m_k; ++o) flat[i * m_k + o] = weighted(i, o);
-    return -(jacobian.transpose() * flat);
+    const Vector change = -(jacobian.transpose() * flat);
+    if (!change.allFinite())
+      detail::fail<std::overflow_error>("LinearizedDynamics::parameter_change",
+                                        "the result exceeds the scalar type's range");
+    return change;
   }
 
   /// NTK-GP covariance of the test outputs at time t (Lee et al. 2019; REFERENCE.md §2), for a
@@ -206,7 +211,8 @@ class LinearizedDynamics {
     check_rows(fn, "nngp_test_test", nngp_test_test, theta_test.kernel_v.rows());
     const Matrix a = theta_test.kernel_v * factor(t).asDiagonal() * m_v.transpose();
     const Matrix cross = a * nngp_test_train.transpose();
-    return nngp_test_test + a * nngp_train_train * a.transpose() - cross - cross.transpose();
+    return finite("ntk_gp_covariance",
+                  nngp_test_test + a * nngp_train_train * a.transpose() - cross - cross.transpose());
   }
 
   /// NNGP-GP covariance (only the readout trained; dynamics built on K(X, X)):
@@ -217,10 +223,20 @@ class LinearizedDynamics {
     require_shared(fn);
     check_rows(fn, "nngp_test_test", nngp_test_test, nngp_test.kernel_v.rows());
     const Vector g = factor(t, 2);
-    return nngp_test_test - nngp_test.kernel_v * g.asDiagonal() * nngp_test.kernel_v.transpose();
+    return finite("nngp_gp_covariance",
+                  nngp_test_test - nngp_test.kernel_v * g.asDiagonal() * nngp_test.kernel_v.transpose());
   }
 
  private:
+  /// Finite input can still produce a result beyond the scalar range (kernel entries and targets
+  /// near 1e150 multiply); that is an overflow_error, never inf or NaN.
+  static Matrix finite(const char* function, Matrix m) {
+    if (!m.allFinite())
+      detail::fail<std::overflow_error>(function, "the result exceeds the scalar type's range "
+                                                  "(inputs too large for double)");
+    return m;
+  }
+
   void require_shared(const char* fn) const {
     if (m_columns == 1 && m_k > 1)
       detail::fail<std::invalid_argument>(fn, "needs the shared n x n kernel (got the full kernel)");
