@@ -246,3 +246,64 @@ TEST_CASE("Dual table: interpolated tanh dual in the correlation matches quadrat
     CHECK(std::fabs(exact.t_dot - interpolated.t_dot) <= 1e-12);
   }
 }
+
+namespace {
+template <class S>
+double worst_acos_ulps() {
+  // A dense grid plus the branch points ±1/2, ±1/√2 and the ends, in the type's own precision.
+  std::vector<S> xs;
+  for (int k = -4000; k <= 4000; ++k) xs.push_back(static_cast<S>(k) / 4000);
+  for (S centre : {S(-1), S(-0.70710678118654752440L), S(-0.5), S(0.5), S(0.70710678118654752440L), S(1)})
+    for (int k = -20; k <= 20; ++k) {
+      const S x = centre + static_cast<S>(k) * std::numeric_limits<S>::epsilon();
+      if (std::fabs(x) <= 1) xs.push_back(x);
+    }
+  double worst = 0;
+  for (S x : xs) {
+    S theta, sine;
+    ntk::detail::acos_and_sine(x, theta, sine);
+    const long double exact = std::acos(static_cast<long double>(x));
+    const long double exact_sine = std::sqrt((1 - static_cast<long double>(x)) * (1 + static_cast<long double>(x)));
+    const long double ulp = std::numeric_limits<S>::epsilon();
+    worst = std::max(worst, static_cast<double>(std::fabs(theta - exact) / (ulp * std::max(exact, 1e-300L))));
+    if (exact_sine > 0)
+      worst = std::max(worst, static_cast<double>(std::fabs(sine - exact_sine) / (ulp * exact_sine)));
+  }
+  return worst;
+}
+}  // namespace
+
+TEST_CASE("acos_and_sine is within a few ulp of acos and sqrt(1 - x^2) in float, double, long double",
+          "[dual]") {
+  CHECK(worst_acos_ulps<float>() <= 4);
+  CHECK(worst_acos_ulps<double>() <= 4);
+  CHECK(worst_acos_ulps<long double>() <= 4);
+}
+
+TEST_CASE("Homogeneous activations: unit_dual times sqrt(q1 q2) equals dual", "[dual]") {
+  // unit_dual(ρ) sqrt(q1 q2) against dual(q1, ρ sqrt(q1 q2), q2) over random variances and ρ.
+  const auto check = [](const auto& phi) {
+    std::uint64_t state = 7;
+    const auto uniform = [&state] {
+      state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+      return static_cast<double>(state >> 11) * 0x1.0p-53;
+    };
+    for (int trial = 0; trial < 500; ++trial) {
+      const double q1 = std::pow(10.0, 6 * uniform() - 3), q2 = std::pow(10.0, 6 * uniform() - 3);
+      const double rho = trial == 0 ? 1.0 : (trial == 1 ? -1.0 : 2 * uniform() - 1);
+      const double root = std::sqrt(q1 * q2);
+      const auto expected = ntk::dual(phi, q1, rho * root, q2);
+      const auto unit = phi.unit_dual(rho);
+      INFO(phi.name() << " rho " << rho << " t " << unit.t * root << " vs " << expected.t << " t_dot " << unit.t_dot << " vs " << expected.t_dot);
+      // Absolute on the scale sqrt(q1 q2): near ρ = -1 the ReLU dual is a cancellation, and the two
+      // paths see ρ one rounding apart.
+      CHECK(std::fabs(unit.t * root - expected.t) <= 1e-14 * root);
+      CHECK(std::fabs(unit.t_dot - expected.t_dot) <= 1e-14);
+    }
+  };
+  check(ntk::Relu{});
+  check(ntk::LeakyRelu{0.2});
+  check(ntk::Abs{});
+  check(ntk::Identity{});
+  static_assert(ntk::has_unit_dual_v<ntk::Relu, double> && !ntk::has_unit_dual_v<ntk::Erf, double>);
+}

@@ -69,22 +69,30 @@ void hermite_values(Scalar z, std::size_t n, Scalar* out) {
                  std::sqrt(static_cast<Scalar>(k + 1));
 }
 
-/// The dual of φ(z) = a min(z, 0) + b max(z, 0) (arc-cosine kernels of degree 1 and 0).
-/// Written without branches so loops over many entries vectorize.
+/// The dual of the positively homogeneous φ(z) = a min(z, 0) + b max(z, 0) per unit
+/// sqrt(q1 q2), as a function of the correlation ρ alone (arc-cosine kernels of degree 1 and 0):
+/// T = sqrt(q1 q2) t(ρ), Ṫ = t_dot(ρ).  ρ outside [-1, 1] is clamped, and ρ within 8 ulp of ±1 is
+/// taken as ±1: that is round-off of an exact ±1 (e.g. x·x by two summation orders), and
+/// θ = acos ρ would turn an error ε in ρ into sqrt(2ε) in θ.  Branch-free, so loops vectorize.
+template <class Scalar>
+NTK_ALWAYS_INLINE Dual<Scalar> piecewise_linear_unit_dual(Scalar a, Scalar b, Scalar rho) {
+  constexpr Scalar snap = 1 - 8 * std::numeric_limits<Scalar>::epsilon();
+  rho = rho >= snap ? Scalar(1) : (rho <= -snap ? Scalar(-1) : rho);
+  Scalar theta, sin_theta;
+  acos_and_sine(rho, theta, sin_theta);
+  const Scalar jump = (a - b) * (a - b) / (2 * pi_v<Scalar>);
+  const Scalar t_dot = (a * a + b * b) / 2 - jump * theta;
+  return {jump * sin_theta + t_dot * rho, t_dot};
+}
+
+/// The same dual at the covariance [[q1, c], [c, q2]].
 template <class Scalar>
 NTK_ALWAYS_INLINE Dual<Scalar> piecewise_linear_dual(Scalar a, Scalar b, Scalar q1, Scalar c, Scalar q2) {
   const Scalar root = geometric_mean(q1, q2);
   // c = 0 whenever root = 0 (after clamping), so dividing by the smallest normal gives ρ = 0.
-  Scalar rho = c / std::max(root, std::numeric_limits<Scalar>::min());
-  // Within a few ulp of ±1 the correlation is round-off of an exact ±1 (e.g. x·x by two summation
-  // orders); snap it, since θ = acos ρ turns an error ε in ρ into sqrt(2ε) in θ.
-  constexpr Scalar snap = 1 - 8 * std::numeric_limits<Scalar>::epsilon();
-  rho = rho >= snap ? Scalar(1) : (rho <= -snap ? Scalar(-1) : rho);
-  const Scalar theta = acos_accurate(rho);
-  const Scalar sin_theta = std::sqrt((1 - rho) * (1 + rho));
-  const Scalar jump = (a - b) * (a - b) / (2 * pi_v<Scalar>);
-  const Scalar t_dot = (a * a + b * b) / 2 - jump * theta;
-  return {jump * root * sin_theta + t_dot * rho * root, t_dot};
+  const Dual<Scalar> unit =
+      piecewise_linear_unit_dual(a, b, c / std::max(root, std::numeric_limits<Scalar>::min()));
+  return {root * unit.t, unit.t_dot};
 }
 
 }  // namespace detail
@@ -99,6 +107,17 @@ struct has_closed_form_dual<
     : std::true_type {};
 template <class Phi, class Scalar>
 inline constexpr bool has_closed_form_dual_v = has_closed_form_dual<Phi, Scalar>::value;
+
+/// Compile-time test for a positively homogeneous φ (φ(λz) = λφ(z), λ > 0) whose dual is given per
+/// unit sqrt(q1 q2) as a function of the correlation: `phi.unit_dual(rho)`.  Kernels then need one
+/// square root per point and layer instead of one per entry.
+template <class Phi, class Scalar, class = void>
+struct has_unit_dual : std::false_type {};
+template <class Phi, class Scalar>
+struct has_unit_dual<Phi, Scalar, std::void_t<decltype(std::declval<const Phi&>().unit_dual(Scalar()))>>
+    : std::true_type {};
+template <class Phi, class Scalar>
+inline constexpr bool has_unit_dual_v = has_unit_dual<Phi, Scalar>::value;
 
 /// Compile-time test for the activation contract: value(z) and derivative(z).
 template <class Phi, class Scalar, class = void>
@@ -121,6 +140,11 @@ struct LeakyRelu {
   Dual<S> dual(S q1, S c, S q2) const {
     return detail::piecewise_linear_dual(static_cast<S>(slope), S(1), q1, c, q2);
   }
+  /// The dual per unit sqrt(q1 q2) at correlation ρ (φ is positively homogeneous).
+  template <class S>
+  Dual<S> unit_dual(S rho) const {
+    return detail::piecewise_linear_unit_dual(static_cast<S>(slope), S(1), rho);
+  }
   /// E[φ(Z)], E[φ'(Z)] for Z ~ N(0, 1), exact.
   template <class S>
   std::pair<S, S> means() const {
@@ -139,6 +163,8 @@ struct Relu {
   template <class S>
   Dual<S> dual(S q1, S c, S q2) const { return detail::piecewise_linear_dual(S(0), S(1), q1, c, q2); }
   template <class S>
+  Dual<S> unit_dual(S rho) const { return detail::piecewise_linear_unit_dual(S(0), S(1), rho); }
+  template <class S>
   std::pair<S, S> means() const { return {1 / std::sqrt(2 * detail::pi_v<S>), S(0.5)}; }
 };
 
@@ -151,6 +177,8 @@ struct Abs {
   S derivative(S z) const { return z > 0 ? S(1) : (z < 0 ? S(-1) : S(0)); }
   template <class S>
   Dual<S> dual(S q1, S c, S q2) const { return detail::piecewise_linear_dual(S(-1), S(1), q1, c, q2); }
+  template <class S>
+  Dual<S> unit_dual(S rho) const { return detail::piecewise_linear_unit_dual(S(-1), S(1), rho); }
   template <class S>
   std::pair<S, S> means() const { return {std::sqrt(2 / detail::pi_v<S>), S(0)}; }
 };
@@ -261,6 +289,8 @@ struct Identity {
     const S limit = std::sqrt(q1) * std::sqrt(q2);
     return {c > limit ? limit : (c < -limit ? -limit : c), S(1)};
   }
+  template <class S>
+  Dual<S> unit_dual(S rho) const { return {rho > 1 ? S(1) : (rho < -1 ? S(-1) : rho), S(1)}; }
   template <class S>
   std::pair<S, S> means() const { return {S(0), S(1)}; }
 };

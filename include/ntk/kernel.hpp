@@ -74,6 +74,13 @@ struct LayerKernels {
 
 namespace detail {
 
+/// Variances of a tile of rows i (arrays) against one column j, with their square roots.
+template <class Scalar>
+struct TileVariances {
+  const Scalar *q_i, *root_i, *inverse_root_i;
+  Scalar q_j, root_j, inverse_root_j;
+};
+
 /// The dual of one activation layer, prepared for the variances that layer will see.
 template <class Phi, class Scalar>
 class LayerDual {
@@ -116,12 +123,19 @@ class LayerDual {
   /// [[qi[t], s[t]], [s[t], qj]].  The mode is chosen once per tile so the closed-form loop has
   /// no calls and can be vectorized.
   template <int T>
-  void cross_tile(const Scalar* qi, Scalar qj, Scalar* s, Scalar* k, Scalar* t_dot) const {
+  void cross_tile(const TileVariances<Scalar>& v, Scalar* s, Scalar* k, Scalar* t_dot) const {
     if constexpr (has_closed_form_dual_v<Phi, Scalar>) {
       if (m_mode == Mode::closed) {
         const Phi phi = *m_phi;
         for (int t = 0; t < T; ++t) {
-          const Dual<Scalar> d = phi.dual(qi[t], s[t], qj);
+          Dual<Scalar> d;
+          if constexpr (has_unit_dual_v<Phi, Scalar>) {
+            // ρ = (c / √qi) / √qj: no overflow or underflow since |c| <= √qi √qj.
+            d = phi.unit_dual(s[t] * v.inverse_root_i[t] * v.inverse_root_j);
+            d.t = d.t * v.root_i[t] * v.root_j;
+          } else {
+            d = phi.dual(v.q_i[t], s[t], v.q_j);
+          }
           s[t] = d.t;
           k[t] *= d.t_dot;
           t_dot[t] = d.t_dot;
@@ -130,7 +144,7 @@ class LayerDual {
       }
     }
     for (int t = 0; t < T; ++t) {
-      const Dual<Scalar> d = cross(qi[t], s[t], qj);
+      const Dual<Scalar> d = cross(v.q_i[t], s[t], v.q_j);
       s[t] = d.t;
       k[t] *= d.t_dot;
       t_dot[t] = d.t_dot;
@@ -235,7 +249,17 @@ template <class Scalar>
 struct DiagonalChains {
   std::size_t layers = 0, points = 0, stride = 0;
   std::vector<Scalar> q;
+  std::vector<Scalar> root, inverse_root;  // sqrt(q) and 1/sqrt(q) (0 where q = 0), same layout
   std::vector<Scalar> ntk;
+  /// Fills root and inverse_root from the finished q.
+  void finish() {
+    root.resize(q.size());
+    inverse_root.resize(q.size());
+    for (std::size_t k = 0; k < q.size(); ++k) {
+      root[k] = std::sqrt(q[k]);
+      inverse_root[k] = q[k] > 0 ? 1 / root[k] : Scalar(0);
+    }
+  }
   Scalar value(std::size_t layer, Eigen::Index point) const {
     return q[layer * stride + static_cast<std::size_t>(point)];
   }
@@ -290,6 +314,7 @@ class KernelEngine {
         return step;
       }
     });
+    for (auto* chain : chains) chain->finish();
   }
 
   const DiagonalChains<Scalar>& chain1() const { return m_chain1; }
@@ -322,9 +347,11 @@ class KernelEngine {
           record(l, t, s[t], w2 * t_dot[t], k[t]);
         }
       } else {
-        const Scalar* qi = c1.q.data() + l * c1.stride + static_cast<std::size_t>(i0);
-        const Scalar qj = c2.q[l * c2.stride + static_cast<std::size_t>(j)];
-        step.template cross_tile<T>(qi, qj, s, k, t_dot);
+        const std::size_t i = l * c1.stride + static_cast<std::size_t>(i0);
+        const std::size_t jj = l * c2.stride + static_cast<std::size_t>(j);
+        const TileVariances<Scalar> v{c1.q.data() + i, c1.root.data() + i, c1.inverse_root.data() + i,
+                                      c2.q[jj], c2.root[jj], c2.inverse_root[jj]};
+        step.template cross_tile<T>(v, s, k, t_dot);
       }
     });
     for (int t = 0; t < T; ++t) {
