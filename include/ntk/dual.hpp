@@ -5,8 +5,11 @@
 /// From the activation's closed form where it has one (exact), else by a product Gauss–Hermite
 /// rule (an approximation; see adaptive_quadrature_order for its error).
 
+#include <Eigen/Core>
+
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <type_traits>
 #include <vector>
@@ -23,13 +26,22 @@ struct DualOptions {
   int quadrature_order = 0;
   /// Use quadrature even where the activation has a closed form.
   bool force_quadrature = false;
+  /// Kernels only (adaptive order, inputs of different norms): the Hermite series of the dual is
+  /// cut where its tail is at most this fraction of E[φ²] (and of E[φ'²]) for every variance, which
+  /// bounds an entry's truncation error by series_tolerance · sqrt(T(x, x) T(x', x')) per layer.
+  /// Larger values cut the cost (fewer terms); see README's benchmark table.
+  double series_tolerance = 1e-13;
 
-  /// Throws std::invalid_argument for a negative order or one above max_quadrature_order.
+  /// Throws std::invalid_argument for a negative order or one above max_quadrature_order, or a
+  /// series tolerance outside (0, 1).
   void check(const char* function) const {
     if (quadrature_order < 0 || quadrature_order > max_quadrature_order)
       detail::fail<std::invalid_argument>(function, "quadrature order must be in [1, ",
                                           max_quadrature_order, "], or 0 for adaptive (got ",
                                           quadrature_order, ")");
+    if (!(series_tolerance > 0 && series_tolerance < 1))
+      detail::fail<std::invalid_argument>(function, "series_tolerance must be in (0, 1) (got ",
+                                          series_tolerance, ")");
   }
 };
 
@@ -136,6 +148,117 @@ Dual<Scalar> dual(const Phi& phi, Scalar s11, Scalar s12, Scalar s22,
 
 namespace detail {
 
+/// The Mehler (Hermite) expansion of an activation's dual over a set of variances q_p:
+///   E[φ(√q1 U) φ(√q2 V)] = Σ_k a_k(q1) a_k(q2) ρ^k,  E[φ'(√q1 U) φ'(√q2 V)] = Σ_k b_k(q1) b_k(q2) ρ^k
+/// for standard normals of correlation ρ, where a_k(q) = E[φ(√q Z) h_k(Z)], b_k(q) = E[φ'(√q Z) h_k(Z)]
+/// and h_k are the orthonormal (probabilists') Hermite polynomials.  Each series is cut after the
+/// first K with Σ_{k>K} a_k(q_p)² <= tolerance E[φ(√q_p Z)²] for every p, so by Cauchy–Schwarz the
+/// truncation error of an entry is at most tolerance sqrt(T(q1, q1) T(q2, q2)) (likewise for b).
+/// Coefficients come from an M-node Gauss–Hermite rule with M >= 2K (aliasing then involves only
+/// coefficients beyond 3K), as one matrix product: [√w_m φ(√q_p z_m)] times the orthonormal
+/// functions √w_m h_k(z_m), which stay bounded where h_k alone would overflow.
+template <class Scalar>
+struct HermiteSeries {
+  /// Storage groups `lanes` consecutive variances: a block holds their coefficients degree by
+  /// degree, so one group's series is contiguous (a kernel tile walks it without TLB misses).
+  static constexpr std::size_t lanes = 16;
+  int terms = 0;              // K + 1, even, the same for a and b
+  std::vector<Scalar> a, b;   // a[(p / lanes * terms + k) * lanes + p % lanes]
+  bool converged = false;     // false: no K within the largest rule met the tolerance
+
+  /// a_k(q_p) and b_k(q_p).
+  Scalar a_at(std::size_t p, int k) const { return a[index(p, k)]; }
+  Scalar b_at(std::size_t p, int k) const { return b[index(p, k)]; }
+  /// The block of the group starting at p (a multiple of lanes): element (k, t) at [k * lanes + t].
+  const Scalar* a_group(std::size_t p) const { return a.data() + index(p, 0); }
+  const Scalar* b_group(std::size_t p) const { return b.data() + index(p, 0); }
+  std::size_t index(std::size_t p, int k) const {
+    return (p / lanes * static_cast<std::size_t>(terms) + static_cast<std::size_t>(k)) * lanes + p % lanes;
+  }
+};
+
+/// A set of variances q[0, count).
+template <class Scalar>
+struct VarianceSet {
+  const Scalar* q;
+  std::size_t count;
+};
+
+/// Builds the truncated series for each set of variances, with one number of terms for all (so
+/// entries between two sets pair up degree by degree).  Rules from twice the adaptive order up to
+/// max_order are tried.  Computed in double for float (long double stays long double).
+template <class Phi, class Scalar>
+std::vector<HermiteSeries<Scalar>> hermite_series(const Phi& phi, const std::vector<VarianceSet<Scalar>>& sets,
+                                                  double tolerance = 1e-13, int max_order = 1024) {
+  using Work = std::conditional_t<(std::numeric_limits<Scalar>::digits < 53), double, Scalar>;
+  using Matrix = Eigen::Matrix<Work, Eigen::Dynamic, Eigen::Dynamic>;
+  std::vector<HermiteSeries<Scalar>> result(sets.size());
+  std::vector<Work> q;  // all sets, one after the other
+  for (const auto& set : sets) q.insert(q.end(), set.q, set.q + set.count);
+  if (q.empty()) return result;
+  const Eigen::Index n = static_cast<Eigen::Index>(q.size());
+  const double q_max = static_cast<double>(*std::max_element(q.begin(), q.end()));
+  for (int order = std::min(2 * adaptive_quadrature_order(q_max), max_order);;
+       order = std::min(2 * order, max_order)) {
+    const GaussHermiteRule<Work>& rule = gauss_hermite<Work>(order);
+    const Eigen::Index m = order, degrees = order / 2 + 1;
+    Matrix psi(m, degrees);  // √w_m h_k(z_m)
+    for (Eigen::Index i = 0; i < m; ++i) {
+      const Work z = rule.nodes()[static_cast<std::size_t>(i)];
+      psi(i, 0) = std::sqrt(rule.weights()[static_cast<std::size_t>(i)]);
+      if (degrees > 1) psi(i, 1) = z * psi(i, 0);
+      for (Eigen::Index k = 1; k + 1 < degrees; ++k)
+        psi(i, k + 1) = (z * psi(i, k) - std::sqrt(static_cast<Work>(k)) * psi(i, k - 1)) /
+                        std::sqrt(static_cast<Work>(k + 1));
+    }
+    Matrix f(n, m), g(n, m);  // √w_m φ(√q_p z_m), √w_m φ'(√q_p z_m)
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static)
+#endif
+    for (Eigen::Index p = 0; p < n; ++p) {
+      const Work root = std::sqrt(q[static_cast<std::size_t>(p)]);
+      for (Eigen::Index i = 0; i < m; ++i) {
+        Work v, d;
+        value_and_derivative(phi, root * rule.nodes()[static_cast<std::size_t>(i)], v, d);
+        f(p, i) = psi(i, 0) * v;
+        g(p, i) = psi(i, 0) * d;
+      }
+    }
+    const Matrix a = f * psi, b = g * psi;
+    // The smallest K + 1 whose tail E[φ²] - Σ_{k<=K} a_k² is within tolerance for every variance.
+    const auto cut = [&](const Matrix& c, const Matrix& values) {
+      const Eigen::Array<Work, Eigen::Dynamic, 1> energy = values.rowwise().squaredNorm().array();
+      Eigen::Array<Work, Eigen::Dynamic, 1> tail = energy;
+      for (Eigen::Index k = 0; k < degrees; ++k) {
+        tail -= c.col(k).array().square();
+        if ((tail <= static_cast<Work>(tolerance) * energy).all()) return static_cast<int>(k + 1);
+      }
+      return 0;
+    };
+    const int terms_a = cut(a, f), terms_b = cut(b, g);
+    if (terms_a > 0 && terms_b > 0 && a.allFinite() && b.allFinite()) {
+      const int terms = (std::max(terms_a, terms_b) + 1) / 2 * 2;  // even: Horner runs in pairs
+      Eigen::Index row = 0;
+      for (std::size_t s = 0; s < sets.size(); ++s) {
+        HermiteSeries<Scalar>& series = result[s];
+        constexpr std::size_t lanes = HermiteSeries<Scalar>::lanes;
+        series.terms = terms;
+        series.converged = true;
+        const std::size_t padded = (sets[s].count + lanes - 1) / lanes * lanes;
+        series.a.assign(padded * static_cast<std::size_t>(terms), Scalar(0));
+        series.b.assign(padded * static_cast<std::size_t>(terms), Scalar(0));
+        for (std::size_t p = 0; p < sets[s].count; ++p, ++row)
+          for (int k = 0; k < terms && k < degrees; ++k) {
+            series.a[series.index(p, k)] = static_cast<Scalar>(a(row, k));
+            series.b[series.index(p, k)] = static_cast<Scalar>(b(row, k));
+          }
+      }
+      return result;
+    }
+    if (order >= max_order) return result;
+  }
+}
+
 /// The dual at fixed variances q1 = q2 = q as a function of the correlation ρ ∈ [-1, 1],
 /// tabulated as piecewise Chebyshev series (uniform panels); used for Gram matrices of inputs
 /// with a common norm, where every entry of a layer shares one variance.
@@ -185,23 +308,40 @@ class DualTable {
   /// The interpolated dual at ρ (clamped into [-1, 1]); NaN in, NaN out (an overflow upstream
   /// must reach the caller's finiteness check, not an out-of-range panel index).
   Dual<Scalar> operator()(Scalar rho) const {
-    if (std::isnan(rho)) return {rho, rho};
-    rho = rho > 1 ? Scalar(1) : (rho < -1 ? Scalar(-1) : rho);
-    int p = static_cast<int>((rho + 1) * (static_cast<Scalar>(panels) / 2));
-    p = p >= panels ? panels - 1 : p;
-    const Scalar x = (rho + 1) * static_cast<Scalar>(panels) - static_cast<Scalar>(2 * p + 1);  // local coordinate in [-1, 1]
-    const Scalar* ct = m_t.data() + p * (degree + 1);
-    const Scalar* cd = m_t_dot.data() + p * (degree + 1);
-    Scalar bt1 = 0, bt2 = 0, bd1 = 0, bd2 = 0;  // Clenshaw recurrences
-    for (int j = degree; j >= 1; --j) {
-      const Scalar t = 2 * x * bt1 - bt2 + ct[j];
-      bt2 = bt1;
-      bt1 = t;
-      const Scalar d = 2 * x * bd1 - bd2 + cd[j];
-      bd2 = bd1;
-      bd1 = d;
+    Dual<Scalar> d;
+    evaluate<1>(&rho, &d.t, &d.t_dot);
+    return d;
+  }
+
+  /// The same for T correlations at once: the Clenshaw recurrences of independent entries
+  /// interleave (and vectorize), where one entry alone is a chain of dependent steps.
+  template <int T>
+  void evaluate(const Scalar* rho, Scalar* t_out, Scalar* t_dot_out) const {
+    constexpr int m = degree + 1;
+    int offset[T];
+    Scalar x[T], bt1[T], bt2[T], bd1[T], bd2[T];
+    for (int t = 0; t < T; ++t) {
+      const Scalar r = rho[t] > -1 ? (rho[t] < 1 ? rho[t] : Scalar(1)) : Scalar(-1);  // NaN -> -1
+      int p = static_cast<int>((r + 1) * (static_cast<Scalar>(panels) / 2));
+      p = p >= panels ? panels - 1 : p;
+      x[t] = (r + 1) * static_cast<Scalar>(panels) - static_cast<Scalar>(2 * p + 1);  // in [-1, 1]
+      offset[t] = p * m;
+      bt1[t] = bt2[t] = bd1[t] = bd2[t] = 0;
     }
-    return {x * bt1 - bt2 + ct[0], x * bd1 - bd2 + cd[0]};
+    for (int j = degree; j >= 1; --j)
+      for (int t = 0; t < T; ++t) {
+        const Scalar bt = 2 * x[t] * bt1[t] - bt2[t] + m_t[static_cast<std::size_t>(offset[t] + j)];
+        bt2[t] = bt1[t];
+        bt1[t] = bt;
+        const Scalar bd = 2 * x[t] * bd1[t] - bd2[t] + m_t_dot[static_cast<std::size_t>(offset[t] + j)];
+        bd2[t] = bd1[t];
+        bd1[t] = bd;
+      }
+    for (int t = 0; t < T; ++t) {
+      const bool nan = std::isnan(rho[t]);
+      t_out[t] = nan ? rho[t] : x[t] * bt1[t] - bt2[t] + m_t[static_cast<std::size_t>(offset[t])];
+      t_dot_out[t] = nan ? rho[t] : x[t] * bd1[t] - bd2[t] + m_t_dot[static_cast<std::size_t>(offset[t])];
+    }
   }
 
  private:

@@ -77,6 +77,7 @@ namespace detail {
 /// Variances of a tile of rows i (arrays) against one column j, with their square roots.
 template <class Scalar>
 struct TileVariances {
+  Eigen::Index i0, j;  // the tile's first row and its column
   const Scalar *q_i, *root_i, *inverse_root_i;
   Scalar q_j, root_j, inverse_root_j;
 };
@@ -106,6 +107,19 @@ class LayerDual {
         return quadrature_dual(*m_phi, Covariance2<Scalar>{q, rho * q, q}, *m_rule);
       });
     }
+  }
+
+  /// Variances differ and the order is adaptive: switch to the Hermite series when it converges
+  /// for the variances of the rows and (when they are other points) of the columns.
+  void prepare_series(const DualOptions& options, VarianceSet<Scalar> rows, VarianceSet<Scalar> columns) {
+    if (m_mode != Mode::quadrature || options.quadrature_order > 0) return;
+    std::vector<VarianceSet<Scalar>> sets{rows};
+    if (columns.q != nullptr) sets.push_back(columns);
+    std::vector<HermiteSeries<Scalar>> series = hermite_series(*m_phi, sets, options.series_tolerance);
+    if (!series[0].converged) return;
+    m_series[0] = std::move(series[0]);
+    if (series.size() > 1) m_series[1] = std::move(series[1]);
+    m_mode = Mode::series;
   }
 
   /// (L^φ, L^φ') at [[qi, c], [c, qj]].
@@ -143,6 +157,48 @@ class LayerDual {
         return;
       }
     }
+    if (m_mode == Mode::table) {  // one variance: the table in ρ, for the whole tile at once
+      Scalar rho[T], t_value[T];
+      for (int t = 0; t < T; ++t) rho[t] = s[t] * v.inverse_root_i[t] * v.inverse_root_j;
+      m_table.template evaluate<T>(rho, t_value, t_dot);
+      for (int t = 0; t < T; ++t) {
+        s[t] = t_value[t];
+        k[t] *= t_dot[t];
+      }
+      return;
+    }
+    if (m_mode == Mode::series) {  // Σ_k a_k(qi) a_k(qj) ρ^k by Horner, the tile in parallel
+      static_assert(T == HermiteSeries<Scalar>::lanes, "a kernel tile is one group of the series");
+      using Lanes = Eigen::Array<Scalar, T, 1>;  // fixed size: the accumulators stay in registers
+      using Block = Eigen::Map<const Lanes>;
+      const HermiteSeries<Scalar>& rows = m_series[0];
+      const HermiteSeries<Scalar>& columns = m_series[1].converged ? m_series[1] : m_series[0];
+      Lanes rho;
+      for (int t = 0; t < T; ++t) {
+        const Scalar r = s[t] * v.inverse_root_i[t] * v.inverse_root_j;
+        rho[t] = r > 1 ? Scalar(1) : (r < -1 ? Scalar(-1) : r);  // NaN stays NaN
+      }
+      const Lanes rho2 = rho * rho;
+      const std::size_t i0 = static_cast<std::size_t>(v.i0), j = static_cast<std::size_t>(v.j);
+      const Scalar* a = rows.a_group(i0);
+      const Scalar* b = rows.b_group(i0);
+      // Even and odd degrees as two Horner chains in ρ², for L^φ and L^φ': four independent
+      // chains per lane instead of one long dependent one.
+      Lanes t_even = Lanes::Zero(), t_odd = Lanes::Zero(), d_even = Lanes::Zero(), d_odd = Lanes::Zero();
+      for (int d = rows.terms - 2; d >= 0; d -= 2) {
+        t_even = t_even * rho2 + Block(a + d * T) * columns.a_at(j, d);
+        t_odd = t_odd * rho2 + Block(a + (d + 1) * T) * columns.a_at(j, d + 1);
+        d_even = d_even * rho2 + Block(b + d * T) * columns.b_at(j, d);
+        d_odd = d_odd * rho2 + Block(b + (d + 1) * T) * columns.b_at(j, d + 1);
+      }
+      const Lanes t_value = t_even + rho * t_odd, t_dot_value = d_even + rho * d_odd;
+      for (int t = 0; t < T; ++t) {
+        s[t] = t_value[t];
+        k[t] *= t_dot_value[t];
+        t_dot[t] = t_dot_value[t];
+      }
+      return;
+    }
     for (int t = 0; t < T; ++t) {
       const Dual<Scalar> d = cross(v.q_i[t], s[t], v.q_j);
       s[t] = d.t;
@@ -174,11 +230,12 @@ class LayerDual {
   }
 
  private:
-  enum class Mode { closed, table, quadrature };
+  enum class Mode { closed, table, series, quadrature };
   const Phi* m_phi = nullptr;
   Mode m_mode = Mode::closed;
   const GaussHermiteRule<Scalar>* m_rule = nullptr;
   DualTable<Scalar> m_table;
+  HermiteSeries<Scalar> m_series[2];  // rows' and (when different) columns' variances
 };
 
 template <class Layer, class Scalar>
@@ -305,6 +362,9 @@ class KernelEngine {
             hi = std::max(hi, chain->q[l * chain->stride + p]);
           }
         LayerDual<decltype(layer.phi), Scalar> step(layer.phi, options.dual, lo, hi);
+        step.prepare_series(options.dual, {m_chain1.q.data() + l * m_chain1.stride, m_chain1.stride},
+                            {same_inputs ? nullptr : m_chain2.q.data() + l * m_chain2.stride,
+                             m_chain2.stride});
         for (auto* chain : chains)
           for (std::size_t p = 0; p < chain->points; ++p) {
             const Dual<Scalar> d = step.diagonal(chain->q[l * chain->stride + p]);
@@ -349,7 +409,7 @@ class KernelEngine {
       } else {
         const std::size_t i = l * c1.stride + static_cast<std::size_t>(i0);
         const std::size_t jj = l * c2.stride + static_cast<std::size_t>(j);
-        const TileVariances<Scalar> v{c1.q.data() + i, c1.root.data() + i, c1.inverse_root.data() + i,
+        const TileVariances<Scalar> v{i0, j, c1.q.data() + i, c1.root.data() + i, c1.inverse_root.data() + i,
                                       c2.q[jj], c2.root[jj], c2.inverse_root[jj]};
         step.template cross_tile<T>(v, s, k, t_dot);
       }
@@ -474,28 +534,35 @@ Kernels<typename D1::Scalar> compute_block(const char* function, const Arch& arc
   constexpr int T = kernel_tile;
   const DiagonalChains<Scalar>& c1 = engine.chain1();
   // Column-major storage: tiles of T rows run down a column; the symmetric case fills the upper
-  // triangle (i <= j) and mirrors it.
+  // triangle (i <= j) and mirrors it.  Columns go in blocks of B, each row tile visiting all the
+  // block's columns in turn, so per-point data of the tile (series coefficients: K values per
+  // point and layer) is reused from cache B times.
+  constexpr Eigen::Index B = 32;
+  const Eigen::Index blocks = (n2 + B - 1) / B;
   bool finite = true;
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(dynamic, 4) reduction(&& : finite) num_threads(threads > 0 ? threads : omp_get_max_threads())
+#pragma omp parallel for schedule(dynamic, 1) reduction(&& : finite) num_threads(threads > 0 ? threads : omp_get_max_threads())
 #endif
-  for (Eigen::Index j = 0; j < n2; ++j) {
-    const Eigen::Index rows = symmetric ? j + 1 : n1;
+  for (Eigen::Index block = 0; block < blocks; ++block) {
+    const Eigen::Index j0 = block * B, j1 = std::min(n2, j0 + B);
+    const Eigen::Index rows = symmetric ? j1 : n1;
     Scalar first[T], nngp[T], ntk[T];
     for (Eigen::Index i0 = 0; i0 < rows; i0 += T) {
-      const Eigen::Index count = std::min<Eigen::Index>(T, rows - i0);
-      for (int t = 0; t < T; ++t)  // the diagonal starts from the chains' own x·x
-        first[t] = t >= count ? Scalar(0)
-                   : (symmetric && i0 + t == j) ? c1.value(0, j)
-                                                : primary(i0 + t, j) * scale;
-      engine.entries(first, i0, j, nngp, ntk, [](std::size_t, int, Scalar, Scalar, Scalar) {});
-      for (Eigen::Index t = 0; t < count; ++t) {
-        finite = finite && std::isfinite(nngp[t]) && std::isfinite(ntk[t]);
-        if (want_nngp && want_ntk) {
-          secondary(i0 + t, j) = nngp[t];
-          primary(i0 + t, j) = ntk[t];
-        } else {
-          primary(i0 + t, j) = want_ntk ? ntk[t] : nngp[t];
+      for (Eigen::Index j = symmetric ? std::max(j0, i0) : j0; j < j1; ++j) {
+        const Eigen::Index count = std::min<Eigen::Index>(T, (symmetric ? j + 1 : n1) - i0);
+        for (int t = 0; t < T; ++t)  // the diagonal starts from the chains' own x·x
+          first[t] = t >= count ? Scalar(0)
+                     : (symmetric && i0 + t == j) ? c1.value(0, j)
+                                                  : primary(i0 + t, j) * scale;
+        engine.entries(first, i0, j, nngp, ntk, [](std::size_t, int, Scalar, Scalar, Scalar) {});
+        for (Eigen::Index t = 0; t < count; ++t) {
+          finite = finite && std::isfinite(nngp[t]) && std::isfinite(ntk[t]);
+          if (want_nngp && want_ntk) {
+            secondary(i0 + t, j) = nngp[t];
+            primary(i0 + t, j) = ntk[t];
+          } else {
+            primary(i0 + t, j) = want_ntk ? ntk[t] : nngp[t];
+          }
         }
       }
     }
