@@ -50,18 +50,38 @@ void BM_relu_ntk_baseline(benchmark::State& state) {
 }
 
 template <class Phi>
-void run_ntk(benchmark::State& state, bool normalize) {
+void run_ntk(benchmark::State& state, bool normalize, const ntk::KernelOptions& options = {}) {
   const Matrix x = inputs(state.range(0), 100, normalize);
   const auto net = ntk::mlp(Phi{}, state.range(1), 0, 1.0, 1.0);
-  for (auto _ : state) benchmark::DoNotOptimize(ntk::ntk_kernel(net, x));
+  for (auto _ : state) benchmark::DoNotOptimize(ntk::ntk_kernel(net, x, options));
   state.counters["entry_layers_per_s"] = benchmark::Counter(
       static_cast<double>(state.range(0) * state.range(0) * state.range(1)), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+ntk::KernelOptions with_series_tolerance(double tolerance) {
+  ntk::KernelOptions options;
+  options.dual.series_tolerance = tolerance;
+  return options;
+}
+
+ntk::KernelOptions with_quadrature_order(int order) {
+  ntk::KernelOptions options;
+  options.dual.quadrature_order = order;
+  return options;
 }
 
 void BM_relu_ntk_fused(benchmark::State& state) { run_ntk<ntk::Relu>(state, false); }
 void BM_relu_ntk_fused_normalized(benchmark::State& state) { run_ntk<ntk::Relu>(state, true); }
 void BM_tanh_ntk_normalized(benchmark::State& state) { run_ntk<ntk::Tanh>(state, true); }
+// Different norms (|x|²/d = 1 ± 0.14, first-layer variance about 2): the Hermite series.
 void BM_tanh_ntk_unnormalized(benchmark::State& state) { run_ntk<ntk::Tanh>(state, false); }
+void BM_tanh_ntk_unnormalized_tolerance_1e8(benchmark::State& state) {
+  run_ntk<ntk::Tanh>(state, false, with_series_tolerance(1e-8));
+}
+// The same by direct 2-D quadrature per entry (an explicit order turns the series off).
+void BM_tanh_ntk_unnormalized_direct_quadrature_order_256(benchmark::State& state) {
+  run_ntk<ntk::Tanh>(state, false, with_quadrature_order(256));
+}
 
 }  // namespace
 
@@ -69,5 +89,7 @@ BENCHMARK(BM_relu_ntk_baseline)->Args({4000, 3})->Args({4000, 10})->Unit(benchma
 BENCHMARK(BM_relu_ntk_fused)->Args({4000, 3})->Args({4000, 10})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_relu_ntk_fused_normalized)->Args({4000, 10})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_tanh_ntk_normalized)->Args({4000, 3})->Args({4000, 10})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_tanh_ntk_unnormalized)->Args({200, 3})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_tanh_ntk_unnormalized)->Args({4000, 3})->Args({4000, 10})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_tanh_ntk_unnormalized_tolerance_1e8)->Args({4000, 10})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_tanh_ntk_unnormalized_direct_quadrature_order_256)->Args({60, 3})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_MAIN();

@@ -200,6 +200,154 @@ TEST_CASE("Generic activations on inputs of a common norm use the tabulated dual
     }
 }
 
+namespace {
+// Θ^L and Σ^L of an MLP for one pair by the recursion by hand, each dual by direct 2-D quadrature.
+template <class Phi>
+std::pair<double, double> hand_recursion(const Phi& phi, const Matrix& x, Eigen::Index i, Eigen::Index j,
+                                         int depth, double sw2, double sb2) {
+  const double d = static_cast<double>(x.cols());
+  double qi = sw2 * x.row(i).squaredNorm() / d + sb2, qj = sw2 * x.row(j).squaredNorm() / d + sb2;
+  double s = sw2 * x.row(i).dot(x.row(j)) / d + sb2, k = s;
+  for (int l = 1; l < depth + 1; ++l) {
+    const auto dual = ntk::dual(phi, qi, s, qj);
+    qi = sw2 * ntk::dual(phi, qi, qi, qi).t + sb2;
+    qj = sw2 * ntk::dual(phi, qj, qj, qj).t + sb2;
+    s = sw2 * dual.t + sb2;
+    k = s + sw2 * dual.t_dot * k;
+  }
+  return {k, s};
+}
+}  // namespace
+
+TEST_CASE("Generic activations on inputs of different norms: Hermite series against direct quadrature",
+          "[kernel]") {
+  // Norms from 0.2 to 3 (first-layer variances 0.05 to 7): the series needs up to ~500 terms.
+  Matrix x = random_inputs(10, 6, 5);
+  for (Eigen::Index i = 0; i < x.rows(); ++i)
+    x.row(i) *= (0.2 + 2.8 * static_cast<double>(i) / 9) / x.row(i).norm();
+  auto check = [&](const auto& phi, double sw, double sb) {
+    const auto gram = ntk::kernel(ntk::mlp(phi, 3, 0, sw, sb), x);
+    for (Eigen::Index i = 0; i < x.rows(); ++i)
+      for (Eigen::Index j = i; j < x.rows(); ++j) {
+        const auto [k, s] = hand_recursion(phi, x, i, j, 3, sw * sw, sb * sb);
+        INFO(phi.name() << " (" << i << ", " << j << ")");
+        CHECK(std::fabs(gram.ntk(i, j) - k) <= 1e-10 * std::fabs(k));
+        CHECK(std::fabs(gram.nngp(i, j) - s) <= 1e-10 * std::fabs(s));
+      }
+  };
+  check(ntk::Tanh{}, 1.5, 0.1);
+  check(ntk::Sigmoid{}, 2.0, 0.0);
+  check(ntk::Softplus{}, 1.0, 0.2);
+}
+
+TEST_CASE("Hermite series: known coefficients, the truncation bound and non-convergence", "[kernel]") {
+  using ntk::detail::hermite_series;
+  using Set = ntk::detail::VarianceSet<double>;
+  // φ = identity: a_1(q) = sqrt(q), b_0 = 1, every other coefficient 0.
+  const std::vector<double> q{0.5, 2.0, 3.0};
+  const auto identity = hermite_series(ntk::Identity{}, std::vector<Set>{{q.data(), q.size()}});
+  REQUIRE(identity[0].converged);
+  for (std::size_t p = 0; p < q.size(); ++p)
+    for (int k = 0; k < identity[0].terms; ++k) {
+      CHECK(std::fabs(identity[0].a_at(p, k) - (k == 1 ? std::sqrt(q[p]) : 0.0)) <= 1e-14);
+      CHECK(std::fabs(identity[0].b_at(p, k) - (k == 0 ? 1.0 : 0.0)) <= 1e-14);
+    }
+  // A Hermite-series activation at unit variance returns its own coefficients.
+  const ntk::Hermite h({0.1, -0.4, 0.3, 0.2});
+  const std::vector<double> one{1.0};
+  const auto own = hermite_series(h, std::vector<Set>{{one.data(), 1}});
+  REQUIRE(own[0].converged);
+  for (int k = 0; k < 4; ++k) CHECK(std::fabs(own[0].a_at(0, k) - h.coefficients()[static_cast<std::size_t>(k)]) <= 1e-14);
+  // A loose tolerance uses fewer terms, and the Mehler sum's error stays inside its bound.
+  const std::vector<double> q1{0.3}, q2{1.7};
+  int terms_loose = 0;
+  for (double tolerance : {1e-6, 1e-13}) {
+    const auto series = hermite_series(ntk::Tanh{}, std::vector<Set>{{q1.data(), 1}, {q2.data(), 1}}, tolerance);
+    REQUIRE(series[0].converged);
+    REQUIRE(series[0].terms == series[1].terms);
+    const double bound = tolerance * std::sqrt(ntk::dual(ntk::Tanh{}, 0.3, 0.3, 0.3).t * ntk::dual(ntk::Tanh{}, 1.7, 1.7, 1.7).t);
+    double worst = 0;
+    for (double rho : {-1.0, -0.6, 0.0, 0.5, 0.9, 0.999, 1.0}) {
+      double t = 0;
+      for (int k = series[0].terms - 1; k >= 0; --k) t = t * rho + series[0].a_at(0, k) * series[1].a_at(0, k);
+      const double c = rho * std::sqrt(0.3 * 1.7);
+      worst = std::max(worst, std::fabs(t - ntk::dual(ntk::Tanh{}, 0.3, c, 1.7).t));
+    }
+    INFO("tolerance " << tolerance << " terms " << series[0].terms);
+    CHECK(worst <= bound + 1e-15);
+    if (tolerance > 1e-10)
+      terms_loose = series[0].terms;
+    else
+      CHECK(terms_loose < series[0].terms);
+  }
+  // Kinked activations: coefficients decay algebraically, so the series reports no convergence
+  // and kernels keep direct quadrature (still finite, within quadrature's algebraic error).
+  const auto kinked = hermite_series(ntk::Relu{}, std::vector<Set>{{q.data(), q.size()}});
+  CHECK_FALSE(kinked[0].converged);
+  ntk::KernelOptions forced;
+  forced.dual.force_quadrature = true;
+  const Matrix x = random_inputs(4, 3, 9);
+  const auto net = ntk::mlp(ntk::Relu{}, 2, 0, 1.4, 0.1);
+  const Matrix exact = ntk::ntk_kernel(net, x), quad = ntk::ntk_kernel(net, x, forced);
+  CHECK(quad.allFinite());
+  CHECK((exact - quad).cwiseAbs().maxCoeff() <= 0.5 * exact.cwiseAbs().maxCoeff());
+}
+
+TEST_CASE("Hermite series kernels: two input sets, thread counts, tolerance option", "[kernel]") {
+  const Matrix x1 = random_inputs(20, 5, 21), x2 = random_inputs(13, 5, 22) * 1.7;
+  Matrix both(33, 5);
+  both << x1, x2;
+  const auto net = ntk::mlp(ntk::Tanh{}, 4, 0, 1.2, 0.3);
+  const auto cross = ntk::kernel(net, x1, x2);
+  const auto full = ntk::kernel(net, both);
+  // The two-set series and the one-set series differ in their cut, each within 1e-13 per layer.
+  CHECK((cross.ntk - full.ntk.topRightCorner(20, 13)).cwiseAbs().maxCoeff() <= 1e-11 * full.ntk.cwiseAbs().maxCoeff());
+  ntk::KernelOptions one, two;
+  one.threads = 1;
+  two.threads = 2;
+  CHECK((ntk::ntk_kernel(net, both, one) - ntk::ntk_kernel(net, both, two)).cwiseAbs().maxCoeff() == 0);
+  ntk::KernelOptions loose;
+  loose.dual.series_tolerance = 1e-6;
+  const Matrix rough = ntk::ntk_kernel(net, both, loose);
+  const double error = (rough - full.ntk).cwiseAbs().maxCoeff() / full.ntk.cwiseAbs().maxCoeff();
+  CHECK(error <= 1e-5);
+  CHECK(error > 1e-12);
+  ntk::KernelOptions bad;
+  bad.dual.series_tolerance = 0;
+  REQUIRE_THROWS_AS(ntk::ntk_kernel(net, both, bad), std::invalid_argument);
+}
+
+TEST_CASE("kernel_into writes the Gram matrix into caller storage", "[kernel]") {
+  const Matrix x1 = random_inputs(37, 4, 31), x2 = random_inputs(21, 4, 32);
+  const auto net = ntk::mlp(ntk::Relu{}, 3, 0, 1.3, 0.2);
+  const auto full = ntk::kernel(net, x1, x2);
+  const auto symmetric = ntk::kernel(net, x1);
+  // Into a Matrix and into a Map over a plain buffer (as over a memory-mapped file).
+  Matrix ntk_out(37, 21);
+  ntk::kernel_into(net, x1, x2, ntk::KernelKind::ntk, ntk_out);
+  CHECK((ntk_out - full.ntk).cwiseAbs().maxCoeff() == 0);
+  std::vector<double> buffer(37 * 37, -1.0);
+  Eigen::Map<Matrix> mapped(buffer.data(), 37, 37);
+  ntk::kernel_into(net, x1, ntk::KernelKind::nngp, mapped);
+  CHECK((mapped - symmetric.nngp).cwiseAbs().maxCoeff() == 0);
+  // Generic activations too (the series path), against kernel().
+  const auto tanh_net = ntk::mlp(ntk::Tanh{}, 2, 0, 1.1, 0.3);
+  Matrix tanh_out(37, 37);
+  ntk::kernel_into(tanh_net, x1, ntk::KernelKind::ntk, tanh_out);
+  CHECK((tanh_out - ntk::ntk_kernel(tanh_net, x1)).cwiseAbs().maxCoeff() == 0);
+  // Wrong size or two outputs requested: rejected before anything is written.
+  Matrix wrong = Matrix::Constant(5, 5, 7.0);
+  REQUIRE_THROWS_AS(ntk::kernel_into(net, x1, ntk::KernelKind::ntk, wrong), std::invalid_argument);
+  CHECK((wrong.array() == 7.0).all());
+  REQUIRE_THROWS_AS(ntk::kernel_into(net, x1, ntk::KernelKind::both, mapped), std::invalid_argument);
+  try {
+    ntk::kernel_into(net, x1, x2, ntk::KernelKind::ntk, wrong);
+    FAIL("no exception");
+  } catch (const std::invalid_argument& e) {
+    CHECK(std::string(e.what()) == "ntk::kernel_into: out must be 37 x 21 (got 5 x 5)");
+  }
+}
+
 TEST_CASE("Compile-time composition with mixed activations equals the recursion by hand", "[kernel]") {
   const auto net = ntk::serial(ntk::Dense(1.5, 0.2), ntk::activation(ntk::Relu{}), ntk::Dense(0.9, 0.0),
                                ntk::activation(ntk::Erf{}), ntk::Dense(1.1, 0.7));

@@ -53,13 +53,24 @@ int run_kernel(const Words& words) {
     options.dual.quadrature_order = arch.quadrature;
   }
   const auto which = kind == "ntk" ? ntk::KernelKind::ntk : ntk::KernelKind::nngp;
-  Eigen::MatrixXd out;
-  with_activation(arch.activation, [&](const auto& phi) {
-    const auto net = ntk::mlp(phi, arch.depth, 0, arch.sigma_w, arch.sigma_b);
-    auto k = two ? ntk::kernel(net, x, x2, which, options) : ntk::kernel(net, x, which, options);
-    out = kind == "ntk" ? std::move(k.ntk) : std::move(k.nngp);
-  });
-  write_matrix(args.text("out"), out);
+  const auto compute = [&](auto& out) {
+    with_activation(arch.activation, [&](const auto& phi) {
+      const auto net = ntk::mlp(phi, arch.depth, 0, arch.sigma_w, arch.sigma_b);
+      if (two)
+        ntk::kernel_into(net, x, x2, which, out, options);
+      else
+        ntk::kernel_into(net, x, which, out, options);
+    });
+  };
+  const std::string path = args.text("out");
+  const Eigen::Index columns = two ? x2.rows() : x.rows();
+  if (ends_with(path, ".npy")) {  // computed straight into the output file's pages
+    write_npy_computed(path, x.rows(), columns, compute);
+  } else {
+    Eigen::MatrixXd out(x.rows(), columns);
+    compute(out);
+    write_matrix(path, out);
+  }
   return 0;
 }
 

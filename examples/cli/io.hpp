@@ -16,6 +16,12 @@
 #include <string>
 #include <vector>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
 namespace ntk_cli {
 
 /// A user-facing error: printed as "ntk: error: <message>", exit status 2.
@@ -201,17 +207,22 @@ inline void write_csv(std::ostream& out, const Eigen::MatrixXd& m) {
   }
 }
 
-inline void write_npy(std::ostream& out, const Eigen::MatrixXd& m) {
-  std::string header = "{'descr': '<f8', 'fortran_order': True, 'shape': (" + std::to_string(m.rows()) + ", " +
-                       std::to_string(m.cols()) + "), }";
+/// The .npy preamble (magic, version 1.0, header) for a float64 Fortran-order matrix, padded so the
+/// data starts at a multiple of 64 bytes.
+inline std::string npy_preamble(Eigen::Index rows, Eigen::Index cols) {
+  std::string header = "{'descr': '<f8', 'fortran_order': True, 'shape': (" + std::to_string(rows) + ", " +
+                       std::to_string(cols) + "), }";
   const std::size_t total = 10 + header.size() + 1;
   header.append((64 - total % 64) % 64, ' ');
   header += '\n';
-  out.write("\x93NUMPY\x01\x00", 8);
   const std::uint16_t length = static_cast<std::uint16_t>(header.size());
   const char le[2] = {static_cast<char>(length & 0xff), static_cast<char>(length >> 8)};
-  out.write(le, 2);
-  out.write(header.data(), static_cast<std::streamsize>(header.size()));
+  return std::string("\x93NUMPY\x01\x00", 8) + std::string(le, 2) + header;
+}
+
+inline void write_npy(std::ostream& out, const Eigen::MatrixXd& m) {
+  const std::string preamble = npy_preamble(m.rows(), m.cols());
+  out.write(preamble.data(), static_cast<std::streamsize>(preamble.size()));
   out.write(reinterpret_cast<const char*>(m.data()), static_cast<std::streamsize>(m.size() * 8));
 }
 
@@ -241,6 +252,53 @@ inline void write_matrix(const std::string& path, const Eigen::MatrixXd& m) {
     std::remove(temporary.c_str());
     throw CliError(path + ": cannot write file");
   }
+}
+
+/// Writes a rows x cols float64 .npy file by letting `fill(Eigen::Map<Eigen::MatrixXd>&)` compute
+/// straight into the file's pages (memory-mapped where the platform allows, else through a
+/// matrix), atomically like write_matrix: a failure in `fill` leaves no file behind.  Large
+/// results then need no second copy in memory and no copy into the page cache.
+template <class Fill>
+void write_npy_computed(const std::string& path, Eigen::Index rows, Eigen::Index cols, Fill&& fill) {
+#if defined(__unix__) || defined(__APPLE__)
+  const std::string temporary = path + ".partial";
+  const std::string preamble = npy_preamble(rows, cols);
+  const std::size_t bytes = preamble.size() + static_cast<std::size_t>(rows * cols) * sizeof(double);
+  const int fd = ::open(temporary.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0666);
+  if (fd < 0) throw CliError(path + ": cannot write file");
+  void* base = MAP_FAILED;
+  auto discard = [&] {
+    if (base != MAP_FAILED) ::munmap(base, bytes);
+    ::close(fd);
+    std::remove(temporary.c_str());
+  };
+  // Reserve the blocks first (a full disk fails here, not as SIGBUS inside the mapping).
+  if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0 || ::posix_fallocate(fd, 0, static_cast<off_t>(bytes)) != 0 ||
+      (base = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+    discard();
+    throw CliError(path + ": cannot write file (" + std::strerror(errno) + ")");
+  }
+  std::memcpy(base, preamble.data(), preamble.size());
+  // The data starts 64-byte aligned inside a page-aligned mapping.
+  Eigen::Map<Eigen::MatrixXd> out(reinterpret_cast<double*>(static_cast<char*>(base) + preamble.size()), rows, cols);
+  try {
+    fill(out);
+  } catch (...) {
+    discard();
+    throw;
+  }
+  const bool unmapped = ::munmap(base, bytes) == 0;
+  base = MAP_FAILED;
+  if (!unmapped || ::close(fd) != 0 || std::rename(temporary.c_str(), path.c_str()) != 0) {
+    std::remove(temporary.c_str());
+    throw CliError(path + ": cannot write file");
+  }
+#else
+  Eigen::MatrixXd out(rows, cols);
+  Eigen::Map<Eigen::MatrixXd> view(out.data(), rows, cols);
+  fill(view);
+  write_matrix(path, out);
+#endif
 }
 
 }  // namespace ntk_cli

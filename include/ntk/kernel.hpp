@@ -8,11 +8,20 @@
 ///
 /// Evaluation: the diagonal chains Σ^l(x, x) are computed first (O(n L)); then every entry runs the
 /// whole depth recursion in registers (no n x n temporary per layer).  The symmetric case computes
-/// one triangle.  Duals come from closed forms where the activation has one (exact); otherwise from
-/// Gauss–Hermite quadrature: when every input of a layer has the same variance (inputs with a
-/// common norm) the dual is tabulated once per layer as a piecewise Chebyshev series in the
-/// correlation (16 panels of degree 16, error <= 1e-12 for tanh), else each entry uses a product
-/// rule of the layer's adaptive order (accurate, but q² evaluations per entry).
+/// one triangle.  Duals come from closed forms where the activation has one (exact; positively
+/// homogeneous ones such as ReLU as sqrt(q q') times a function of the correlation, one square root
+/// per entry); otherwise from Gauss–Hermite quadrature, in one of three ways per layer:
+///  - every input of the layer has the same variance (inputs of a common norm): the dual is
+///    tabulated once as a piecewise Chebyshev series in the correlation (16 panels of degree 16,
+///    error <= 1e-12 for tanh);
+///  - variances differ and the order is adaptive: the Mehler series Σ_k a_k(q) a_k(q') ρ^k with
+///    per-point Hermite coefficients (detail::hermite_series), cut where every point's tail is below
+///    DualOptions::series_tolerance (default 1e-13) of its E[φ²] and E[φ'²]; the per-entry
+///    truncation error is then at most that fraction of sqrt(T(x, x) T(x', x')).  About 100·q terms
+///    for tanh at variance q; extra memory O((n1 + n2) K L);
+///  - an explicit quadrature order, or a series that does not converge within rules of 1024 nodes
+///    (kinked activations under force_quadrature, huge variances): a product rule per entry
+///    (q² evaluations per entry: slow, for checking).
 /// With OpenMP the rows are shared among threads; every entry is computed by the same arithmetic
 /// whatever the thread count, so results are identical.
 
@@ -122,6 +131,8 @@ class LayerDual {
     m_mode = Mode::series;
   }
 
+  bool uses_series() const { return m_mode == Mode::series; }
+
   /// (L^φ, L^φ') at [[qi, c], [c, qj]].
   Dual<Scalar> cross(Scalar qi, Scalar c, Scalar qj) const {
     if constexpr (has_closed_form_dual_v<Phi, Scalar>) {
@@ -157,6 +168,13 @@ class LayerDual {
         return;
       }
     }
+    generic_tile<T>(v, s, k, t_dot);
+  }
+
+  /// The table, series and quadrature modes, kept out of line so the closed-form loop above
+  /// stays small enough to inline into the layer loop (its tile then lives in registers).
+  template <int T>
+  NTK_NOINLINE void generic_tile(const TileVariances<Scalar>& v, Scalar* s, Scalar* k, Scalar* t_dot) const {
     if (m_mode == Mode::table) {  // one variance: the table in ρ, for the whole tile at once
       Scalar rho[T], t_value[T];
       for (int t = 0; t < T; ++t) rho[t] = s[t] * v.inverse_root_i[t] * v.inverse_root_j;
@@ -365,6 +383,7 @@ class KernelEngine {
         step.prepare_series(options.dual, {m_chain1.q.data() + l * m_chain1.stride, m_chain1.stride},
                             {same_inputs ? nullptr : m_chain2.q.data() + l * m_chain2.stride,
                              m_chain2.stride});
+        m_uses_series = m_uses_series || step.uses_series();
         for (auto* chain : chains)
           for (std::size_t p = 0; p < chain->points; ++p) {
             const Dual<Scalar> d = step.diagonal(chain->q[l * chain->stride + p]);
@@ -376,6 +395,9 @@ class KernelEngine {
     });
     for (auto* chain : chains) chain->finish();
   }
+
+  /// Whether some activation layer evaluates its dual by Hermite series.
+  bool uses_series() const { return m_uses_series; }
 
   const DiagonalChains<Scalar>& chain1() const { return m_chain1; }
   const DiagonalChains<Scalar>& chain2() const { return m_chain2.q.empty() ? m_chain1 : m_chain2; }
@@ -442,6 +464,7 @@ class KernelEngine {
   std::size_t m_layers;
   DiagonalChains<Scalar> m_chain1, m_chain2;
   std::unique_ptr<Steps<Arch, Scalar>> m_steps;
+  bool m_uses_series = false;
 };
 
 template <class D1, class D2>
@@ -497,51 +520,44 @@ void mirror_upper(Matrix& m, int threads) {
         for (Eigen::Index i = std::max(ib, j + 1); i < std::min(ib + B, n); ++i) m(i, j) = m(j, i);
 }
 
-/// Entries [r0, r1) x [c0, c1); when `symmetric` (x1 is x2 and the ranges coincide) one
-/// triangle is computed and mirrored.
+template <class Scalar>
+using OutputRef = Eigen::Ref<Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>;
+
+/// The recursion for x1 against x2 (already checked) into caller storage: `primary` receives Θ^L
+/// (or Σ^L when kind is nngp), `secondary` Σ^L when kind is both (else unused).  When `symmetric`
+/// (x1 is x2) one triangle is computed and mirrored.  Throws std::overflow_error after a
+/// non-finite entry, leaving the outputs partly written.
 template <class Arch, class D1, class D2>
-Kernels<typename D1::Scalar> compute_block(const char* function, const Arch& arch,
-                                           const Eigen::MatrixBase<D1>& x1,
-                                           const Eigen::MatrixBase<D2>& x2, bool symmetric,
-                                           KernelKind kind, const KernelOptions& options) {
+void compute_into(const char* function, const Arch& arch, const Eigen::MatrixBase<D1>& x1,
+                  const Eigen::MatrixBase<D2>& x2, bool symmetric, KernelKind kind,
+                  OutputRef<typename D1::Scalar> primary, OutputRef<typename D1::Scalar> secondary,
+                  const KernelOptions& options) {
   using Scalar = typename D1::Scalar;
-  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
-  static_assert(std::is_same_v<Scalar, typename D2::Scalar>,
-                "ntk: x1 and x2 must have the same scalar type");
-  options.check(function);
-  check_architecture(function, arch);
-  check_inputs(function, x1, x2);
   const KernelEngine<Arch, Scalar> engine(arch, x1, x2, symmetric, options);
   const Eigen::Index n1 = x1.rows(), n2 = x2.rows();
   // Start from the inner products, written straight into the output (scaled when read).
-  Matrix start;
-  allocate_large(start, n1, n2);
   if (symmetric) {  // upper triangle of x1 x1ᵀ only: half the flops
-    start.setZero();
-    start.template selfadjointView<Eigen::Upper>().rankUpdate(x1.derived());
+    primary.setZero();
+    primary.template selfadjointView<Eigen::Upper>().rankUpdate(x1.derived());
   } else {
-    start.noalias() = x1 * x2.transpose();
+    primary.noalias() = x1 * x2.transpose();
   }
   const Scalar scale = engine.input_scale(x1.cols());
-  Kernels<Scalar> result;
   const bool want_nngp = kind != KernelKind::ntk, want_ntk = kind != KernelKind::nngp;
-  if (want_nngp && want_ntk) allocate_large(result.nngp, n1, n2);
-  Matrix& primary = want_ntk ? result.ntk : result.nngp;
-  primary = std::move(start);
-  Matrix& secondary = result.nngp;
   const int threads = options.threads;
   (void)threads;
   constexpr int T = kernel_tile;
   const DiagonalChains<Scalar>& c1 = engine.chain1();
   // Column-major storage: tiles of T rows run down a column; the symmetric case fills the upper
-  // triangle (i <= j) and mirrors it.  Columns go in blocks of B, each row tile visiting all the
-  // block's columns in turn, so per-point data of the tile (series coefficients: K values per
-  // point and layer) is reused from cache B times.
-  constexpr Eigen::Index B = 32;
+  // triangle (i <= j) and mirrors it.  With Hermite series (K coefficients per point and layer)
+  // columns go in blocks of B, each row tile visiting all the block's columns in turn, so the
+  // tile's coefficients are reused from cache B times; otherwise one column at a time, which
+  // streams the output down its columns.
+  const Eigen::Index B = engine.uses_series() ? 32 : 1;
   const Eigen::Index blocks = (n2 + B - 1) / B;
   bool finite = true;
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(dynamic, 1) reduction(&& : finite) num_threads(threads > 0 ? threads : omp_get_max_threads())
+#pragma omp parallel for schedule(dynamic, B == 1 ? 4 : 1) reduction(&& : finite) num_threads(threads > 0 ? threads : omp_get_max_threads())
 #endif
   for (Eigen::Index block = 0; block < blocks; ++block) {
     const Eigen::Index j0 = block * B, j1 = std::min(n2, j0 + B);
@@ -572,10 +588,50 @@ Kernels<typename D1::Scalar> compute_block(const char* function, const Arch& arc
                               "the kernel overflows the scalar type (got a non-finite entry); "
                               "reduce depth or sigma_w, or use the normalized deep kernels of "
                               "deep_limit.hpp");
-  if (symmetric)
-    for (auto* m : {&result.nngp, &result.ntk})
-      if (m->size() > 0) mirror_upper(*m, threads);
+  if (symmetric) {
+    mirror_upper(primary, threads);
+    if (want_nngp && want_ntk) mirror_upper(secondary, threads);
+  }
+}
+
+/// Checks the inputs, allocates the requested Gram matrices (huge pages where available) and
+/// fills them.
+template <class Arch, class D1, class D2>
+Kernels<typename D1::Scalar> compute_block(const char* function, const Arch& arch,
+                                           const Eigen::MatrixBase<D1>& x1,
+                                           const Eigen::MatrixBase<D2>& x2, bool symmetric,
+                                           KernelKind kind, const KernelOptions& options) {
+  using Scalar = typename D1::Scalar;
+  static_assert(std::is_same_v<Scalar, typename D2::Scalar>,
+                "ntk: x1 and x2 must have the same scalar type");
+  options.check(function);
+  check_architecture(function, arch);
+  check_inputs(function, x1, x2);
+  Kernels<Scalar> result;
+  const bool want_nngp = kind != KernelKind::ntk, want_ntk = kind != KernelKind::nngp;
+  if (want_nngp) allocate_large(result.nngp, x1.rows(), x2.rows());
+  if (want_ntk) allocate_large(result.ntk, x1.rows(), x2.rows());
+  compute_into(function, arch, x1, x2, symmetric, kind, want_ntk ? result.ntk : result.nngp,
+               result.nngp, options);
   return result;
+}
+
+/// kernel_into's checks, then the recursion straight into `out`.
+template <class Arch, class D1, class D2>
+void compute_into_checked(const char* function, const Arch& arch, const Eigen::MatrixBase<D1>& x1,
+                          const Eigen::MatrixBase<D2>& x2, bool symmetric, KernelKind kind,
+                          OutputRef<typename D1::Scalar> out, const KernelOptions& options) {
+  static_assert(std::is_same_v<typename D1::Scalar, typename D2::Scalar>,
+                "ntk: x1 and x2 must have the same scalar type");
+  options.check(function);
+  check_architecture(function, arch);
+  check_inputs(function, x1, x2);
+  if (kind == KernelKind::both)
+    fail<std::invalid_argument>(function, "kind must be nngp or ntk: one output (got both)");
+  if (out.rows() != x1.rows() || out.cols() != x2.rows())
+    fail<std::invalid_argument>(function, "out must be ", x1.rows(), " x ", x2.rows(), " (got ",
+                                out.rows(), " x ", out.cols(), ")");
+  compute_into(function, arch, x1, x2, symmetric, kind, out, out, options);
 }
 
 }  // namespace detail
@@ -598,6 +654,25 @@ Kernels<typename D::Scalar> kernel(const Arch& arch, const Eigen::MatrixBase<D>&
                                    KernelKind kind = KernelKind::both,
                                    const KernelOptions& options = {}) {
   return detail::compute_block("kernel", arch, x, x, true, kind, options);
+}
+
+/// Σ^L or Θ^L (kind nngp or ntk) between the rows of x1 and x2, written into `out` (n1 x n2,
+/// column-major: a Matrix, or an Eigen::Map over storage the caller owns such as a memory-mapped
+/// file), so ntk never allocates the Gram matrix.  kernel()'s exceptions, plus
+/// std::invalid_argument for kind both or an `out` of another size (then `out` is untouched);
+/// after std::overflow_error the contents of `out` are unspecified.
+template <class Arch, class D1, class D2>
+void kernel_into(const Arch& arch, const Eigen::MatrixBase<D1>& x1, const Eigen::MatrixBase<D2>& x2,
+                 KernelKind kind, detail::OutputRef<typename D1::Scalar> out,
+                 const KernelOptions& options = {}) {
+  detail::compute_into_checked("kernel_into", arch, x1, x2, false, kind, out, options);
+}
+
+/// The symmetric case x2 = x1 (one triangle computed, then mirrored).
+template <class Arch, class D>
+void kernel_into(const Arch& arch, const Eigen::MatrixBase<D>& x, KernelKind kind,
+                 detail::OutputRef<typename D::Scalar> out, const KernelOptions& options = {}) {
+  detail::compute_into_checked("kernel_into", arch, x, x, true, kind, out, options);
 }
 
 /// Θ^L(x1, x2) (n1 x n2); see kernel().

@@ -9,8 +9,10 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define NTK_ALWAYS_INLINE inline __attribute__((always_inline))
+#define NTK_NOINLINE __attribute__((noinline))
 #else
 #define NTK_ALWAYS_INLINE inline
+#define NTK_NOINLINE
 #endif
 
 namespace ntk {
