@@ -198,7 +198,8 @@ std::vector<HermiteSeries<Scalar>> hermite_series(const Phi& phi, const std::vec
   if (q.empty()) return result;
   const Eigen::Index n = static_cast<Eigen::Index>(q.size());
   const double q_max = static_cast<double>(*std::max_element(q.begin(), q.end()));
-  for (int order = std::min(2 * adaptive_quadrature_order(q_max), max_order);;
+  // Orders rounded up to multiples of 64 so layers with similar variances share cached rules.
+  for (int order = std::min((2 * adaptive_quadrature_order(q_max) + 63) / 64 * 64, max_order);;
        order = std::min(2 * order, max_order)) {
     const GaussHermiteRule<Work>& rule = gauss_hermite<Work>(order);
     const Eigen::Index m = order, degrees = order / 2 + 1;
@@ -303,6 +304,31 @@ class DualTable {
         m_t[static_cast<std::size_t>(p * m + j)] = ct * scale;
         m_t_dot[static_cast<std::size_t>(p * m + j)] = cd * scale;
       }
+    // Monomials in the panel coordinate for evaluation (one FMA per degree instead of Clenshaw's
+    // three operations), converted in long double; T and Ṫ interleaved so a degree is one load.
+    m_monomial.assign(static_cast<std::size_t>(panels * m * 2), Scalar(0));
+    for (int p = 0; p < panels; ++p) {
+      std::vector<long double> previous(static_cast<std::size_t>(m), 0), current(static_cast<std::size_t>(m), 0),
+          next(static_cast<std::size_t>(m)), t(static_cast<std::size_t>(m), 0), d(static_cast<std::size_t>(m), 0);
+      previous[0] = 1;              // T_0
+      if (m > 1) current[1] = 1;    // T_1
+      for (int j = 0; j < m; ++j) {
+        const std::vector<long double>& basis = j == 0 ? previous : current;  // T_j
+        for (int k = 0; k < m; ++k) {
+          t[static_cast<std::size_t>(k)] += static_cast<long double>(m_t[static_cast<std::size_t>(p * m + j)]) * basis[static_cast<std::size_t>(k)];
+          d[static_cast<std::size_t>(k)] += static_cast<long double>(m_t_dot[static_cast<std::size_t>(p * m + j)]) * basis[static_cast<std::size_t>(k)];
+        }
+        if (j == 0) continue;
+        for (int k = 0; k < m; ++k)  // T_{j+1} = 2x T_j - T_{j-1}
+          next[static_cast<std::size_t>(k)] = (k > 0 ? 2 * current[static_cast<std::size_t>(k - 1)] : 0) - previous[static_cast<std::size_t>(k)];
+        previous = current;
+        current = next;
+      }
+      for (int k = 0; k < m; ++k) {
+        m_monomial[static_cast<std::size_t>(2 * (p * m + k))] = static_cast<Scalar>(t[static_cast<std::size_t>(k)]);
+        m_monomial[static_cast<std::size_t>(2 * (p * m + k) + 1)] = static_cast<Scalar>(d[static_cast<std::size_t>(k)]);
+      }
+    }
   }
 
   /// The interpolated dual at ρ (clamped into [-1, 1]); NaN in, NaN out (an overflow upstream
@@ -318,34 +344,32 @@ class DualTable {
   template <int T>
   void evaluate(const Scalar* rho, Scalar* t_out, Scalar* t_dot_out) const {
     constexpr int m = degree + 1;
-    int offset[T];
-    Scalar x[T], bt1[T], bt2[T], bd1[T], bd2[T];
-    for (int t = 0; t < T; ++t) {
-      const Scalar r = rho[t] > -1 ? (rho[t] < 1 ? rho[t] : Scalar(1)) : Scalar(-1);  // NaN -> -1
+    const Scalar* poly[T];
+    Scalar x[T], t[T], d[T];
+    for (int i = 0; i < T; ++i) {
+      const Scalar r = rho[i] > -1 ? (rho[i] < 1 ? rho[i] : Scalar(1)) : Scalar(-1);  // NaN -> -1
       int p = static_cast<int>((r + 1) * (static_cast<Scalar>(panels) / 2));
       p = p >= panels ? panels - 1 : p;
-      x[t] = (r + 1) * static_cast<Scalar>(panels) - static_cast<Scalar>(2 * p + 1);  // in [-1, 1]
-      offset[t] = p * m;
-      bt1[t] = bt2[t] = bd1[t] = bd2[t] = 0;
+      x[i] = (r + 1) * static_cast<Scalar>(panels) - static_cast<Scalar>(2 * p + 1);  // in [-1, 1]
+      poly[i] = m_monomial.data() + 2 * p * m;
+      t[i] = poly[i][2 * degree];
+      d[i] = poly[i][2 * degree + 1];
     }
-    for (int j = degree; j >= 1; --j)
-      for (int t = 0; t < T; ++t) {
-        const Scalar bt = 2 * x[t] * bt1[t] - bt2[t] + m_t[static_cast<std::size_t>(offset[t] + j)];
-        bt2[t] = bt1[t];
-        bt1[t] = bt;
-        const Scalar bd = 2 * x[t] * bd1[t] - bd2[t] + m_t_dot[static_cast<std::size_t>(offset[t] + j)];
-        bd2[t] = bd1[t];
-        bd1[t] = bd;
+    for (int j = degree - 1; j >= 0; --j)
+      for (int i = 0; i < T; ++i) {
+        t[i] = t[i] * x[i] + poly[i][2 * j];
+        d[i] = d[i] * x[i] + poly[i][2 * j + 1];
       }
-    for (int t = 0; t < T; ++t) {
-      const bool nan = std::isnan(rho[t]);
-      t_out[t] = nan ? rho[t] : x[t] * bt1[t] - bt2[t] + m_t[static_cast<std::size_t>(offset[t])];
-      t_dot_out[t] = nan ? rho[t] : x[t] * bd1[t] - bd2[t] + m_t_dot[static_cast<std::size_t>(offset[t])];
+    for (int i = 0; i < T; ++i) {
+      const bool nan = std::isnan(rho[i]);
+      t_out[i] = nan ? rho[i] : t[i];
+      t_dot_out[i] = nan ? rho[i] : d[i];
     }
   }
 
  private:
-  std::vector<Scalar> m_t, m_t_dot;
+  std::vector<Scalar> m_t, m_t_dot;  // Chebyshev coefficients per panel
+  std::vector<Scalar> m_monomial;    // the same as monomials, [panel][degree][t, t_dot]
 };
 
 }  // namespace detail

@@ -185,36 +185,8 @@ class LayerDual {
       }
       return;
     }
-    if (m_mode == Mode::series) {  // Σ_k a_k(qi) a_k(qj) ρ^k by Horner, the tile in parallel
-      static_assert(T == HermiteSeries<Scalar>::lanes, "a kernel tile is one group of the series");
-      using Lanes = Eigen::Array<Scalar, T, 1>;  // fixed size: the accumulators stay in registers
-      using Block = Eigen::Map<const Lanes>;
-      const HermiteSeries<Scalar>& rows = m_series[0];
-      const HermiteSeries<Scalar>& columns = m_series[1].converged ? m_series[1] : m_series[0];
-      Lanes rho;
-      for (int t = 0; t < T; ++t) {
-        const Scalar r = s[t] * v.inverse_root_i[t] * v.inverse_root_j;
-        rho[t] = r > 1 ? Scalar(1) : (r < -1 ? Scalar(-1) : r);  // NaN stays NaN
-      }
-      const Lanes rho2 = rho * rho;
-      const std::size_t i0 = static_cast<std::size_t>(v.i0), j = static_cast<std::size_t>(v.j);
-      const Scalar* a = rows.a_group(i0);
-      const Scalar* b = rows.b_group(i0);
-      // Even and odd degrees as two Horner chains in ρ², for L^φ and L^φ': four independent
-      // chains per lane instead of one long dependent one.
-      Lanes t_even = Lanes::Zero(), t_odd = Lanes::Zero(), d_even = Lanes::Zero(), d_odd = Lanes::Zero();
-      for (int d = rows.terms - 2; d >= 0; d -= 2) {
-        t_even = t_even * rho2 + Block(a + d * T) * columns.a_at(j, d);
-        t_odd = t_odd * rho2 + Block(a + (d + 1) * T) * columns.a_at(j, d + 1);
-        d_even = d_even * rho2 + Block(b + d * T) * columns.b_at(j, d);
-        d_odd = d_odd * rho2 + Block(b + (d + 1) * T) * columns.b_at(j, d + 1);
-      }
-      const Lanes t_value = t_even + rho * t_odd, t_dot_value = d_even + rho * d_odd;
-      for (int t = 0; t < T; ++t) {
-        s[t] = t_value[t];
-        k[t] *= t_dot_value[t];
-        t_dot[t] = t_dot_value[t];
-      }
+    if (m_mode == Mode::series) {
+      series_tile<T>(v, s, k, t_dot);
       return;
     }
     for (int t = 0; t < T; ++t) {
@@ -222,6 +194,41 @@ class LayerDual {
       s[t] = d.t;
       k[t] *= d.t_dot;
       t_dot[t] = d.t_dot;
+    }
+  }
+
+  /// Σ_k a_k(qi) a_k(qj) ρ^k by Horner for a tile.  Flattened: every Eigen call inlined, so the
+  /// fixed-size accumulators stay in registers whatever the caller's inlining budget.
+  template <int T>
+  NTK_NOINLINE NTK_FLATTEN void series_tile(const TileVariances<Scalar>& v, Scalar* s, Scalar* k, Scalar* t_dot) const {
+    static_assert(T == HermiteSeries<Scalar>::lanes, "a kernel tile is one group of the series");
+    using Lanes = Eigen::Array<Scalar, T, 1>;  // fixed size: the accumulators stay in registers
+    using Block = Eigen::Map<const Lanes>;
+    const HermiteSeries<Scalar>& rows = m_series[0];
+    const HermiteSeries<Scalar>& columns = m_series[1].converged ? m_series[1] : m_series[0];
+    Lanes rho;
+    for (int t = 0; t < T; ++t) {
+      const Scalar r = s[t] * v.inverse_root_i[t] * v.inverse_root_j;
+      rho[t] = r > 1 ? Scalar(1) : (r < -1 ? Scalar(-1) : r);  // NaN stays NaN
+    }
+    const Lanes rho2 = rho * rho;
+    const std::size_t i0 = static_cast<std::size_t>(v.i0), j = static_cast<std::size_t>(v.j);
+    const Scalar* a = rows.a_group(i0);
+    const Scalar* b = rows.b_group(i0);
+    // Even and odd degrees as two Horner chains in ρ², for L^φ and L^φ': four independent
+    // chains per lane instead of one long dependent one.
+    Lanes t_even = Lanes::Zero(), t_odd = Lanes::Zero(), d_even = Lanes::Zero(), d_odd = Lanes::Zero();
+    for (int d = rows.terms - 2; d >= 0; d -= 2) {
+      t_even = t_even * rho2 + Block(a + d * T) * columns.a_at(j, d);
+      t_odd = t_odd * rho2 + Block(a + (d + 1) * T) * columns.a_at(j, d + 1);
+      d_even = d_even * rho2 + Block(b + d * T) * columns.b_at(j, d);
+      d_odd = d_odd * rho2 + Block(b + (d + 1) * T) * columns.b_at(j, d + 1);
+    }
+    const Lanes t_value = t_even + rho * t_odd, t_dot_value = d_even + rho * d_odd;
+    for (int t = 0; t < T; ++t) {
+      s[t] = t_value[t];
+      k[t] *= t_dot_value[t];
+      t_dot[t] = t_dot_value[t];
     }
   }
 

@@ -10,9 +10,11 @@
 #if defined(__GNUC__) || defined(__clang__)
 #define NTK_ALWAYS_INLINE inline __attribute__((always_inline))
 #define NTK_NOINLINE __attribute__((noinline))
+#define NTK_FLATTEN __attribute__((flatten))
 #else
 #define NTK_ALWAYS_INLINE inline
 #define NTK_NOINLINE
+#define NTK_FLATTEN
 #endif
 
 namespace ntk {
