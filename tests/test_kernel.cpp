@@ -300,7 +300,7 @@ TEST_CASE("Hermite series kernels: two input sets, thread counts, tolerance opti
   const auto net = ntk::mlp(ntk::Tanh{}, 4, 0, 1.2, 0.3);
   const auto cross = ntk::kernel(net, x1, x2);
   const auto full = ntk::kernel(net, both);
-  // The two-set series and the one-set series differ in their cut, each within 1e-13 per layer.
+  // The two-set series and the one-set series differ in their cut, each within 1e-12 per layer.
   CHECK((cross.ntk - full.ntk.topRightCorner(20, 13)).cwiseAbs().maxCoeff() <= 1e-11 * full.ntk.cwiseAbs().maxCoeff());
   ntk::KernelOptions one, two;
   one.threads = 1;

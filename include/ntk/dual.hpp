@@ -30,7 +30,7 @@ struct DualOptions {
   /// cut where its tail is at most this fraction of E[φ²] (and of E[φ'²]) for every variance, which
   /// bounds an entry's truncation error by series_tolerance · sqrt(T(x, x) T(x', x')) per layer.
   /// Larger values cut the cost (fewer terms); see README's benchmark table.
-  double series_tolerance = 1e-13;
+  double series_tolerance = 1e-12;
 
   /// Throws std::invalid_argument for a negative order or one above max_quadrature_order, or a
   /// series tolerance outside (0, 1).
@@ -189,7 +189,7 @@ struct VarianceSet {
 /// max_order are tried.  Computed in double for float (long double stays long double).
 template <class Phi, class Scalar>
 std::vector<HermiteSeries<Scalar>> hermite_series(const Phi& phi, const std::vector<VarianceSet<Scalar>>& sets,
-                                                  double tolerance = 1e-13, int max_order = 1024) {
+                                                  double tolerance = 1e-12, int max_order = 1024) {
   using Work = std::conditional_t<(std::numeric_limits<Scalar>::digits < 53), double, Scalar>;
   using Matrix = Eigen::Matrix<Work, Eigen::Dynamic, Eigen::Dynamic>;
   std::vector<HermiteSeries<Scalar>> result(sets.size());

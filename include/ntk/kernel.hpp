@@ -16,7 +16,7 @@
 ///    error <= 1e-12 for tanh);
 ///  - variances differ and the order is adaptive: the Mehler series Σ_k a_k(q) a_k(q') ρ^k with
 ///    per-point Hermite coefficients (detail::hermite_series), cut where every point's tail is below
-///    DualOptions::series_tolerance (default 1e-13) of its E[φ²] and E[φ'²]; the per-entry
+///    DualOptions::series_tolerance (default 1e-12) of its E[φ²] and E[φ'²]; the per-entry
 ///    truncation error is then at most that fraction of sqrt(T(x, x) T(x', x')).  About 100·q terms
 ///    for tanh at variance q; extra memory O((n1 + n2) K L);
 ///  - an explicit quadrature order, or a series that does not converge within rules of 1024 nodes
