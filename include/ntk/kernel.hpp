@@ -133,17 +133,6 @@ class LayerDual {
 
   bool uses_series() const { return m_mode == Mode::series; }
 
-  /// (L^φ, L^φ') at [[qi, c], [c, qj]].
-  Dual<Scalar> cross(Scalar qi, Scalar c, Scalar qj) const {
-    if constexpr (has_closed_form_dual_v<Phi, Scalar>) {
-      if (m_mode == Mode::closed) return m_phi->dual(qi, c, qj);
-    }
-    const Scalar limit = std::sqrt(qi) * std::sqrt(qj);
-    if (m_mode == Mode::table) return m_table(limit > 0 ? c / limit : Scalar(0));
-    c = std::min(std::max(c, -limit), limit);
-    return quadrature_dual(*m_phi, Covariance2<Scalar>{qi, c, qj}, *m_rule);
-  }
-
   /// The activation step for a tile of entries: s[t] <- L^φ, k[t] *= L^φ', t_dot[t] <- L^φ' at
   /// [[qi[t], s[t]], [s[t], qj]].  The mode is chosen once per tile so the closed-form loop has
   /// no calls and can be vectorized.
@@ -189,8 +178,10 @@ class LayerDual {
       series_tile<T>(v, s, k, t_dot);
       return;
     }
-    for (int t = 0; t < T; ++t) {
-      const Dual<Scalar> d = cross(v.q_i[t], s[t], v.q_j);
+    for (int t = 0; t < T; ++t) {  // direct 2-D quadrature, entry by entry
+      const Scalar limit = v.root_i[t] * v.root_j;
+      const Scalar c = std::min(std::max(s[t], -limit), limit);
+      const Dual<Scalar> d = quadrature_dual(*m_phi, Covariance2<Scalar>{v.q_i[t], c, v.q_j}, *m_rule);
       s[t] = d.t;
       k[t] *= d.t_dot;
       t_dot[t] = d.t_dot;
