@@ -272,8 +272,16 @@ void write_npy_computed(const std::string& path, Eigen::Index rows, Eigen::Index
     ::close(fd);
     std::remove(temporary.c_str());
   };
-  // Reserve the blocks first (a full disk fails here, not as SIGBUS inside the mapping).
-  if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0 || ::posix_fallocate(fd, 0, static_cast<off_t>(bytes)) != 0 ||
+  // Reserve the blocks first where the platform can (a full disk then fails here, not as SIGBUS
+  // inside the mapping).
+#if defined(__linux__)
+  const int reserve_error = ::posix_fallocate(fd, 0, static_cast<off_t>(bytes));
+  if (reserve_error != 0) errno = reserve_error;  // posix_fallocate returns its error
+  const bool reserved = reserve_error == 0;
+#else
+  const bool reserved = true;
+#endif
+  if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0 || !reserved ||
       (base = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
     discard();
     throw CliError(path + ": cannot write file (" + std::strerror(errno) + ")");
