@@ -162,18 +162,18 @@ struct HermiteSeries {
   /// Storage groups `lanes` consecutive variances: a block holds their coefficients degree by
   /// degree, so one group's series is contiguous (a kernel tile walks it without TLB misses).
   static constexpr std::size_t lanes = 16;
-  int terms = 0;              // K + 1, even, the same for a and b
-  std::vector<Scalar> a, b;   // a[(p / lanes * terms + k) * lanes + p % lanes]
-  bool converged = false;     // false: no K within the largest rule met the tolerance
+  int terms = 0, terms_dot = 0;  // K + 1 for a and for b, even, the same for every set
+  std::vector<Scalar> a, b;      // a[(p / lanes * terms + k) * lanes + p % lanes], b likewise
+  bool converged = false;        // false: no K within the largest rule met the tolerance
 
   /// a_k(q_p) and b_k(q_p).
-  Scalar a_at(std::size_t p, int k) const { return a[index(p, k)]; }
-  Scalar b_at(std::size_t p, int k) const { return b[index(p, k)]; }
+  Scalar a_at(std::size_t p, int k) const { return a[index(p, k, terms)]; }
+  Scalar b_at(std::size_t p, int k) const { return b[index(p, k, terms_dot)]; }
   /// The block of the group starting at p (a multiple of lanes): element (k, t) at [k * lanes + t].
-  const Scalar* a_group(std::size_t p) const { return a.data() + index(p, 0); }
-  const Scalar* b_group(std::size_t p) const { return b.data() + index(p, 0); }
-  std::size_t index(std::size_t p, int k) const {
-    return (p / lanes * static_cast<std::size_t>(terms) + static_cast<std::size_t>(k)) * lanes + p % lanes;
+  const Scalar* a_group(std::size_t p) const { return a.data() + index(p, 0, terms); }
+  const Scalar* b_group(std::size_t p) const { return b.data() + index(p, 0, terms_dot); }
+  static std::size_t index(std::size_t p, int k, int count) {
+    return (p / lanes * static_cast<std::size_t>(count) + static_cast<std::size_t>(k)) * lanes + p % lanes;
   }
 };
 
@@ -238,21 +238,23 @@ std::vector<HermiteSeries<Scalar>> hermite_series(const Phi& phi, const std::vec
     };
     const int terms_a = cut(a, f), terms_b = cut(b, g);
     if (terms_a > 0 && terms_b > 0 && a.allFinite() && b.allFinite()) {
-      const int terms = (std::max(terms_a, terms_b) + 1) / 2 * 2;  // even: Horner runs in pairs
+      const int terms = (terms_a + 1) / 2 * 2, terms_dot = (terms_b + 1) / 2 * 2;  // even: Horner in pairs
       Eigen::Index row = 0;
       for (std::size_t s = 0; s < sets.size(); ++s) {
         HermiteSeries<Scalar>& series = result[s];
         constexpr std::size_t lanes = HermiteSeries<Scalar>::lanes;
         series.terms = terms;
+        series.terms_dot = terms_dot;
         series.converged = true;
         const std::size_t padded = (sets[s].count + lanes - 1) / lanes * lanes;
         series.a.assign(padded * static_cast<std::size_t>(terms), Scalar(0));
-        series.b.assign(padded * static_cast<std::size_t>(terms), Scalar(0));
-        for (std::size_t p = 0; p < sets[s].count; ++p, ++row)
-          for (int k = 0; k < terms && k < degrees; ++k) {
-            series.a[series.index(p, k)] = static_cast<Scalar>(a(row, k));
-            series.b[series.index(p, k)] = static_cast<Scalar>(b(row, k));
-          }
+        series.b.assign(padded * static_cast<std::size_t>(terms_dot), Scalar(0));
+        for (std::size_t p = 0; p < sets[s].count; ++p, ++row) {
+          for (int k = 0; k < terms && k < degrees; ++k)
+            series.a[series.index(p, k, terms)] = static_cast<Scalar>(a(row, k));
+          for (int k = 0; k < terms_dot && k < degrees; ++k)
+            series.b[series.index(p, k, terms_dot)] = static_cast<Scalar>(b(row, k));
+        }
       }
       return result;
     }

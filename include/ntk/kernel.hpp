@@ -208,12 +208,22 @@ class LayerDual {
     const Scalar* b = rows.b_group(i0);
     // Even and odd degrees as two Horner chains in ρ², for L^φ and L^φ': four independent
     // chains per lane instead of one long dependent one.
+    // The two series have their own lengths: the longer one's top degrees run alone first.
     Lanes t_even = Lanes::Zero(), t_odd = Lanes::Zero(), d_even = Lanes::Zero(), d_odd = Lanes::Zero();
-    for (int d = rows.terms - 2; d >= 0; d -= 2) {
+    const auto step_t = [&](int d) {
       t_even = t_even * rho2 + Block(a + d * T) * columns.a_at(j, d);
       t_odd = t_odd * rho2 + Block(a + (d + 1) * T) * columns.a_at(j, d + 1);
+    };
+    const auto step_d = [&](int d) {
       d_even = d_even * rho2 + Block(b + d * T) * columns.b_at(j, d);
       d_odd = d_odd * rho2 + Block(b + (d + 1) * T) * columns.b_at(j, d + 1);
+    };
+    const int shared = std::min(rows.terms, rows.terms_dot);
+    for (int d = rows.terms - 2; d >= shared; d -= 2) step_t(d);
+    for (int d = rows.terms_dot - 2; d >= shared; d -= 2) step_d(d);
+    for (int d = shared - 2; d >= 0; d -= 2) {
+      step_t(d);
+      step_d(d);
     }
     const Lanes t_value = t_even + rho * t_odd, t_dot_value = d_even + rho * d_odd;
     for (int t = 0; t < T; ++t) {
