@@ -388,9 +388,10 @@ class KernelEngine {
             hi = std::max(hi, chain->q[l * chain->stride + p]);
           }
         LayerDual<decltype(layer.phi), Scalar> step(layer.phi, options.dual, lo, hi);
-        step.prepare_series(options.dual, {m_chain1.q.data() + l * m_chain1.stride, m_chain1.stride},
+        // Real points only: the padding rows of a tile read zero coefficients (results discarded).
+        step.prepare_series(options.dual, {m_chain1.q.data() + l * m_chain1.stride, m_chain1.points},
                             {same_inputs ? nullptr : m_chain2.q.data() + l * m_chain2.stride,
-                             m_chain2.stride});
+                             m_chain2.points});
         m_uses_series = m_uses_series || step.uses_series();
         for (auto* chain : chains)
           for (std::size_t p = 0; p < chain->points; ++p) {
