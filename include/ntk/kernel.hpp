@@ -603,6 +603,17 @@ void compute_into(const char* function, const Arch& arch, const Eigen::MatrixBas
   }
 }
 
+/// The checks every Gram-matrix request makes before anything is computed or written.
+template <class Arch, class D1, class D2>
+void check_request(const char* function, const Arch& arch, const Eigen::MatrixBase<D1>& x1,
+                   const Eigen::MatrixBase<D2>& x2, const KernelOptions& options) {
+  static_assert(std::is_same_v<typename D1::Scalar, typename D2::Scalar>,
+                "ntk: x1 and x2 must have the same scalar type");
+  options.check(function);
+  check_architecture(function, arch);
+  check_inputs(function, x1, x2);
+}
+
 /// Checks the inputs, allocates the requested Gram matrices (huge pages where available) and
 /// fills them.
 template <class Arch, class D1, class D2>
@@ -611,11 +622,7 @@ Kernels<typename D1::Scalar> compute_block(const char* function, const Arch& arc
                                            const Eigen::MatrixBase<D2>& x2, bool symmetric,
                                            KernelKind kind, const KernelOptions& options) {
   using Scalar = typename D1::Scalar;
-  static_assert(std::is_same_v<Scalar, typename D2::Scalar>,
-                "ntk: x1 and x2 must have the same scalar type");
-  options.check(function);
-  check_architecture(function, arch);
-  check_inputs(function, x1, x2);
+  check_request(function, arch, x1, x2, options);
   Kernels<Scalar> result;
   const bool want_nngp = kind != KernelKind::ntk, want_ntk = kind != KernelKind::nngp;
   if (want_nngp) allocate_large(result.nngp, x1.rows(), x2.rows());
@@ -630,11 +637,7 @@ template <class Arch, class D1, class D2>
 void compute_into_checked(const char* function, const Arch& arch, const Eigen::MatrixBase<D1>& x1,
                           const Eigen::MatrixBase<D2>& x2, bool symmetric, KernelKind kind,
                           OutputRef<typename D1::Scalar> out, const KernelOptions& options) {
-  static_assert(std::is_same_v<typename D1::Scalar, typename D2::Scalar>,
-                "ntk: x1 and x2 must have the same scalar type");
-  options.check(function);
-  check_architecture(function, arch);
-  check_inputs(function, x1, x2);
+  check_request(function, arch, x1, x2, options);
   if (kind == KernelKind::both)
     fail<std::invalid_argument>(function, "kind must be nngp or ntk: one output (got both)");
   if (out.rows() != x1.rows() || out.cols() != x2.rows())
