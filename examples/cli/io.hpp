@@ -283,8 +283,9 @@ void write_npy_computed(const std::string& path, Eigen::Index rows, Eigen::Index
 #endif
   if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0 || !reserved ||
       (base = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+    const int error = errno;  // before the clean-up's calls can change it
     discard();
-    throw CliError(path + ": cannot write file (" + std::strerror(errno) + ")");
+    throw CliError(path + ": cannot write file (" + std::strerror(error) + ")");
   }
   std::memcpy(base, preamble.data(), preamble.size());
   // The data starts 64-byte aligned inside a page-aligned mapping.
