@@ -2,7 +2,9 @@
 // Turns fuzzer bytes into numbers and shapes.
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 
 namespace ntk_fuzz {
 
@@ -36,5 +38,17 @@ class Input {
   const std::uint8_t* m_data;
   std::size_t m_size, m_pos = 0;
 };
+
+/// Runs `compute`, which returns whether its results are finite: a non-finite result aborts (the
+/// fuzzer's failure); the library's documented exceptions are accepted outcomes.
+template <class Compute>
+void expect_finite_or_documented(Compute&& compute) {
+  try {
+    if (!compute()) std::abort();
+  } catch (const std::invalid_argument&) {
+  } catch (const std::domain_error&) {
+  } catch (const std::overflow_error&) {
+  }
+}
 
 }  // namespace ntk_fuzz
