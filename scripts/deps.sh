@@ -23,6 +23,7 @@ ntk_ensure_packages() {
 }
 
 NTK_BASE_PACKAGES=(cmake g++ make libeigen3-dev catch2 libbenchmark-dev)
+NTK_MPI_PACKAGES=(openmpi-bin libopenmpi-dev libscalapack-openmpi-dev)  # NTK_MPI=ON
 
 # Configures (once) and builds build/ in Release with -Werror.
 ntk_build() {

@@ -317,15 +317,8 @@ class DistributedGram {
       for (const Tile& t : m_tiles) total += t.rows * t.cols;
       m_storage.resize(std::max<Eigen::Index>(total, 1));
       const auto start = std::chrono::steady_clock::now();
-      for (const Tile& t : m_tiles) {
-        Eigen::Map<Matrix> out(m_storage.data() + t.offset, t.rows, t.cols);
-        if (t.diagonal())
-          kernel_into(arch, inputs.middleRows(t.row, t.rows), kind, out, kernel_options);
-        else
-          kernel_into(arch, inputs.middleRows(t.row, t.rows), inputs.middleRows(t.col, t.cols),
-                      kind, out, kernel_options);
-        m_entries += t.entries();
-      }
+      compute_tiles(arch, inputs, kind, kernel_options);
+      for (const Tile& t : m_tiles) m_entries += t.entries();
       m_kernel_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       // Diagonal and column access: the whole inputs are replicated, so these are recomputed
       // through the engine rather than gathered.
@@ -436,6 +429,40 @@ class DistributedGram {
   const detail::Traffic& traffic() const { return m_traffic; }
 
  private:
+  /// The kernel phase: tiles shared among threads (one tile per thread at a time, each through
+  /// kernel_into on one thread), so there is one parallel region, not one per tile.
+  template <class Arch>
+  void compute_tiles(const Arch& arch, const Matrix& inputs, KernelKind kind,
+                     const KernelOptions& kernel_options) {
+    const int count = static_cast<int>(m_tiles.size());
+    KernelOptions serial = kernel_options;
+#if defined(_OPENMP)
+    const int threads = kernel_options.threads > 0 ? kernel_options.threads : omp_get_max_threads();
+    serial.threads = 1;
+#endif
+    std::exception_ptr error;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+#endif
+    for (int i = 0; i < count; ++i) {
+      try {
+        const Tile& t = m_tiles[static_cast<std::size_t>(i)];
+        Eigen::Map<Matrix> out(m_storage.data() + t.offset, t.rows, t.cols);
+        if (t.diagonal())
+          kernel_into(arch, inputs.middleRows(t.row, t.rows), kind, out, serial);
+        else
+          kernel_into(arch, inputs.middleRows(t.row, t.rows), inputs.middleRows(t.col, t.cols),
+                      kind, out, serial);
+      } catch (...) {
+#if defined(_OPENMP)
+#pragma omp critical(ntk_mpi_tile_error)
+#endif
+        if (!error) error = std::current_exception();
+      }
+    }
+    if (error) std::rethrow_exception(error);
+  }
+
   void local_product(const Matrix& v, Matrix& sum) const {
     const Eigen::Index k = v.cols();
     const int count = static_cast<int>(m_tiles.size());
