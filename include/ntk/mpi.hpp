@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "errors.hpp"
+#include "gram.hpp"
 #include "kernel.hpp"
 
 #if defined(_OPENMP)
@@ -289,9 +290,10 @@ inline std::vector<Tile> triangle_share(Eigen::Index n, Eigen::Index tile, int r
 /// Memory per rank: n(n + 1)/(2P) scalars (± one tile) for the Gram, the replicated inputs
 /// (n d) and O(n k T) for a product with T threads.  Compute per rank: 1/P of the triangle's
 /// dual evaluations; a product costs 2 n² k / P flops plus the sum (2 n k (P − 1)/P scalars).
-template <class Scalar = double>
+template <class Scalar_ = double>
 class DistributedGram {
  public:
+  using Scalar = Scalar_;
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
 
@@ -343,56 +345,73 @@ class DistributedGram {
 
   /// Collective: out = K v for v of n x k, identical on every rank (v must be identical too).
   /// An exception on any rank (including a wrong shape) is raised on every rank.
-  template <class DV, class DO>
-  void apply(const Eigen::MatrixBase<DV>& v, Eigen::MatrixBase<DO>& out) const {
+  void apply(const Eigen::Ref<const Matrix>& v, Eigen::Ref<Matrix> out) const {
     detail::Failure local;
     const Eigen::Index k = v.cols();
     Matrix sum;
     try {
-      if (v.rows() != m_n)
-        ntk::detail::fail<std::invalid_argument>("DistributedGram::apply", "v must have ", m_n,
-                                                 " rows (got ", v.rows(), ")");
+      if (v.rows() != m_n || out.rows() != m_n || out.cols() != k)
+        ntk::detail::fail<std::invalid_argument>("DistributedGram::apply", "v and out must have ",
+                                                 m_n, " rows and equal columns (got v ", v.rows(),
+                                                 " x ", k, ", out ", out.rows(), " x ", out.cols(), ")");
+      if (m_fault_after >= 0 && m_fault_after-- == 0)
+        ntk::detail::fail<std::runtime_error>("DistributedGram::apply", "injected fault");
       sum = Matrix::Zero(m_n, k);
-      const Matrix vv = v;  // contiguous copy (v may be an expression)
       const auto start = std::chrono::steady_clock::now();
-      local_product(vv, sum);
+      local_product(v, sum);
       m_product_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     } catch (...) {
       local = detail::Failure::current();
       sum = Matrix::Zero(m_n, k);
     }
     detail::sum_replicated(m_comm, sum.data(), sum.size(), local, &m_traffic);
-    out.derived() = sum;
+    out = sum;
   }
-  /// out = K v, returned.
-  template <class DV>
-  Matrix operator*(const Eigen::MatrixBase<DV>& v) const {
+  /// K v, returned (collective).
+  Matrix operator*(const Eigen::Ref<const Matrix>& v) const {
     Matrix out(m_n, v.cols());
     apply(v, out);
     return out;
   }
 
+  /// For failure tests: this rank's local part of the apply() after `after` more products throws
+  /// std::runtime_error("...injected fault"), which every rank then raises (see the file comment).
+  void inject_fault(long after) const { m_fault_after = after; }
+
   /// The diagonal K(i, i) (replicated; no communication).
   const Vector& diagonal() const { return m_diagonal; }
 
-  /// Collective: the columns K(:, index) (n x |index|), identical on every rank; each rank
-  /// computes n/P rows through the engine, then they are summed (gathered).
-  Matrix columns(const std::vector<Eigen::Index>& index) const {
+  static_assert(std::is_same_v<Scalar, double> || std::is_same_v<Scalar, float>,
+                "ntk::DistributedGram: Scalar must be float or double");
+
+  /// Collective: out = K(:, index) (n x |index|), identical on every rank; each rank computes n/P
+  /// rows through the engine (the inputs are replicated), then the blocks are summed (gathered).
+  void columns(const std::vector<Eigen::Index>& index, Eigen::Ref<Matrix> out) const {
     detail::Failure local;
-    Matrix out;
+    const Eigen::Index m = static_cast<Eigen::Index>(index.size());
+    Matrix sum;
     try {
+      if (out.rows() != m_n || out.cols() != m)
+        ntk::detail::fail<std::invalid_argument>("DistributedGram::columns", "out must be ", m_n,
+                                                 " x ", m, " (got ", out.rows(), " x ", out.cols(), ")");
       for (Eigen::Index i : index)
         if (i < 0 || i >= m_n)
           ntk::detail::fail<std::invalid_argument>("DistributedGram::columns",
                                                    "index out of range (got ", i, " for n = ", m_n, ")");
-      out = Matrix::Zero(m_n, static_cast<Eigen::Index>(index.size()));
+      sum = Matrix::Zero(m_n, m);
       const auto [r0, r1] = detail::even_range(m_n, size(m_comm), rank(m_comm));
-      if (r1 > r0 && !index.empty()) out.middleRows(r0, r1 - r0) = m_columns(r0, r1, index);
+      if (r1 > r0 && m > 0) sum.middleRows(r0, r1 - r0) = m_columns(r0, r1, index);
     } catch (...) {
       local = detail::Failure::current();
-      out = Matrix::Zero(m_n, static_cast<Eigen::Index>(index.size()));
+      sum = Matrix::Zero(m_n, m);
     }
-    detail::sum_replicated(m_comm, out.data(), out.size(), local, &m_traffic);
+    detail::sum_replicated(m_comm, sum.data(), sum.size(), local, &m_traffic);
+    out = sum;
+  }
+  /// K(:, index), returned (collective).
+  Matrix columns(const std::vector<Eigen::Index>& index) const {
+    Matrix out(m_n, static_cast<Eigen::Index>(index.size()));
+    columns(index, out);
     return out;
   }
 
@@ -463,7 +482,7 @@ class DistributedGram {
     if (error) std::rethrow_exception(error);
   }
 
-  void local_product(const Matrix& v, Matrix& sum) const {
+  void local_product(const Eigen::Ref<const Matrix>& v, Matrix& sum) const {
     const Eigen::Index k = v.cols();
     const int count = static_cast<int>(m_tiles.size());
 #if defined(_OPENMP)
@@ -509,6 +528,7 @@ class DistributedGram {
   double m_kernel_seconds = 0;
   mutable double m_product_seconds = 0;
   mutable detail::Traffic m_traffic;
+  mutable long m_fault_after = -1;
 };
 
 /// Collective: the test-train kernel applied to coefficients, κ(x_test, X) α (m x k), without an

@@ -4,6 +4,7 @@
 #include <ntk/activations.hpp>
 #include <ntk/kernel.hpp>
 #include <ntk/layers.hpp>
+#include <ntk/gram.hpp>
 #include <ntk/mpi.hpp>
 
 #include <fstream>
@@ -34,6 +35,9 @@ std::string message_of(F&& f) {
   }
   return "";
 }
+
+static_assert(ntk::is_gram_operator_v<ntk::mpi::DistributedGram<double>>,
+              "DistributedGram models the Gram operator concept");
 
 }  // namespace
 
@@ -129,7 +133,7 @@ TEST_CASE("A bad argument on one rank raises the same exception on every rank", 
   // The last rank passes a vector of the wrong length; the others are already in the sum.
   const Matrix v = normal_matrix(me == p - 1 ? 49 : 50, 2, 42);
   const std::string message = message_of<std::invalid_argument>([&] { (void)(gram * v); });
-  CHECK(message.find("ntk::DistributedGram::apply: v must have 50 rows (got 49)") == 0);
+  CHECK(message.find("ntk::DistributedGram::apply: v and out must have 50 rows and equal columns (got v 49 x 2") == 0);
   if (p > 1) CHECK(message.find("(rank " + std::to_string(p - 1) + " of " + std::to_string(p) + ")") != std::string::npos);
   // The operator still works afterwards (no collective left half-done).
   const Matrix w = normal_matrix(50, 2, 43);
@@ -167,4 +171,20 @@ TEST_CASE("Broadcast copies shape and entries from the root", "[mpi]") {
   CHECK(m.rows() == 13);
   CHECK(m.cols() == 7);
   CHECK(relative(m, normal_matrix(13, 7, 61)) == 0.0);
+}
+
+TEST_CASE("An exception on one rank in the middle of an iteration ends it on every rank", "[mpi][errors]") {
+  const int p = ntk::mpi::size(world);
+  const auto net = ntk::mlp(ntk::Relu{}, 2);
+  const Matrix x = normal_matrix(80, 3, 101);
+  const ntk::mpi::DistributedGram<> gram(world, net, x, ntk::KernelKind::ntk);
+  if (ntk::mpi::rank(world) == p - 1) gram.inject_fault(3);
+  // Power iteration: the 4th product fails on the last rank; every rank must leave the loop there.
+  Matrix v = Matrix::Ones(80, 1);
+  int done = 0;
+  const std::string message = message_of<std::runtime_error>([&] {
+    for (; done < 10; ++done) v = (gram * v).normalized();
+  });
+  CHECK(done == 3);
+  CHECK(message.find("ntk::DistributedGram::apply: injected fault") == 0);
 }
