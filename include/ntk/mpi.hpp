@@ -531,17 +531,18 @@ class DistributedGram {
   mutable long m_fault_after = -1;
 };
 
-/// Collective: the test-train kernel applied to coefficients, κ(x_test, X) α (m x k), without an
-/// m x n matrix: each rank takes n/P training rows and the test points in blocks of `block` rows,
-/// so memory per rank is O(block · n/P); the partial products are summed.  Identical on every rank.
-template <class Arch, class DT, class DX, class DA>
-Eigen::Matrix<typename DX::Scalar, Eigen::Dynamic, Eigen::Dynamic> apply_test_kernel(
+/// Collective: Σ^L or Θ^L (kind) between test rows x_test (m x d) and training rows x (n x d)
+/// times C (n x c), the distributed cross_kernel_times of solvers.hpp: each rank takes n/P training
+/// rows and the test points in blocks of `block`, so no m x n matrix exists (memory per rank
+/// O(block · n/P)); the partial products are summed.  Identical on every rank.
+template <class Arch, class DT, class DX, class DC>
+Eigen::Matrix<typename DX::Scalar, Eigen::Dynamic, Eigen::Dynamic> cross_kernel_times(
     MPI_Comm comm, const Arch& arch, const Eigen::MatrixBase<DT>& x_test,
-    const Eigen::MatrixBase<DX>& x_train, const Eigen::MatrixBase<DA>& alpha, KernelKind kind,
+    const Eigen::MatrixBase<DX>& x_train, KernelKind kind, const Eigen::MatrixBase<DC>& alpha,
     const KernelOptions& kernel_options = {}, Eigen::Index block = 1024) {
   using Scalar = typename DX::Scalar;
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
-  const char* fn = "mpi::apply_test_kernel";
+  const char* fn = "mpi::cross_kernel_times";
   detail::Failure local;
   Matrix out;
   try {

@@ -322,7 +322,7 @@ class ScalapackDynamics {
     Matrix stacked(m_n, m_k * static_cast<Eigen::Index>(times.size()));
     for (std::size_t i = 0; i < times.size(); ++i)
       stacked.middleCols(m_k * static_cast<Eigen::Index>(i), m_k) = coefficients(times[i]);
-    const Matrix change = apply_test_kernel(m_comm, arch, x_test, x_train, stacked, kind, kernel_options);
+    const Matrix change = cross_kernel_times(m_comm, arch, x_test, x_train, kind, stacked, kernel_options);
     std::vector<Matrix> out;
     for (std::size_t i = 0; i < times.size(); ++i) {
       Matrix f = change.middleCols(m_k * static_cast<Eigen::Index>(i), m_k);
@@ -392,7 +392,7 @@ struct ScalapackSolution {
 
 /// t = ∞ by Cholesky: α = (G0 + λ I)⁻¹ R with R = y − f0 (n x k, replicated), G0 = Θ(X, X) or
 /// Σ(X, X) filled block-cyclic, pdpotrf + pdpotrs; predictions f0(x) + κ(x, X) α
-/// (apply_test_kernel).  λ = ridge (absolute).  Throws std::domain_error on every rank when
+/// (cross_kernel_times).  λ = ridge (absolute).  Throws std::domain_error on every rank when
 /// G0 + λ I is not numerically positive definite (use a ridge or ScalapackDynamics' pseudo-inverse).
 template <class Arch, class D, class DR>
 ScalapackSolution scalapack_solve(MPI_Comm comm, const Arch& arch, const Eigen::MatrixBase<D>& x,

@@ -121,7 +121,7 @@ TEST_CASE("Distributed products are bit-identical on every rank and communicate 
 TEST_CASE("Distributed test kernel product equals kappa(x, X) alpha from the dense kernel", "[mpi]") {
   const auto net = ntk::mlp(ntk::Relu{}, 2);
   const Matrix x = normal_matrix(150, 4, 31), xt = normal_matrix(37, 4, 32), alpha = normal_matrix(150, 2, 33);
-  const Matrix got = ntk::mpi::apply_test_kernel(world, net, xt, x, alpha, ntk::KernelKind::ntk, {}, 10);
+  const Matrix got = ntk::mpi::cross_kernel_times(world, net, xt, x, ntk::KernelKind::ntk, alpha, {}, 10);
   CHECK(relative(got, ntk::ntk_kernel(net, xt, x) * alpha) < 1e-14);
 }
 
