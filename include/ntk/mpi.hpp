@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -231,6 +232,18 @@ void broadcast(MPI_Comm comm, Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynam
                        "mpi::broadcast", "MPI_Bcast");
 }
 
+/// Collective: `read()` (returning a Matrix) runs on `root` only, its result is broadcast; an
+/// exception there is raised on every rank.  Inputs are read once, not P times.
+template <class Read>
+auto read_on_root(MPI_Comm comm, Read&& read, int root = 0) {
+  decltype(read()) m;
+  collective(comm, [&] {
+    if (rank(comm) == root) m = read();
+  });
+  broadcast(comm, m, root);
+  return m;
+}
+
 /// Options of DistributedGram.
 struct DistributedOptions {
   /// Side of the square tiles the triangle is split into (and the granularity of the balance).
@@ -313,7 +326,9 @@ class DistributedGram {
       if (kind == KernelKind::both)
         ntk::detail::fail<std::invalid_argument>(fn, "kind must be nngp or ntk (got both)");
       ntk::detail::check_request(fn, arch, x, x, kernel_options);
-      const Matrix inputs = x;
+      // One copy of the inputs, shared by the kernel phase and later column requests.
+      const auto shared = std::make_shared<const Matrix>(x);
+      const Matrix& inputs = *shared;
       m_tiles = triangle_share(m_n, options.tile, p, me);
       Eigen::Index total = 0;
       for (const Tile& t : m_tiles) total += t.rows * t.cols;
@@ -327,13 +342,14 @@ class DistributedGram {
       m_diagonal = (kind == KernelKind::ntk ? kernel_diagonal(arch, inputs, kernel_options).ntk
                                             : kernel_diagonal(arch, inputs, kernel_options).nngp)
                        .col(0);
-      m_columns = [arch, inputs, kind, kernel_options](Eigen::Index r0, Eigen::Index r1,
+      m_columns = [arch, shared, kind, kernel_options](Eigen::Index r0, Eigen::Index r1,
                                                        const std::vector<Eigen::Index>& index) {
-        Matrix pivots(static_cast<Eigen::Index>(index.size()), inputs.cols());
+        const Matrix& points = *shared;
+        Matrix pivots(static_cast<Eigen::Index>(index.size()), points.cols());
         for (std::size_t c = 0; c < index.size(); ++c)
-          pivots.row(static_cast<Eigen::Index>(c)) = inputs.row(index[c]);
+          pivots.row(static_cast<Eigen::Index>(c)) = points.row(index[c]);
         Matrix out(r1 - r0, pivots.rows());
-        kernel_into(arch, inputs.middleRows(r0, r1 - r0), pivots, kind, out, kernel_options);
+        kernel_into(arch, points.middleRows(r0, r1 - r0), pivots, kind, out, kernel_options);
         return out;
       };
     });

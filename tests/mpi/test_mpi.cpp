@@ -188,3 +188,17 @@ TEST_CASE("An exception on one rank in the middle of an iteration ends it on eve
   CHECK(done == 3);
   CHECK(message.find("ntk::DistributedGram::apply: injected fault") == 0);
 }
+
+TEST_CASE("read_on_root reads on one rank and raises its error on every rank", "[mpi][errors]") {
+  int calls = 0;
+  const Matrix m = ntk::mpi::read_on_root(world, [&] {
+    ++calls;
+    return Matrix(normal_matrix(4, 3, 71));
+  });
+  CHECK(calls == (ntk::mpi::rank(world) == 0 ? 1 : 0));
+  CHECK(relative(m, normal_matrix(4, 3, 71)) == 0.0);
+  const std::string message = message_of<std::invalid_argument>([&] {
+    (void)ntk::mpi::read_on_root(world, []() -> Matrix { throw std::invalid_argument("ntk::read: ragged row 3"); });
+  });
+  CHECK(message == "ntk::read: ragged row 3" + std::string(ntk::mpi::size(world) > 1 ? " (rank 0 of " + std::to_string(ntk::mpi::size(world)) + ")" : ""));
+}
