@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <ctime>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -334,7 +335,9 @@ class DistributedGram {
       for (const Tile& t : m_tiles) total += t.rows * t.cols;
       m_storage.resize(std::max<Eigen::Index>(total, 1));
       const auto start = std::chrono::steady_clock::now();
+      const std::clock_t cpu_start = std::clock();
       compute_tiles(arch, inputs, kind, kernel_options);
+      m_kernel_cpu_seconds = static_cast<double>(std::clock() - cpu_start) / CLOCKS_PER_SEC;
       for (const Tile& t : m_tiles) m_entries += t.entries();
       m_kernel_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       // Diagonal and column access: the whole inputs are replicated, so these are recomputed
@@ -458,6 +461,8 @@ class DistributedGram {
   Eigen::Index local_storage() const { return m_storage.size(); }
   /// Wall time of this rank's kernel phase (tiles only).
   double kernel_seconds() const { return m_kernel_seconds; }
+  /// Processor time of this rank's kernel phase (all its threads; without waiting in collectives).
+  double kernel_cpu_seconds() const { return m_kernel_cpu_seconds; }
   /// Wall time of this rank's local tile products so far.
   double product_seconds() const { return m_product_seconds; }
   /// Communication of the products and column requests so far.
@@ -541,7 +546,7 @@ class DistributedGram {
   Vector m_storage;
   Vector m_diagonal;
   std::function<Matrix(Eigen::Index, Eigen::Index, const std::vector<Eigen::Index>&)> m_columns;
-  double m_kernel_seconds = 0;
+  double m_kernel_seconds = 0, m_kernel_cpu_seconds = 0;
   mutable double m_product_seconds = 0;
   mutable detail::Traffic m_traffic;
   mutable long m_fault_after = -1;
