@@ -1,0 +1,262 @@
+// Image architectures (conv.hpp): analytic kernels against their finite networks, structural
+// identities (1x1 conv = Dense, GAP = pixel-pair mean, Flatten = diagonal mean, circular
+// translation invariance), generic activations, and every malformed shape.
+#include <ntk/conv.hpp>
+#include <ntk/kernel.hpp>
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "catch_shim.hpp"
+#include "test_config.hpp"
+
+namespace {
+
+using ntk::AvgPool;
+using ntk::Conv;
+using ntk::Dense;
+using ntk::Flatten;
+using ntk::GlobalAvgPool;
+using ntk::ImageShape;
+using ntk::Padding;
+
+template <class E, class F>
+bool conv_throws(F&& f, const std::string& text) {
+  try {
+    f();
+  } catch (const E& e) {
+    if (std::string(e.what()).find(text) != std::string::npos) return true;
+    FAIL_CHECK("message was: " << e.what());
+    return false;
+  } catch (const std::exception& e) {
+    FAIL_CHECK("other exception: " << e.what());
+    return false;
+  }
+  return false;
+}
+
+Conv conv3(Eigen::Index channels, Padding padding = Padding::same, double sigma_b = 0.1) {
+  Conv c;
+  c.channels = channels;
+  c.padding = padding;
+  c.sigma_w = 1.3;
+  c.sigma_b = sigma_b;
+  return c;
+}
+
+/// Circular shift of an image (rows of H·W·C, channels last) by (dh, dw).
+Eigen::MatrixXd shift(const Eigen::MatrixXd& x, ImageShape s, Eigen::Index dh, Eigen::Index dw) {
+  Eigen::MatrixXd y(x.rows(), x.cols());
+  for (Eigen::Index i = 0; i < x.rows(); ++i)
+    for (Eigen::Index h = 0; h < s.height; ++h)
+      for (Eigen::Index w = 0; w < s.width; ++w)
+        for (Eigen::Index c = 0; c < s.channels; ++c)
+          y(i, (((h + dh) % s.height) * s.width + (w + dw) % s.width) * s.channels + c) =
+              x(i, (h * s.width + w) * s.channels + c);
+  return y;
+}
+
+}  // namespace
+
+TEST_CASE("Image kernels: Dense layers on 1x1 images equal the MLP kernel of kernel.hpp", "[conv]") {
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(5, 7, 11);
+  const auto arch = ntk::image_serial(ImageShape{1, 1, 7}, Dense(1.4, 0.3), ntk::activation(ntk::Relu{}),
+                                      Dense(1.4, 0.3), ntk::activation(ntk::Erf{}), Dense(1.4, 0.3));
+  const auto image = ntk::image_kernel(arch, x);
+  const auto serial = ntk::serial(Dense(1.4, 0.3), ntk::activation(ntk::Relu{}), Dense(1.4, 0.3),
+                                  ntk::activation(ntk::Erf{}), Dense(1.4, 0.3));
+  const auto mlp = ntk::kernel(serial, x);
+  CHECK((image.nngp - mlp.nngp).cwiseAbs().maxCoeff() <= 1e-13 * mlp.nngp.cwiseAbs().maxCoeff());
+  CHECK((image.ntk - mlp.ntk).cwiseAbs().maxCoeff() <= 1e-13 * mlp.ntk.cwiseAbs().maxCoeff());
+}
+
+TEST_CASE("Image kernels: a 1x1 convolution equals Dense, in both worlds", "[conv]") {
+  const ImageShape shape{3, 4, 2};
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(3, shape.size(), 5);
+  Conv one;
+  one.channels = 6;
+  one.filter_height = one.filter_width = 1;
+  one.sigma_w = 1.2;
+  one.sigma_b = 0.4;
+  const auto with_conv = ntk::image_serial(shape, one, ntk::activation(ntk::Relu{}), one, ntk::activation(ntk::Tanh{}),
+                                           GlobalAvgPool{}, Dense(1.0, 0.2, 2));
+  const auto with_dense = ntk::image_serial(shape, Dense(1.2, 0.4, 6), ntk::activation(ntk::Relu{}), Dense(1.2, 0.4, 6),
+                                            ntk::activation(ntk::Tanh{}), GlobalAvgPool{}, Dense(1.0, 0.2, 2));
+  const auto a = ntk::image_kernel(with_conv, x), b = ntk::image_kernel(with_dense, x);
+  CHECK((a.nngp - b.nngp).cwiseAbs().maxCoeff() <= 1e-14);
+  CHECK((a.ntk - b.ntk).cwiseAbs().maxCoeff() <= 1e-14);
+  const ntk::ImageNetwork na(with_conv, 9), nb(with_dense, 9);
+  REQUIRE(na.parameter_count() == nb.parameter_count());
+  CHECK((na.forward(x) - nb.forward(x)).cwiseAbs().maxCoeff() <= 1e-13);
+  CHECK((na.jacobian(x) - nb.jacobian(x)).cwiseAbs().maxCoeff() <= 1e-13);
+}
+
+TEST_CASE("Image kernels: GlobalAvgPool is the mean of the pixel-pair kernel, Flatten of its diagonal",
+          "[conv]") {
+  const ImageShape shape{4, 5, 2};
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(2, shape.size(), 21);
+  const std::vector<ntk::ImageArchitecture::Layer> stack = {
+      conv3(4), ntk::ImageActivation(ntk::Relu{}), conv3(4, Padding::valid), ntk::ImageActivation(ntk::Gelu{})};
+  const ntk::ImageArchitecture spatial(shape, stack);
+  const auto pixels = ntk::pixel_kernels(spatial, x.row(0), x.row(1));
+  REQUIRE(pixels.nngp.rows() == 2 * 3);
+  auto gap_layers = stack, flat_layers = stack;
+  gap_layers.push_back(GlobalAvgPool{});
+  gap_layers.push_back(Dense(1.0, 0.0, 1));
+  flat_layers.push_back(Flatten{});
+  flat_layers.push_back(Dense(1.0, 0.0, 1));
+  const auto gap = ntk::image_kernel(ntk::ImageArchitecture(shape, gap_layers), x);
+  const auto flat = ntk::image_kernel(ntk::ImageArchitecture(shape, flat_layers), x);
+  // Readout Dense(1, 0): Σ' = Σ, Θ' = Θ + Σ'.
+  CHECK(std::fabs(gap.nngp(0, 1) - pixels.nngp.mean()) <= 1e-14);
+  CHECK(std::fabs(gap.ntk(0, 1) - (pixels.ntk.mean() + pixels.nngp.mean())) <= 1e-13);
+  const double diagonal_sigma = pixels.nngp.diagonal().mean(), diagonal_theta = pixels.ntk.diagonal().mean();
+  CHECK(std::fabs(flat.nngp(0, 1) - diagonal_sigma) <= 1e-14);  // diagonal-only engine against the full one
+  CHECK(std::fabs(flat.ntk(0, 1) - (diagonal_theta + diagonal_sigma)) <= 1e-13);
+  CHECK(std::fabs(flat.nngp(1, 0) - flat.nngp(0, 1)) == 0);
+  // Pooling really mixes pixels: GAP and Flatten differ here.
+  CHECK(std::fabs(gap.nngp(0, 1) - flat.nngp(0, 1)) > 1e-3);
+}
+
+TEST_CASE("Image kernels: CIRCULAR padding is translation invariant, SAME is not", "[conv]") {
+  const ImageShape shape{5, 4, 3};
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(3, shape.size(), 8);
+  for (Padding padding : {Padding::circular, Padding::same}) {
+    const auto arch = ntk::image_serial(shape, conv3(8, padding), ntk::activation(ntk::Relu{}), conv3(8, padding),
+                                        ntk::activation(ntk::Relu{}), AvgPool{2, 2, 1, 1, padding}, GlobalAvgPool{},
+                                        Dense(1.0, 0.1, 1));
+    const auto k = ntk::image_kernel(arch, x);
+    const Eigen::MatrixXd moved = shift(x, shape, 2, 1);
+    const auto kk = ntk::image_kernel(arch, moved);
+    const double gap = (k.ntk - kk.ntk).cwiseAbs().maxCoeff() / k.ntk.cwiseAbs().maxCoeff();
+    if (padding == Padding::circular) {
+      CHECK(gap <= 1e-13);
+      CHECK((k.nngp - kk.nngp).cwiseAbs().maxCoeff() <= 1e-13 * k.nngp.cwiseAbs().maxCoeff());
+    } else {
+      CHECK(gap > 1e-4);
+    }
+  }
+}
+
+TEST_CASE("Image kernels: generic activations (Mehler series, quadrature) match closed forms", "[conv]") {
+  const ImageShape shape{3, 3, 2};
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(3, shape.size(), 2);
+  const auto arch = ntk::image_serial(shape, conv3(4), ntk::activation(ntk::Erf{}), AvgPool{2, 2, 1, 1, Padding::same},
+                                      conv3(4), ntk::activation(ntk::Gelu{}), GlobalAvgPool{}, Dense(1.0, 0.0, 1));
+  const auto exact = ntk::image_kernel(arch, x);
+  ntk::ImageKernelOptions series;  // forced off the closed forms, adaptive order: Mehler series
+  series.dual.force_quadrature = true;
+  const auto by_series = ntk::image_kernel(arch, x, ntk::KernelKind::both, series);
+  CHECK((by_series.nngp - exact.nngp).cwiseAbs().maxCoeff() <= 1e-10 * exact.nngp.cwiseAbs().maxCoeff());
+  CHECK((by_series.ntk - exact.ntk).cwiseAbs().maxCoeff() <= 1e-10 * exact.ntk.cwiseAbs().maxCoeff());
+  ntk::ImageKernelOptions product = series;  // explicit order: product rule per entry
+  product.dual.quadrature_order = 200;
+  const auto by_product = ntk::image_kernel(arch, x, ntk::KernelKind::both, product);
+  CHECK((by_product.nngp - exact.nngp).cwiseAbs().maxCoeff() <= 1e-10 * exact.nngp.cwiseAbs().maxCoeff());
+  CHECK((by_product.ntk - exact.ntk).cwiseAbs().maxCoeff() <= 1e-10 * exact.ntk.cwiseAbs().maxCoeff());
+  // Tanh (no closed form) on a non-symmetric pair of sets equals the symmetric computation.
+  const auto tanh_arch = ntk::image_serial(shape, conv3(4), ntk::activation(ntk::Tanh{}), GlobalAvgPool{}, Dense(1.0, 0.0, 1));
+  const auto sym = ntk::image_kernel(tanh_arch, x);
+  const auto cross = ntk::image_kernel(tanh_arch, x, x);
+  CHECK((sym.ntk - cross.ntk).cwiseAbs().maxCoeff() <= 1e-12 * sym.ntk.cwiseAbs().maxCoeff());
+}
+
+TEST_CASE("Image kernels: analytic NTK and NNGP against finite conv nets of growing width", "[conv][monte_carlo]") {
+  // Conv, ReLU, AvgPool, strided VALID conv, ReLU, GAP, Dense: every layer type of both engines.
+  const ImageShape shape{4, 4, 2};
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(3, shape.size(), 31);
+  const auto make = [&](Eigen::Index width, Eigen::Index outputs) {
+    Conv strided = conv3(width, Padding::valid);
+    strided.filter_height = strided.filter_width = 2;
+    strided.stride_height = strided.stride_width = 1;
+    return ntk::image_serial(shape, conv3(width), ntk::activation(ntk::Relu{}), AvgPool{2, 2, 1, 1, Padding::valid},
+                             strided, ntk::activation(ntk::Relu{}), GlobalAvgPool{}, Dense(1.0, 0.2, outputs));
+  };
+  const auto analytic = ntk::image_kernel(make(1, 1), x);
+  const long seeds = ntk_test::scaled(6, 2);
+  std::vector<double> ntk_errors, nngp_errors;
+  const std::vector<Eigen::Index> widths = {16, 256};
+  for (Eigen::Index width : widths) {
+    Eigen::MatrixXd mean_ntk = Eigen::MatrixXd::Zero(3, 3), mean_nngp = Eigen::MatrixXd::Zero(3, 3);
+    for (long s = 0; s < seeds; ++s) {
+      const ntk::ImageNetwork net(make(width, 1), 100 + static_cast<std::uint64_t>(s));
+      mean_ntk += net.empirical_ntk(x, x) / static_cast<double>(seeds);
+      // NNGP: E[f f'] over 64 outputs of a wide readout.
+      const ntk::ImageNetwork wide(make(width, 64), 500 + static_cast<std::uint64_t>(s));
+      const Eigen::MatrixXd f = wide.forward(x);
+      mean_nngp += f * f.transpose() / (64.0 * static_cast<double>(seeds));
+    }
+    ntk_errors.push_back((mean_ntk - analytic.ntk).norm() / analytic.ntk.norm());
+    nngp_errors.push_back((mean_nngp - analytic.nngp).norm() / analytic.nngp.norm());
+  }
+  INFO("NTK relative errors " << ntk_errors[0] << " -> " << ntk_errors[1] << ", NNGP " << nngp_errors[0] << " -> "
+                              << nngp_errors[1]);
+  // 16x the width: the error should shrink about 4x (1/sqrt(width)); demand 2x and an absolute bar.
+  // Measured (6 seeds): NTK 0.166 -> 0.028, NNGP 0.140 -> 0.031.
+  CHECK(ntk_errors[1] <= 0.5 * ntk_errors[0]);
+  CHECK(ntk_errors[1] <= 2.0 / std::sqrt(256.0));
+  CHECK(nngp_errors[1] <= 2.0 / std::sqrt(256.0));
+}
+
+TEST_CASE("Image networks: the Jacobian matches central differences of forward", "[conv]") {
+  const ImageShape shape{3, 4, 2};
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(2, shape.size(), 3);
+  Conv strided = conv3(3, Padding::circular);
+  strided.stride_height = 2;
+  const auto arch = ntk::image_serial(shape, strided, ntk::activation(ntk::Tanh{}), AvgPool{2, 2, 1, 1, Padding::same},
+                                      conv3(3), ntk::activation(ntk::Gelu{}), Flatten{}, Dense(1.0, 0.3, 2));
+  ntk::ImageNetwork net(arch, 4);
+  const Eigen::MatrixXd jac = net.jacobian(x);
+  REQUIRE(jac.rows() == 4);
+  // Perturb parameters through a copy with set values: differences of forward.
+  const Eigen::VectorXd theta = net.parameters();
+  double worst = 0;
+  for (Eigen::Index p = 0; p < theta.size(); p += 7) {
+    const double h = 1e-6;
+    Eigen::VectorXd plus = theta, minus = theta;
+    plus[p] += h;
+    minus[p] -= h;
+    net.set_parameters(plus);
+    const Eigen::MatrixXd fp = net.forward(x);
+    net.set_parameters(minus);
+    const Eigen::MatrixXd fm = net.forward(x);
+    for (Eigen::Index i = 0; i < 2; ++i)
+      for (Eigen::Index o = 0; o < 2; ++o)
+        worst = std::max(worst, std::fabs((fp(i, o) - fm(i, o)) / (2 * h) - jac(i * 2 + o, p)));
+  }
+  net.set_parameters(theta);
+  CHECK(worst <= 1e-7);
+}
+
+TEST_CASE("Image architectures: malformed shapes and inputs give clear errors", "[conv]") {
+  const ImageShape shape{4, 4, 1};
+  using IA = std::invalid_argument;
+  CHECK(conv_throws<IA>([&] { ntk::ImageArchitecture(ImageShape{0, 4, 1}, {Flatten{}}); }, "input height must be at least 1 (got 0)"));
+  CHECK(conv_throws<IA>([&] { ntk::ImageArchitecture(shape, {}); }, "architecture has no layers"));
+  Conv big = conv3(2, Padding::valid);
+  big.filter_height = 5;
+  CHECK(conv_throws<IA>([&] { ntk::ImageArchitecture(shape, {big}); }, "layer 0 (conv): VALID window 5x3 is larger than its input 4x4"));
+  Conv zero_stride = conv3(2);
+  zero_stride.stride_width = 0;
+  CHECK(conv_throws<IA>([&] { ntk::ImageArchitecture(shape, {zero_stride}); }, "layer 0 (conv): stride must be at least 1 (got 1x0)"));
+  CHECK(conv_throws<IA>([&] { ntk::ImageArchitecture(shape, {conv3(2), AvgPool{0, 2, 0, 0, Padding::valid}}); },
+                        "layer 1 (avgpool): window must be at least 1x1 (got 0x2)"));
+  Conv negative = conv3(2);
+  negative.sigma_w = -1;
+  CHECK(conv_throws<IA>([&] { ntk::ImageArchitecture(shape, {negative}); }, "Conv sigma_w must be positive"));
+  const ntk::ImageArchitecture spatial(shape, {conv3(2), ntk::ImageActivation(ntk::Relu{})});
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(2, 16, 1);
+  CHECK(conv_throws<IA>([&] { ntk::image_kernel(spatial, x); }, "ntk::image_kernel: the architecture's output must be one pixel"));
+  CHECK(conv_throws<IA>([&] { ntk::ImageNetwork(spatial, 1); }, "ntk::ImageNetwork: the architecture's output must be one pixel"));
+  const auto arch = ntk::image_serial(shape, conv3(0), ntk::activation(ntk::Relu{}), GlobalAvgPool{}, Dense(1.0, 0.0, 1));
+  CHECK(conv_throws<IA>([&] { ntk::ImageNetwork(arch, 1); }, "layer 0 needs at least 1 channel for a finite network (got 0)"));
+  const Eigen::MatrixXd wrong = ntk_test::normal_matrix(2, 15, 1);
+  CHECK(conv_throws<IA>([&] { ntk::image_kernel(arch, wrong); },
+                        "ntk::image_kernel: x must have 16 columns for shape 4x4x1 (H x W x C, channels last) (got 15)"));
+  CHECK(conv_throws<IA>([&] { ntk::image_kernel(arch, x, wrong); }, "x2 must have 16 columns"));
+  Eigen::MatrixXd bad = x;
+  bad(1, 3) = std::nan("");
+  CHECK(conv_throws<std::domain_error>([&] { ntk::image_kernel(arch, bad); }, "x has a non-finite entry at (1, 3)"));
+}
