@@ -260,3 +260,41 @@ TEST_CASE("Image architectures: malformed shapes and inputs give clear errors", 
   bad(1, 3) = std::nan("");
   CHECK(conv_throws<std::domain_error>([&] { ntk::image_kernel(arch, bad); }, "x has a non-finite entry at (1, 3)"));
 }
+
+TEST_CASE("Image kernels: the line, block-line, matching-pixel and full engines agree", "[conv]") {
+  // An AvgPool with a 1x1 window is the identity but sends the computation to the full P x P'
+  // engine; without it the same architecture takes the specialised engine.
+  const ImageShape shape{5, 6, 2};
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(3, shape.size(), 77);
+  Conv valid = conv3(3, Padding::valid);
+  valid.filter_height = 2;
+  Conv strided = conv3(3, Padding::same);
+  strided.stride_height = 2;
+  strided.stride_width = 2;
+  const ntk::ImageArchitecture::Layer identity_pool = AvgPool{1, 1, 1, 1, Padding::valid};
+  using L = ntk::ImageArchitecture::Layer;
+  const std::vector<std::vector<L>> prefixes = {
+      {conv3(3), ntk::ImageActivation(ntk::Relu{}), valid, ntk::ImageActivation(ntk::Erf{})},  // lines
+      {conv3(3), ntk::ImageActivation(ntk::Tanh{}), Dense(1.1, 0.2, 3), ntk::ImageActivation(ntk::Gelu{})},
+      {strided, ntk::ImageActivation(ntk::Relu{}), conv3(3), ntk::ImageActivation(ntk::Sin{})},  // matching pixels
+  };
+  for (const auto& prefix : prefixes)
+    for (const L& readout : {L(GlobalAvgPool{}), L(Flatten{})}) {
+      std::vector<L> fast = prefix, full = prefix;
+      full.push_back(identity_pool);
+      fast.push_back(readout);
+      full.push_back(readout);
+      fast.push_back(Dense(1.0, 0.3, 1));
+      full.push_back(Dense(1.0, 0.3, 1));
+      const ntk::ImageArchitecture a(shape, fast), b(shape, full);
+      REQUIRE(b.needs_pixel_pairs());
+      REQUIRE(b.line_split() == ntk::ImageArchitecture::npos);
+      const auto ka = ntk::image_kernel(a, x), kb = ntk::image_kernel(b, x);
+      INFO("readout " << (std::holds_alternative<GlobalAvgPool>(readout) ? "gap" : "flatten") << ", line split "
+                      << a.line_split());
+      CHECK((ka.nngp - kb.nngp).cwiseAbs().maxCoeff() <= 1e-12 * kb.nngp.cwiseAbs().maxCoeff());
+      CHECK((ka.ntk - kb.ntk).cwiseAbs().maxCoeff() <= 1e-12 * kb.ntk.cwiseAbs().maxCoeff());
+      const auto cross = ntk::image_kernel(a, x.topRows(2), x.bottomRows(2));
+      CHECK((cross.ntk - ka.ntk.block(0, 1, 2, 2)).cwiseAbs().maxCoeff() <= 1e-12 * ka.ntk.cwiseAbs().maxCoeff());
+    }
+}
