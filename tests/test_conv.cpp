@@ -3,6 +3,7 @@
 // translation invariance), generic activations, and every malformed shape.
 #include <ntk/conv.hpp>
 #include <ntk/kernel.hpp>
+#include <ntk/spec.hpp>
 
 #include <cmath>
 #include <stdexcept>
@@ -297,4 +298,88 @@ TEST_CASE("Image kernels: the line, block-line, matching-pixel and full engines 
       const auto cross = ntk::image_kernel(a, x.topRows(2), x.bottomRows(2));
       CHECK((cross.ntk - ka.ntk.block(0, 1, 2, 2)).cwiseAbs().maxCoeff() <= 1e-12 * ka.ntk.cwiseAbs().maxCoeff());
     }
+}
+
+TEST_CASE("SPEC strings: the issue's example and every layer parse to the compile-time architecture", "[conv][spec]") {
+  const ImageShape shape = ntk::parse_shape("8,8,3");
+  CHECK(shape.height == 8);
+  CHECK(shape.width == 8);
+  CHECK(shape.channels == 3);
+  const auto parsed = ntk::parse_architecture("conv:3x3:4,relu,avgpool:2,conv:3x3:4,relu,gap,dense", shape);
+  Conv c;
+  c.channels = 4;
+  const auto built = ntk::image_serial(shape, c, ntk::activation(ntk::Relu{}), AvgPool{2, 2, 0, 0, Padding::valid}, c,
+                                       ntk::activation(ntk::Relu{}), GlobalAvgPool{}, Dense(1.0, 0.0, 1));
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(2, shape.size(), 4);
+  const auto a = ntk::image_kernel(parsed, x), b = ntk::image_kernel(built, x);
+  CHECK((a.ntk - b.ntk).cwiseAbs().maxCoeff() == 0);
+  CHECK(ntk::ImageNetwork(parsed, 3).parameter_count() == ntk::ImageNetwork(built, 3).parameter_count());
+  // Options, strides, paddings, 1-D signals, every activation name.
+  const auto options = ntk::parse_architecture(
+      "conv:3x2:2:stride=2x1:valid:sw=1.5:sb=0.1,leaky_relu:0.2,conv:1,abrelu:-0.5:2,avgpool:2:stride=1:same,"
+      "conv:3:circular,exp:0.5:0.3,gaussian:1:-0.5,rbf:0.7,monomial:2,rectified_monomial:2,polynomial:0:1:0.2,"
+      "hermite:0:1:0.3,opt:3,sign,abs,erf,tanh,sigmoid,gelu,identity,sin,cos,softplus,relu,flatten,dense:3:sw=2:sb=0.5",
+      shape);
+  CHECK(options.size() == 27);
+  CHECK(ntk::image_kernel(options, x).ntk.allFinite());
+  const auto& first = std::get<Conv>(options.layers()[0]);
+  CHECK(first.filter_height == 3);
+  CHECK(first.filter_width == 2);
+  CHECK(first.stride_height == 2);
+  CHECK(first.stride_width == 1);
+  CHECK(first.padding == Padding::valid);
+  CHECK(first.sigma_w == 1.5);
+  CHECK(first.sigma_b == 0.1);
+  CHECK(std::get<Dense>(options.layers().back()).width == 3);
+  const auto signal = ntk::parse_architecture("conv:5:8,relu,avgpool,conv,relu,gap,dense", ntk::parse_shape("20,2"));
+  CHECK(std::get<Conv>(signal.layers()[0]).filter_height == 1);
+  CHECK(std::get<Conv>(signal.layers()[0]).filter_width == 5);
+  CHECK(std::get<AvgPool>(signal.layers()[2]).window_height == 1);
+  CHECK(signal.input_shape().height == 1);
+  CHECK(ntk::parse_shape("784").channels == 784);
+}
+
+TEST_CASE("SPEC and shape strings: every malformed case names the problem", "[conv][spec]") {
+  const ImageShape shape{6, 6, 1};
+  using IA = std::invalid_argument;
+  const auto spec_fails = [&](const std::string& spec, const std::string& text) {
+    INFO(spec);
+    CHECK(conv_throws<IA>([&] { ntk::parse_architecture(spec, shape); }, text));
+  };
+  spec_fails("", "the SPEC is empty");
+  spec_fails("conv,,relu", "layer 1 '': empty layer");
+  spec_fails("conv,relu,", "layer 2 '': empty layer");
+  spec_fails("convv:3x3", "layer 0 'convv:3x3': unknown layer 'convv'");
+  spec_fails("conv:3x", "bad filter '3x' (expected N or NxM");
+  spec_fails("conv:0x3", "bad filter '0x3'");
+  spec_fails("conv:3x3:abc", "bad channel count 'abc'");
+  spec_fails("conv:3x3:-4", "bad channel count '-4'");
+  spec_fails("conv:3x3:4:foo=1", "unknown option 'foo=1'");
+  spec_fails("conv:3x3:4:5", "unexpected field '5'");
+  spec_fails("conv:3:stride=0", "bad stride '0'");
+  spec_fails("conv:3:sw=abc", "bad sw 'abc'");
+  spec_fails("conv:3:sw=-1,gap,dense", "Conv sigma_w must be positive");
+  spec_fails("avgpool:2:sw=1", "unknown option 'sw=1'");
+  spec_fails("gap:2", "layer 0 'gap:2': takes no parameters (got 1)");
+  spec_fails("relu:1", "takes no parameters (got 1)");
+  spec_fails("leaky_relu:abc", "bad slope 'abc'");
+  spec_fails("abrelu:1", "takes 2 parameters (got 1)");
+  spec_fails("gaussian:1:2", "ntk::Gaussian: b must be finite and <= 0 (got 2)");
+  spec_fails("rbf:0", "ntk::Rbf: gamma must be positive");
+  spec_fails("monomial:-1", "bad degree '-1'");
+  spec_fails("rectified_monomial:40", "degree must be at most 32");
+  spec_fails("polynomial", "needs coefficients");
+  spec_fails("dense:0", "bad width '0'");
+  spec_fails("dense:4:7", "unexpected field '7'");
+  spec_fails("conv:7x7:2:valid,gap,dense", "layer 0 (conv): VALID window 7x7 is larger than its input 6x6");
+  const auto shape_fails = [&](const std::string& text, const std::string& message) {
+    INFO(text);
+    CHECK(conv_throws<IA>([&] { ntk::parse_shape(text); }, message));
+  };
+  shape_fails("", "bad dimension ''");
+  shape_fails("28,x,1", "bad dimension 'x' in '28,x,1'");
+  shape_fails("0,28,1", "bad dimension '0'");
+  shape_fails("28,28,", "bad dimension ''");
+  shape_fails("1,2,3,4", "at most 3 dimensions H,W,C (got 4");
+  shape_fails("2.5,2", "bad dimension '2.5'");
 }
