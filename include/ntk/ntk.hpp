@@ -8,6 +8,7 @@
 #include "dynamics.hpp"
 #include "errors.hpp"
 #include "kernel.hpp"
+#include "kernel_options.hpp"
 #include "layers.hpp"
 #include "network.hpp"
 #include "random.hpp"
