@@ -15,18 +15,18 @@ Model, for n points, P ranks (one core each), k right-hand sides, d features:
   communication time         2 (P - 1)/P * 8 n k / beta + 2 ceil(log2 P) * alpha
   replicated CG work         4 n r k flops per iteration on every rank (Nystrom preconditioner
                              apply; not divided by P) / flops
-  Cholesky (pdpotrf)         n^3 / 3 flops / P,  eigendecomposition (pdsyevd) c_eig * n^3 / P,
-                             both calibrated at P = 1 and assuming perfect scaling (an upper bound
-                             on the speed: measured 2-rank efficiency is reported separately)
+  Cholesky (pdpotrf)         n^3 / 3 flops / P, eigendecomposition (pdsyevd, vectors) ~5 n^3 / P,
+                             at --dense-flops per core and perfect scaling (a lower bound on the
+                             time; memory 8 n^2 / P per matrix, two for pdsyevd plus workspace)
 """
 import argparse
 import math
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--entry", type=float, default=1.04e-7, help="kernel seconds per entry, 1 core")
-parser.add_argument("--product", type=float, default=6.0e-10, help="product seconds per entry and column, 1 core")
-parser.add_argument("--cholesky", type=float, default=0.43 / 2000**3, help="pdpotrf seconds / n^3 at P = 1")
-parser.add_argument("--eig", type=float, default=5.9 / 2000**3, help="pdsyevd seconds / n^3 at P = 1")
+parser.add_argument("--product", type=float, default=2.8e-10, help="product seconds per entry and column, 1 core")
+parser.add_argument("--dense-flops", type=float, default=10e9,
+                    help="sustained ScaLAPACK flop/s per core (assumed; measured here under load: 2-3e9)")
 parser.add_argument("--d", type=int, default=784)
 parser.add_argument("--k", type=int, default=10)
 parser.add_argument("--rank", type=int, default=1000, help="Nystrom preconditioner rank r")
@@ -48,7 +48,7 @@ def fmt_bytes(b):
     return f"{b:.0f} B"
 
 print(f"# constants: c_entry = {a.entry:.3g} s, c_prod = {a.product:.3g} s, d = {a.d}, k = {a.k}, "
-      f"r = {a.rank}; GEMM {a.flops / 1e9:g} GFlop/s, network alpha = {a.alpha:g} s, beta = {a.beta / 1e9:g} GB/s (assumed)")
+      f"r = {a.rank}; GEMM {a.flops / 1e9:g} GFlop/s, ScaLAPACK {a.dense_flops / 1e9:g} GFlop/s, network alpha = {a.alpha:g} s, beta = {a.beta / 1e9:g} GB/s (assumed)")
 print("| n | P | kernel phase | Gram per rank | other memory per rank | product per CG iteration | bytes per iteration per rank | comm per iteration | replicated preconditioner per iteration | Cholesky (pdpotrf) | eigendecomposition (pdsyevd) |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for n in (8000, 60000, 1000000):
@@ -61,7 +61,7 @@ for n in (8000, 60000, 1000000):
         sent = 2 * 8 * (n * a.k + 1) * (p - 1) / p
         comm = sent / a.beta + 2 * math.ceil(math.log2(p)) * a.alpha if p > 1 else 0
         precond = 4 * n * a.rank * a.k / a.flops
-        chol = a.cholesky * n**3 / p
-        eig = a.eig * n**3 / p
+        chol = n**3 / 3 / p / a.dense_flops
+        eig = 5 * n**3 / p / a.dense_flops
         print(f"| {n:,} | {p} | {fmt_time(kernel)} | {fmt_bytes(gram)} | {fmt_bytes(other)} | "
               f"{fmt_time(product)} | {fmt_bytes(sent)} | {fmt_time(comm)} | {fmt_time(precond)} | {fmt_time(chol)} | {fmt_time(eig)} |")
