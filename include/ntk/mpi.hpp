@@ -58,9 +58,32 @@ inline int size(MPI_Comm comm) {
   return p;
 }
 
+/// Base of every exception that ntk::mpi raises on all ranks at once (after agreeing on a failure):
+/// catch an exception, then dynamic_cast to this to tell a failure every rank knows about from one
+/// that happened on this rank alone (which, outside ntk::mpi's collectives, the others cannot know).
+class CollectiveFailure {
+ public:
+  /// The lowest rank on which the failure happened.
+  int failing_rank() const { return m_rank; }
+  virtual ~CollectiveFailure() = default;
+
+ protected:
+  explicit CollectiveFailure(int rank) : m_rank(rank) {}
+
+ private:
+  int m_rank;
+};
+
 namespace detail {
 
 using ntk::detail::fail;
+
+/// An exception of the standard type E that every rank raised together.
+template <class E>
+class Raised : public E, public CollectiveFailure {
+ public:
+  Raised(const std::string& message, int rank) : E(message), CollectiveFailure(rank) {}
+};
 
 template <class Scalar>
 MPI_Datatype datatype() {
@@ -109,14 +132,14 @@ struct Failure {
     return f;
   }
 
-  [[noreturn]] void raise() const {
+  /// Throws the failure as its standard type, marked as raised on every rank.
+  [[noreturn]] void raise(int rank) const {
     switch (kind) {
-      case invalid_argument: throw std::invalid_argument(message);
-      case domain_error: throw std::domain_error(message);
-      case overflow_error: throw std::overflow_error(message);
-      case logic_error: throw std::logic_error(message);
-      case bad_alloc: throw std::runtime_error(message);
-      default: throw std::runtime_error(message);
+      case invalid_argument: throw Raised<std::invalid_argument>(message, rank);
+      case domain_error: throw Raised<std::domain_error>(message, rank);
+      case overflow_error: throw Raised<std::overflow_error>(message, rank);
+      case logic_error: throw Raised<std::logic_error>(message, rank);
+      default: throw Raised<std::runtime_error>(message, rank);  // bad_alloc included
     }
   }
 };
@@ -134,7 +157,7 @@ inline void raise_agreed(MPI_Comm comm, const Failure& local, bool any_failed) {
   message.resize(static_cast<std::size_t>(header[1]));
   MPI_Bcast(message.data(), header[1], MPI_CHAR, lowest, comm);
   if (p > 1) message += " (rank " + std::to_string(lowest) + " of " + std::to_string(p) + ")";
-  Failure{header[0], message}.raise();
+  Failure{header[0], message}.raise(lowest);
 }
 
 /// Collective: every rank learns whether any rank failed (one small all-reduce), then as
