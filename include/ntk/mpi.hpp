@@ -14,7 +14,8 @@
 /// Errors: an exception on one rank must not leave the others blocked in a collective.  Every
 /// collective in this header first learns whether any rank failed (a status word rides along with
 /// the data, or one small all-reduce), and then every rank throws the same exception: the type and
-/// message of the lowest failing rank, with " (rank r of P)" appended when P > 1.
+/// message of the lowest failing rank, with " (rank r of P)" appended when some ranks did not fail,
+/// derived from ntk::mpi::CollectiveFailure.
 /// ntk::mpi::collective runs any function under that rule.
 
 #include <mpi.h>
@@ -149,14 +150,18 @@ struct Failure {
 inline void raise_agreed(MPI_Comm comm, const Failure& local, bool any_failed) {
   if (!any_failed) return;
   const int p = size(comm), me = rank(comm);
-  int candidate = local.failed() ? me : p, lowest = p;
-  MPI_Allreduce(&candidate, &lowest, 1, MPI_INT, MPI_MIN, comm);
+  // {lowest failing rank, whether every rank failed} in one all-reduce.
+  int mine[2] = {local.failed() ? me : p, local.failed() ? 1 : 0}, all[2] = {p, 0};
+  MPI_Allreduce(mine, all, 2, MPI_INT, MPI_MIN, comm);
+  const int lowest = all[0];
   int header[2] = {local.kind, static_cast<int>(local.message.size())};
   MPI_Bcast(header, 2, MPI_INT, lowest, comm);
   std::string message = local.message;
   message.resize(static_cast<std::size_t>(header[1]));
   MPI_Bcast(message.data(), header[1], MPI_CHAR, lowest, comm);
-  if (p > 1) message += " (rank " + std::to_string(lowest) + " of " + std::to_string(p) + ")";
+  // Where it happened, unless it happened everywhere (the same bad argument on every rank).
+  if (p > 1 && all[1] == 0)
+    message += " (rank " + std::to_string(lowest) + " of " + std::to_string(p) + ")";
   Failure{header[0], message}.raise(lowest);
 }
 

@@ -210,12 +210,12 @@ class ScalapackDynamics {
   using Matrix = Eigen::MatrixXd;
   using Vector = Eigen::VectorXd;
 
-  /// x: training inputs (n x d), y: targets (n x k), f0: f0(X) (n x k) or empty for 0; all
-  /// identical on every rank.
+  /// x: training inputs (n x d), y: targets (n x k), options.f0: f0(X) (n x k) or empty for 0;
+  /// all identical on every rank.
   template <class Arch, class D, class DY>
   ScalapackDynamics(MPI_Comm comm, const Arch& arch, const Eigen::MatrixBase<D>& x,
-                    const Eigen::MatrixBase<DY>& y, KernelKind kind, const Matrix& f0 = Matrix(),
-                    const DynamicsOptions& options = {}, const KernelOptions& kernel_options = {},
+                    const Eigen::MatrixBase<DY>& y, KernelKind kind, const DynamicsOptions& options = {},
+                    const KernelOptions& kernel_options = {},
                     const ScalapackOptions& scalapack_options = {})
       : m_comm(comm), m_grid(comm), m_options(options), m_n(x.rows()), m_k(y.cols()) {
     static_assert(std::is_same_v<typename D::Scalar, double>, "ntk::ScalapackDynamics: double only");
@@ -231,7 +231,7 @@ class ScalapackDynamics {
       check_nonempty(fn, "y", y);
       check_rows(fn, "y", y, m_n);
       check_finite(fn, "y", y);
-      m_residual = f0.size() == 0 ? Matrix::Zero(m_n, m_k) : f0;
+      m_residual = options.f0.size() == 0 ? Matrix::Zero(m_n, m_k) : options.f0;
       check_rows(fn, "f0", m_residual, m_n);
       check_cols(fn, "f0", m_residual, m_k);
       check_finite(fn, "f0", m_residual);

@@ -34,8 +34,9 @@ TEST_CASE("ScaLAPACK eigenvalues and predictions equal Eigen's LinearizedDynamic
       options.time = model;
       options.diag_reg = ridge;
       options.learning_rate = model == ntk::TimeModel::discrete ? 0.5 / g.diagonal().sum() : 0.7;
-      const ntk::LinearizedDynamics<> reference(g, y, f0, options);
-      const ntk::mpi::ScalapackDynamics dynamics(world, net, x, y, ntk::KernelKind::ntk, f0, options, {}, blocks);
+      options.f0 = f0;
+      const ntk::LinearizedDynamics<> reference(g, y, options);
+      const ntk::mpi::ScalapackDynamics dynamics(world, net, x, y, ntk::KernelKind::ntk, options, {}, blocks);
       CHECK(relative(dynamics.eigenvalues(), reference.eigenvalues()) < 1e-12);
       const std::vector<double> times = {1, 10, 100, inf};
       const auto got = dynamics.test_predictions(net, xt, x, ntk::KernelKind::ntk, times, f0t);
