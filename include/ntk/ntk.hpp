@@ -7,6 +7,7 @@
 #include "dual.hpp"
 #include "dynamics.hpp"
 #include "errors.hpp"
+#include "gram.hpp"
 #include "kernel.hpp"
 #include "kernel_options.hpp"
 #include "layers.hpp"

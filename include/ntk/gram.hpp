@@ -1,0 +1,424 @@
+#pragma once
+/// \file gram.hpp
+/// Gram operators: symmetric positive semi-definite n x n kernels G0 = Θ(X, X) or Σ(X, X) that the
+/// solvers of solvers.hpp (and the distributed operator of the MPI layer) use through one concept,
+/// in the style of Spectra's MatOp.  An operator `Op` provides
+///
+///     using Scalar = ...;                                   // double (or float)
+///     Eigen::Index rows() const;                            // n
+///     void apply(const Eigen::Ref<const Matrix>& v,         // out = G0 v for an n x k block,
+///                Eigen::Ref<Matrix> out) const;             //   all k columns in one pass
+///     Vector diagonal() const;                              // diag(G0), n
+///     void columns(const std::vector<Eigen::Index>& idx,    // out = G0(:, idx), n x |idx|
+///                  Eigen::Ref<Matrix> out) const;
+///
+/// with Matrix = Eigen::Matrix<Scalar, Dynamic, Dynamic> (column-major), Vector its column, and
+/// `out` never aliasing `v`.  `is_gram_operator_v<Op>` tests it; every solver static_asserts it.
+/// Implementations here:
+///   - DenseGram: a view of an n x n matrix the caller owns (n² storage);
+///   - PackedGram: one triangle stored once (≈ n²/2 entries, float64 or float32), in memory or in a
+///     memory-mapped file, filled by tiles with the kernel engine; K·V blocked and threaded;
+///   - MatrixFreeGram: recomputes the kernel by tiles in every apply (O(n · block) memory).
+/// Data matrices hold one sample per row (n x d).
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "detail/mapped_file.hpp"
+#include "errors.hpp"
+#include "kernel.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace ntk {
+
+namespace detail {
+
+template <class Op, class = void>
+struct gram_operator_check : std::false_type {};
+
+template <class Op>
+struct gram_operator_check<
+    Op, std::void_t<typename Op::Scalar,
+                    decltype(std::declval<const Op&>().apply(
+                        std::declval<const Eigen::Ref<const Eigen::Matrix<
+                            typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic>>&>(),
+                        std::declval<Eigen::Ref<
+                            Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic>>>())),
+                    decltype(std::declval<const Op&>().columns(
+                        std::declval<const std::vector<Eigen::Index>&>(),
+                        std::declval<Eigen::Ref<
+                            Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic>>>()))>>
+    : std::bool_constant<
+          std::is_convertible_v<decltype(std::declval<const Op&>().rows()), Eigen::Index> &&
+          std::is_convertible_v<decltype(std::declval<const Op&>().diagonal()),
+                                Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, 1>>> {};
+
+}  // namespace detail
+
+/// True when Op models the Gram operator concept described in this file's header.
+template <class Op>
+inline constexpr bool is_gram_operator_v = detail::gram_operator_check<Op>::value;
+
+namespace detail {
+
+template <class Op>
+constexpr void require_gram_operator() {
+  static_assert(is_gram_operator_v<Op>,
+                "ntk: the operator must model the Gram operator concept (gram.hpp): a Scalar type, "
+                "rows(), apply(Ref<const Matrix> v, Ref<Matrix> out) computing out = G v, "
+                "diagonal() and columns(std::vector<Index>, Ref<Matrix>)");
+}
+
+inline int thread_count(int threads) {
+#if defined(_OPENMP)
+  return threads > 0 ? threads : omp_get_max_threads();
+#else
+  (void)threads;
+  return 1;
+#endif
+}
+
+inline int thread_id() {
+#if defined(_OPENMP)
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+/// acc += the contribution of one stored block column R = G(0:c1, c0:c1) (c1 x w, the diagonal
+/// block stored whole) to G v: acc(0:c1) += R v(c0:c1) and acc(c0:c1) += R(0:c0)ᵀ v(0:c0).  Rows
+/// go in chunks that stay in cache between the two products, so R is read from memory once.
+/// Storage other than Scalar (float) is widened chunk by chunk.
+template <class Scalar, class Storage>
+void accumulate_block_column(const Storage* r, Eigen::Index c1, Eigen::Index c0, Eigen::Index w,
+                             const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& v,
+                             Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>& acc,
+                             Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>& widened) {
+  using StorageMatrix = Eigen::Matrix<Storage, Eigen::Dynamic, Eigen::Dynamic>;
+  using Chunk = Eigen::Map<const StorageMatrix, 0, Eigen::OuterStride<>>;
+  constexpr Eigen::Index chunk_rows = 128;
+  const auto v_block = v.middleRows(c0, w);
+  for (Eigen::Index r0 = 0; r0 < c1; r0 += chunk_rows) {
+    const Eigen::Index rows = std::min(chunk_rows, c1 - r0);
+    const Eigen::Index lower = std::max<Eigen::Index>(0, std::min(rows, c0 - r0));  // rows above the diagonal block
+    const Chunk chunk(r + r0, rows, w, Eigen::OuterStride<>(c1));
+    if constexpr (std::is_same_v<Storage, Scalar>) {
+      acc.middleRows(r0, rows).noalias() += chunk * v_block;
+      if (lower > 0)
+        acc.middleRows(c0, w).noalias() += chunk.topRows(lower).transpose() * v.middleRows(r0, lower);
+    } else {
+      widened = chunk.template cast<Scalar>();
+      acc.middleRows(r0, rows).noalias() += widened * v_block;
+      if (lower > 0)
+        acc.middleRows(c0, w).noalias() +=
+            widened.topRows(lower).transpose() * v.middleRows(r0, lower);
+    }
+  }
+}
+
+/// Averages the diagonal w x w block of a tile G(0:c1, c0:c1) with its transpose: tiles come from
+/// the rectangular engine, whose two triangles may differ by rounding.
+template <class Tile>
+void symmetrize_diagonal_block(Tile& tile, Eigen::Index c0, Eigen::Index w) {
+  for (Eigen::Index j = 0; j < w; ++j)
+    for (Eigen::Index i = 0; i < j; ++i) {
+      const auto mean = (tile(c0 + i, j) + tile(c0 + j, i)) / 2;
+      tile(c0 + i, j) = mean;
+      tile(c0 + j, i) = mean;
+    }
+}
+
+}  // namespace detail
+
+/// Called after each tile: entries done and total (of the stored triangle).
+using GramProgress = std::function<void(double done, double total)>;
+
+/// A view of an n x n symmetric PSD matrix the caller owns (it must outlive the view).  apply is one
+/// GEMM (Eigen, threaded in OpenMP builds).
+template <class Scalar_ = double>
+class DenseGram {
+ public:
+  using Scalar = Scalar_;
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+
+  /// Throws std::invalid_argument unless g is square and non-empty.
+  explicit DenseGram(const Matrix& g) : m_g(g.data(), g.rows(), g.cols()) {
+    check_nonempty("DenseGram", "g", g);
+    if (g.rows() != g.cols())
+      detail::fail<std::invalid_argument>("DenseGram", "g must be square (got ", g.rows(), " x ",
+                                          g.cols(), ")");
+  }
+  Eigen::Index rows() const { return m_g.rows(); }
+  void apply(const Eigen::Ref<const Matrix>& v, Eigen::Ref<Matrix> out) const {
+    out.noalias() = m_g * v;
+  }
+  Vector diagonal() const { return m_g.diagonal(); }
+  void columns(const std::vector<Eigen::Index>& idx, Eigen::Ref<Matrix> out) const {
+    for (std::size_t c = 0; c < idx.size(); ++c) out.col(static_cast<Eigen::Index>(c)) = m_g.col(idx[c]);
+  }
+  const Eigen::Map<const Matrix>& matrix() const { return m_g; }
+
+ private:
+  Eigen::Map<const Matrix> m_g;
+};
+
+/// Options of PackedGram.
+struct PackedGramOptions {
+  /// Width of the stored block columns (and of the tiles the engine fills); >= 1.
+  Eigen::Index block = 512;
+  /// Empty: storage in memory.  Otherwise a file created (or truncated) and memory-mapped; the
+  /// operating system pages it, so the triangle may exceed free RAM (at disk speed).
+  std::string file;
+  /// Keep the file after the operator is destroyed (else it is removed).
+  bool keep_file = false;
+  /// Threads for apply in OpenMP builds; 0 uses the OpenMP default.
+  int threads = 0;
+
+  void check(const char* function) const {
+    check_at_least<Eigen::Index>(function, "block", block, 1);
+    check_at_least(function, "threads", threads, 0);
+  }
+};
+
+/// A symmetric n x n Gram matrix with one triangle stored once, in block columns: block J holds
+/// G(0:c1, c0:c1) column-major (c0 = J·b, c1 = min(n, c0 + b); the diagonal block whole), which is
+/// n²/2 + O(n b) entries of type Storage.  Storage float halves the memory; every entry then carries
+/// a relative rounding error of 2⁻²⁴ ≈ 6e-8 (products are accumulated in Scalar), so solutions of
+/// (G + λI) α = y change by up to about cond(G + λI) · 6e-8 relative (measured in
+/// docs/large_scale.md).  apply streams the triangle once per call, all k right-hand sides at once,
+/// block columns shared among threads.
+template <class Scalar_ = double, class Storage_ = Scalar_>
+class PackedGram {
+ public:
+  using Scalar = Scalar_;
+  using Storage = Storage_;
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  static_assert(std::is_floating_point_v<Storage>, "ntk::PackedGram: Storage must be float or double");
+
+  /// Entries stored for n points with block width b.
+  static std::size_t stored_entries(Eigen::Index n, Eigen::Index block) {
+    std::size_t total = 0;
+    for (Eigen::Index c0 = 0; c0 < n; c0 += block) {
+      const Eigen::Index c1 = std::min(n, c0 + block);
+      total += static_cast<std::size_t>(c1) * static_cast<std::size_t>(c1 - c0);
+    }
+    return total;
+  }
+  /// Bytes of storage for n points.
+  static std::size_t storage_bytes(Eigen::Index n, const PackedGramOptions& options = {}) {
+    return stored_entries(n, options.block) * sizeof(Storage);
+  }
+
+  /// Storage for n points, not yet filled (fill() or packed_gram() fill it).  Throws
+  /// std::invalid_argument for n < 1, bad options or a file that cannot be created or mapped.
+  explicit PackedGram(Eigen::Index n, const PackedGramOptions& options = {}) : m_n(n), m_options(options) {
+    const char* fn = "PackedGram";
+    check_at_least<Eigen::Index>(fn, "n", n, 1);
+    options.check(fn);
+    const Eigen::Index b = options.block;
+    std::size_t offset = 0;
+    for (Eigen::Index c0 = 0; c0 < n; c0 += b) {
+      m_offsets.push_back(offset);
+      const Eigen::Index c1 = std::min(n, c0 + b);
+      offset += static_cast<std::size_t>(c1) * static_cast<std::size_t>(c1 - c0);
+    }
+    m_offsets.push_back(offset);
+    if (options.file.empty()) {
+      m_owned.reset(new Storage[offset]);
+      m_data = m_owned.get();
+    } else {
+      m_file = detail::MappedFile(fn, options.file, offset * sizeof(Storage), !options.keep_file);
+      m_data = static_cast<Storage*>(m_file.data());
+    }
+  }
+
+  /// Fills the storage block column by block column: tile(c0, c1, out) must write G(0:c1, c0:c1)
+  /// (c1 x (c1 − c0)) into out.  progress (optional) is called after every tile.
+  template <class Tile>
+  void fill(Tile&& tile, const GramProgress& progress = {}) {
+    const Eigen::Index b = m_options.block;
+    const double total = static_cast<double>(m_offsets.back());
+    Matrix buffer;
+    for (std::size_t J = 0; J + 1 < m_offsets.size(); ++J) {
+      const Eigen::Index c0 = static_cast<Eigen::Index>(J) * b, c1 = std::min(m_n, c0 + b), w = c1 - c0;
+      Eigen::Map<StorageMatrix> stored(m_data + m_offsets[J], c1, w);
+      if constexpr (std::is_same_v<Storage, Scalar>) {
+        tile(c0, c1, Eigen::Ref<Matrix>(stored));
+        detail::symmetrize_diagonal_block(stored, c0, w);
+      } else {
+        buffer.resize(c1, w);
+        tile(c0, c1, Eigen::Ref<Matrix>(buffer));
+        detail::symmetrize_diagonal_block(buffer, c0, w);
+        stored = buffer.template cast<Storage>();
+      }
+      if (progress) progress(static_cast<double>(m_offsets[J + 1]), total);
+    }
+  }
+
+  Eigen::Index rows() const { return m_n; }
+
+  /// out = G v (n x k), one pass over the stored triangle; O(n² k) flops, O(threads · n k) extra
+  /// memory.
+  void apply(const Eigen::Ref<const Matrix>& v, Eigen::Ref<Matrix> out) const {
+    const Eigen::Index k = v.cols(), b = m_options.block;
+    const int threads = detail::thread_count(m_options.threads);
+    const Eigen::Index blocks = static_cast<Eigen::Index>(m_offsets.size()) - 1;
+    std::vector<Matrix> partial(static_cast<std::size_t>(threads));
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(threads)
+#endif
+    {
+      Matrix& acc = partial[static_cast<std::size_t>(detail::thread_id())];
+      acc.setZero(m_n, k);
+      Matrix widened;
+#if defined(_OPENMP)
+#pragma omp for schedule(dynamic, 1)
+#endif
+      for (Eigen::Index J = blocks - 1; J >= 0; --J) {  // largest block columns first
+        const Eigen::Index c0 = J * b, c1 = std::min(m_n, c0 + b);
+        detail::accumulate_block_column<Scalar, Storage>(m_data + m_offsets[static_cast<std::size_t>(J)],
+                                                         c1, c0, c1 - c0, v, acc, widened);
+      }
+    }
+    out = partial[0];
+    for (std::size_t t = 1; t < partial.size(); ++t) out += partial[t];
+  }
+
+  /// G(i, j) (either triangle).
+  Scalar entry(Eigen::Index i, Eigen::Index j) const {
+    if (i > j) std::swap(i, j);
+    const Eigen::Index b = m_options.block, J = j / b, c1 = std::min(m_n, J * b + b);
+    return static_cast<Scalar>(m_data[m_offsets[static_cast<std::size_t>(J)] +
+                                      static_cast<std::size_t>((j - J * b) * c1 + i)]);
+  }
+  Vector diagonal() const {
+    Vector d(m_n);
+    for (Eigen::Index i = 0; i < m_n; ++i) d[i] = entry(i, i);
+    return d;
+  }
+  void columns(const std::vector<Eigen::Index>& idx, Eigen::Ref<Matrix> out) const {
+    const Eigen::Index count = static_cast<Eigen::Index>(idx.size());
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) num_threads(detail::thread_count(m_options.threads))
+#endif
+    for (Eigen::Index c = 0; c < count; ++c)
+      for (Eigen::Index i = 0; i < m_n; ++i) out(i, c) = entry(i, idx[static_cast<std::size_t>(c)]);
+  }
+
+  /// Bytes held by the triangle.
+  std::size_t bytes() const { return m_offsets.back() * sizeof(Storage); }
+  const PackedGramOptions& options() const { return m_options; }
+  /// Raw storage of block column J (for readers of the layout, e.g. a distributed operator).
+  const Storage* block_data(Eigen::Index J) const { return m_data + m_offsets[static_cast<std::size_t>(J)]; }
+
+ private:
+  using StorageMatrix = Eigen::Matrix<Storage, Eigen::Dynamic, Eigen::Dynamic>;
+  Eigen::Index m_n = 0;
+  PackedGramOptions m_options;
+  std::vector<std::size_t> m_offsets;
+  std::unique_ptr<Storage[]> m_owned;
+  detail::MappedFile m_file;
+  Storage* m_data = nullptr;
+};
+
+/// Σ^L or Θ^L (kind nngp or ntk) of the rows of x (n x d) as a PackedGram, filled tile by tile with
+/// kernel_into (no n x n temporary; the tile buffer is n x block only for float storage).
+/// kernel_into's exceptions; progress is called after every tile.
+template <class Storage = double, class Arch, class D>
+PackedGram<typename D::Scalar, Storage> packed_gram(const Arch& arch, const Eigen::MatrixBase<D>& x,
+                                                    KernelKind kind,
+                                                    const KernelOptions& kernel_options = {},
+                                                    const PackedGramOptions& options = {},
+                                                    const GramProgress& progress = {}) {
+  using Scalar = typename D::Scalar;
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  detail::check_request("packed_gram", arch, x, x, kernel_options);
+  if (kind == KernelKind::both)
+    detail::fail<std::invalid_argument>("packed_gram", "kind must be nngp or ntk (got both)");
+  PackedGram<Scalar, Storage> gram(x.rows(), options);
+  const Matrix points = x;  // contiguous rows for the tile views
+  gram.fill(
+      [&](Eigen::Index c0, Eigen::Index c1, Eigen::Ref<Matrix> out) {
+        detail::compute_into("packed_gram", arch, points.topRows(c1), points.middleRows(c0, c1 - c0),
+                             false, kind, out, out, kernel_options);
+      },
+      progress);
+  return gram;
+}
+
+/// Σ^L or Θ^L of the rows of x recomputed by tiles in every apply: memory O(n · block), cost
+/// O(n² L) kernel entries per apply (≈ the cost of computing the Gram matrix once).  Holds a copy
+/// of arch, x and the options.
+template <class Arch, class Scalar_ = double>
+class MatrixFreeGram {
+ public:
+  using Scalar = Scalar_;
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+
+  /// kernel_into's exceptions for the inputs; std::invalid_argument for kind both or block < 1.
+  template <class D>
+  MatrixFreeGram(const Arch& arch, const Eigen::MatrixBase<D>& x, KernelKind kind,
+                 const KernelOptions& kernel_options = {}, Eigen::Index block = 1024)
+      : m_arch(arch), m_x(x), m_kind(kind), m_options(kernel_options), m_block(block) {
+    detail::check_request("MatrixFreeGram", arch, x, x, kernel_options);
+    check_at_least<Eigen::Index>("MatrixFreeGram", "block", block, 1);
+    if (kind == KernelKind::both)
+      detail::fail<std::invalid_argument>("MatrixFreeGram", "kind must be nngp or ntk (got both)");
+  }
+
+  Eigen::Index rows() const { return m_x.rows(); }
+
+  void apply(const Eigen::Ref<const Matrix>& v, Eigen::Ref<Matrix> out) const {
+    const Eigen::Index n = m_x.rows();
+    Matrix acc = Matrix::Zero(n, v.cols()), tile, widened;
+    for (Eigen::Index c0 = 0; c0 < n; c0 += m_block) {
+      const Eigen::Index c1 = std::min(n, c0 + m_block), w = c1 - c0;
+      tile.resize(c1, w);
+      detail::compute_into("MatrixFreeGram::apply", m_arch, m_x.topRows(c1), m_x.middleRows(c0, w),
+                           false, m_kind, tile, tile, m_options);
+      detail::symmetrize_diagonal_block(tile, c0, w);
+      detail::accumulate_block_column<Scalar, Scalar>(tile.data(), c1, c0, w, v, acc, widened);
+    }
+    out = acc;
+  }
+  Vector diagonal() const {
+    const auto d = kernel_diagonal(m_arch, m_x, m_options);
+    return m_kind == KernelKind::ntk ? Vector(d.ntk.col(0)) : Vector(d.nngp.col(0));
+  }
+  void columns(const std::vector<Eigen::Index>& idx, Eigen::Ref<Matrix> out) const {
+    Matrix picked(static_cast<Eigen::Index>(idx.size()), m_x.cols());
+    for (std::size_t c = 0; c < idx.size(); ++c) picked.row(static_cast<Eigen::Index>(c)) = m_x.row(idx[c]);
+    detail::compute_into("MatrixFreeGram::columns", m_arch, m_x, picked, false, m_kind, out, out,
+                         m_options);
+  }
+
+ private:
+  Arch m_arch;
+  Matrix m_x;
+  KernelKind m_kind;
+  KernelOptions m_options;
+  Eigen::Index m_block;
+};
+
+template <class Arch, class D>
+MatrixFreeGram(const Arch&, const Eigen::MatrixBase<D>&, KernelKind, const KernelOptions& = {},
+               Eigen::Index = 1024) -> MatrixFreeGram<Arch, typename D::Scalar>;
+
+static_assert(is_gram_operator_v<DenseGram<double>>, "DenseGram models the Gram operator concept");
+static_assert(is_gram_operator_v<PackedGram<double, float>>, "PackedGram models the Gram operator concept");
+
+}  // namespace ntk
