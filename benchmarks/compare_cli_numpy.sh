@@ -3,7 +3,7 @@
 # (np.load, the layer-by-layer recursion, np.save), n = 4000, d = 100.  Needs python3-numpy.
 # Usage: benchmarks/compare_cli_numpy.sh [path/to/ntk]
 set -euo pipefail
-ntk=${1:-build/examples/ntk}
+ntk=${1:-build/tools/ntk/ntk}
 dir=$(mktemp -d)
 /usr/bin/python3 -c "import numpy as np; np.save('$dir/x.npy', np.random.default_rng(0).normal(size=(4000, 100)))"
 start=$(date +%s.%N); "$ntk" kernel --x "$dir/x.npy" --depth 10 --out "$dir/k_ntk.npy"; mid=$(date +%s.%N)

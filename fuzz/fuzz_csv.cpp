@@ -5,7 +5,7 @@
 #include <sstream>
 #include <string>
 
-#include "../examples/cli/io.hpp"
+#include "../tools/ntk/io.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string bytes(reinterpret_cast<const char*>(data), size);

@@ -23,10 +23,14 @@ ntk_ensure_packages() {
 }
 
 NTK_BASE_PACKAGES=(cmake g++ make libeigen3-dev catch2 libbenchmark-dev)
+# The Python package (python/): pybind11 for Debian's python3, its tests and the offline pip install.
+NTK_PYTHON_PACKAGES=(git pybind11-dev python3-dev python3-pybind11 python3-numpy python3-scipy python3-sklearn
+                     python3-pytest python3-pip python3-setuptools python3-wheel)
+NTK_MPI_PACKAGES=(openmpi-bin libopenmpi-dev libscalapack-openmpi-dev)  # NTK_MPI=ON
 
 # Configures (once) and builds build/ in Release with -Werror.
 ntk_build() {
-  if [ ! -f build/CMakeCache.txt ]; then
+  if [ ! -f build/CMakeCache.txt ] || [ $# -gt 0 ]; then
     cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DNTK_WERROR=ON "$@" >/dev/null
   fi
   cmake --build build -j "$(nproc)"

@@ -1,2 +1,2 @@
-// Each generated translation unit includes exactly one public header.
+// Each generated translation unit includes exactly one header (public or detail/).
 int main() { return 0; }

@@ -307,3 +307,124 @@ TEST_CASE("Homogeneous activations: unit_dual times sqrt(q1 q2) equals dual", "[
   check(ntk::Identity{});
   static_assert(ntk::has_unit_dual_v<ntk::Relu, double> && !ntk::has_unit_dual_v<ntk::Erf, double>);
 }
+
+// ---- The stax activation zoo (issue 16) ----
+
+TEST_CASE("Stax activations: smooth closed forms agree with forced quadrature to 1e-10", "[dual]") {
+  check_closed_form_against_quadrature(ntk::Exp(0.7, 0.6), 1e-12, 128);
+  check_closed_form_against_quadrature(ntk::Exp(1.3, -0.4), 1e-12, 128);
+  check_closed_form_against_quadrature(ntk::Gaussian(1.2, -0.5), 1e-10, 256);
+  check_closed_form_against_quadrature(ntk::Gaussian(0.8, -2.0), 1e-10, 512);
+  check_closed_form_against_quadrature(ntk::Rbf(0.5), 1e-12, 128);
+  check_closed_form_against_quadrature(ntk::Rbf(2.0), 1e-10, 256);
+  // Polynomials are integrated exactly by Gauss–Hermite rules of order > degree.
+  check_closed_form_against_quadrature(ntk::Monomial(0), 1e-13, 8);
+  check_closed_form_against_quadrature(ntk::Monomial(1), 1e-13, 8);
+  check_closed_form_against_quadrature(ntk::Monomial(2), 1e-13, 8);
+  check_closed_form_against_quadrature(ntk::Monomial(5), 1e-12, 16);
+  check_closed_form_against_quadrature(ntk::Monomial(8), 1e-11, 16);
+  check_closed_form_against_quadrature(ntk::Polynomial({0.3, -1.0, 0.5, 0.25}), 1e-12, 8);
+  check_closed_form_against_quadrature(ntk::Polynomial({-0.2, 0.0, 1.5, 0.0, -0.1, 0.05}), 1e-12, 16);
+}
+
+TEST_CASE("Stax activations: kinked closed forms against quadrature (measured algebraic error)", "[dual]") {
+  ntk::DualOptions forced;
+  forced.force_quadrature = true;
+  forced.quadrature_order = 512;
+  const std::vector<Cov> cases = {{1, 0.5, 1}, {2, 0.3, 0.5}, {1, -0.7, 1}, {0.25, 0.1, 3}};
+  // Measured at order 512: ReLU-like kinks give about 1e-4 on T and 1e-2 on T_dot (REFERENCE.md T6);
+  // smoother kinks (z₊², z₊³) converge faster; jumps (sign, step) slowest.
+  const auto close = [&](const auto& phi, double tol_t, double tol_dot) {
+    for (const auto& cv : cases) {
+      const auto exact = ntk::dual(phi, cv.q1, cv.c, cv.q2);
+      const auto quad = ntk::dual(phi, cv.q1, cv.c, cv.q2, forced);
+      INFO(phi.name() << " at (" << cv.q1 << ", " << cv.c << ", " << cv.q2 << ") exact " << exact.t
+                      << ", " << exact.t_dot << " quadrature " << quad.t << ", " << quad.t_dot);
+      CHECK(std::fabs(exact.t - quad.t) <= tol_t * std::max(1.0, std::fabs(exact.t)));
+      CHECK(std::fabs(exact.t_dot - quad.t_dot) <= tol_dot * std::max(1.0, std::fabs(exact.t_dot)));
+    }
+  };
+  close(ntk::ABRelu(-0.3, 1.7), 1e-3, 6e-2);  // measured up to 5e-4 and 3.3e-2
+  close(ntk::ABRelu(0.5, -2.0), 1.5e-3, 1e-1);  // measured up to 7.8e-4 and 5.1e-2
+  close(ntk::RectifiedMonomial(1), 2e-4, 3e-2);
+  close(ntk::RectifiedMonomial(2), 1e-5, 1e-3);  // T_dot is 4 x ReLU's T: measured 5e-4
+  close(ntk::RectifiedMonomial(3), 1e-6, 1e-5);
+  close(ntk::RectifiedMonomial(0), 3e-2, 1e-15);
+  close(ntk::Sign{}, 6e-2, 1e-15);  // a jump: measured 3.3e-2
+}
+
+TEST_CASE("Stax activations: exact reference values and diagonal identities", "[dual]") {
+  const double pi = 3.141592653589793;
+  // ABRelu(a, b) is LeakyRelu when b = 1, and a·b-scaled ReLU pieces otherwise.
+  const auto ab = ntk::dual(ntk::ABRelu(0.1, 1.0), 2.0, 0.3, 0.5);
+  CHECK(ntk_test::relative_error(ab.t, 0.22551143495337249) <= 1e-13);
+  CHECK(ntk_test::relative_error(ab.t_dot, 0.34177960702837471) <= 1e-13);
+  // RectifiedMonomial(1) is ReLU; on the diagonal T = (2n − 1)!! q^n / 2.
+  for (std::size_t i = 0; i < covariances.size(); ++i) {
+    const auto& cv = covariances[i];
+    const auto a = ntk::dual(ntk::RectifiedMonomial(1), cv.q1, cv.c, cv.q2);
+    CHECK(ntk_test::relative_error(a.t, relu_ref.t[i]) <= 1e-12);
+    CHECK(ntk_test::relative_error(a.t_dot, relu_ref.t_dot[i]) <= 1e-12);
+  }
+  double double_factorial = 1;
+  for (int n = 1; n <= 8; ++n) {
+    double_factorial *= 2 * n - 1;
+    const double q = 1.7;
+    const auto d = ntk::dual(ntk::RectifiedMonomial(n), q, q, q);
+    INFO("n = " << n);
+    CHECK(ntk_test::relative_error(d.t, double_factorial * std::pow(q, n) / 2) <= 1e-13);
+    // Ṫ = n² E[z₊^{2n−2}] = n² (2n − 3)!! q^{n−1} / 2.
+    CHECK(ntk_test::relative_error(d.t_dot, n * n * (double_factorial / (2 * n - 1)) * std::pow(q, n - 1) / 2) <= 1e-13);
+    // Antipodal: X₊ Y₊ = 0 when Y = −X.
+    CHECK(std::fabs(ntk::dual(ntk::RectifiedMonomial(n), q, -q, q).t) <= 1e-14);
+  }
+  // Degree 2 (Cho & Saul): J_2(θ) = 3 sin θ cos θ + (π − θ)(1 + 2 cos² θ), T = q1 q2 J_2 / (2π).
+  {
+    const double rho = 0.37, theta = std::acos(rho);
+    const double j2 = 3 * std::sin(theta) * rho + (pi - theta) * (1 + 2 * rho * rho);
+    const auto d = ntk::dual(ntk::RectifiedMonomial(2), 2.0, rho * std::sqrt(2.0 * 0.5), 0.5);
+    CHECK(ntk_test::relative_error(d.t, 2.0 * 0.5 * j2 / (2 * pi)) <= 1e-13);
+  }
+  // Sign: (2/π) asin ρ.
+  CHECK(ntk_test::relative_error(ntk::dual(ntk::Sign{}, 4.0, 1.0, 1.0).t, 2 / pi * std::asin(0.5)) <= 1e-14);
+  // Monomial z²: E[u² v²] = q1 q2 + 2c²; z³: 9 q1 q2 c + 6 c³.
+  const auto m2 = ntk::dual(ntk::Monomial(2), 2.0, 0.3, 0.5);
+  CHECK(ntk_test::relative_error(m2.t, 1.0 + 2 * 0.09) <= 1e-14);
+  CHECK(ntk_test::relative_error(m2.t_dot, 4 * 0.3) <= 1e-14);
+  const auto m3 = ntk::dual(ntk::Monomial(3), 2.0, 0.3, 0.5);
+  CHECK(ntk_test::relative_error(m3.t, 9 * 1.0 * 0.3 + 6 * 0.027) <= 1e-14);
+  // Rbf is the RBF kernel; Exp at zero variance is a².
+  CHECK(ntk_test::relative_error(ntk::dual(ntk::Rbf(0.5), 1.0, 0.2, 2.0).t, std::exp(-0.5 * 2.6)) <= 1e-14);
+  CHECK(ntk_test::relative_error(ntk::dual(ntk::Exp(2.0, 1.0), 0.0, 0.0, 0.0).t, 4.0) <= 1e-15);
+  // Gaussian at zero variance is a²; at variance q its diagonal is a² / sqrt(1 − 4bq).
+  CHECK(ntk_test::relative_error(ntk::dual(ntk::Gaussian(1.5, -1.0), 0.0, 0.0, 0.0).t, 2.25) <= 1e-15);
+  CHECK(ntk_test::relative_error(ntk::dual(ntk::Gaussian(1.5, -1.0), 0.5, 0.5, 0.5).t, 2.25 / std::sqrt(3.0)) <= 1e-14);
+}
+
+namespace {
+/// True when f() throws E whose message contains `text`.
+template <class E, class F>
+bool zoo_throws(F&& f, const std::string& text) {
+  try {
+    f();
+  } catch (const E& e) {
+    return std::string(e.what()).find(text) != std::string::npos;
+  } catch (...) {
+    return false;
+  }
+  return false;
+}
+}  // namespace
+
+TEST_CASE("Stax activations: parameters are validated at construction", "[activations]") {
+  const double inf = std::numeric_limits<double>::infinity();
+  CHECK(zoo_throws<std::invalid_argument>([&] { (void)ntk::ABRelu(inf, 1); }, "ntk::ABRelu: a must be finite (got inf)"));
+  CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::ABRelu(0, std::nan("")); }, "b must be finite"));
+  CHECK(zoo_throws<std::invalid_argument>([&] { (void)ntk::Exp(1, inf); }, "ntk::Exp: b must be finite (got inf)"));
+  CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::Gaussian(1, 0.5); }, "ntk::Gaussian: b must be finite and <= 0 (got 0.5)"));
+  CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::Rbf(0); }, "ntk::Rbf: gamma must be positive and finite (got 0)"));
+  CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::Monomial(-1); }, "ntk::Monomial: degree must be in [0, 32] (got -1)"));
+  CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::RectifiedMonomial(17); }, "ntk::RectifiedMonomial: degree must be in [0, 16] (got 17)"));
+  CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::Polynomial({}); }, "ntk::Polynomial: coefficients must number 1 to 33 (got 0)"));
+  CHECK(zoo_throws<std::invalid_argument>([&] { (void)ntk::Polynomial({1.0, inf}); }, "coefficient 1 must be finite"));
+}

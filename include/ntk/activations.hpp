@@ -434,4 +434,348 @@ class OptimalActivation : public Hermite {
   double m_dimension;
 };
 
+
+// ---------------------------------------------------------------------------------------------
+// Activations of Neural Tangents' stax zoo (ABRelu, Sign, Exp, Gaussian, Rbf, Monomial,
+// RectifiedMonomial, Polynomial).  Parameters are validated at construction
+// (std::invalid_argument naming the parameter).  Duals exact; the formulas:
+//   ABRelu   a min(z,0) + b max(z,0): arc-cosine kernels of degree 1 and 0 with slopes a, b;
+//   Sign     E[sgn u sgn v] = (2/π) asin ρ, E[φ'φ'] = 0 (φ' = 0 almost everywhere, as the
+//            finite network's gradient; Neural Tangents also sets the NTK factor to 0);
+//   Exp      a e^{bz}: T = a² exp(b²(q1 + q2)/2 + b² c), Ṫ = b² T;
+//   Gaussian a e^{bz²}, b <= 0: with D = (1 − 2bq1)(1 − 2bq2) − 4b²c², T = a² D^{-1/2},
+//            Ṫ = 4a²b² c D^{-3/2};
+//   Rbf      √2 sin(√(2γ) z + π/4): T = exp(−γ(q1 + q2 − 2c)), Ṫ = 2γ T;
+//   Polynomial Σ_j c_j z^j (Monomial z^n is one term): with z^j = Σ_m h_{j,m} He_m(z),
+//            h_{j,j−2k} = j!/(k!(j−2k)! 2^k), T = Σ_m m! c^m e_m(q1) e_m(q2),
+//            e_m(q) = Σ_j c_j h_{j,m} q^{(j−m)/2} (integer powers: exact at q = 0);
+//   RectifiedMonomial (z)₊^n: arc-cosine kernel of degree n by Stein's lemma on the moments
+//            m(a, b) = E[X₊^a Y₊^b] of standard normals of correlation ρ:
+//            m(a, b) = [a >= 2] (a−1) m(a−2, b) + [a = 1] s^b M_b / √(2π)
+//                    + ρ ([b >= 1] b m(a−1, b−1) + [b = 0] s^{a−1} M_{a−1} / √(2π)),
+//            m(0, 0) = (π − acos ρ)/(2π), s = √(1 − ρ²), M_k = E[Z₊^k]; T = (q1 q2)^{n/2} m(n, n),
+//            Ṫ = n² (q1 q2)^{(n−1)/2} m(n−1, n−1).  On the diagonal T = (2n − 1)!! q^n / 2.
+// ---------------------------------------------------------------------------------------------
+
+namespace detail {
+
+/// Throws std::invalid_argument unless v is finite.
+inline void check_finite_parameter(const char* type, const char* name, double v) {
+  if (!std::isfinite(v)) fail<std::invalid_argument>(type, name, " must be finite (got ", v, ")");
+}
+
+/// The dual of a polynomial given its monomial coefficients (see the block comment above).
+class PolynomialDual {
+ public:
+  PolynomialDual() = default;
+  explicit PolynomialDual(const std::vector<double>& c) : m_degree(c.size() - 1), m_e(c.size() * c.size(), 0.0) {
+    // m_e[m n + j] = sqrt(m!) h_{j,m} c_j (j >= m, j ≡ m mod 2), so T = Σ_m c^m E_m(q1) E_m(q2)
+    // with E_m(q) = sqrt(m!) e_m(q) = Σ_j m_e[m n + j] q^{(j − m)/2}.
+    const std::size_t n = c.size();
+    for (std::size_t j = 0; j < n; ++j)
+      for (std::size_t k = 0; 2 * k <= j; ++k) {
+        const std::size_t m = j - 2 * k;
+        // sqrt(m!) j! / (k! m! 2^k) = j! / (k! sqrt(m!) 2^k), in log space to avoid overflow.
+        const double log_h = std::lgamma(static_cast<double>(j) + 1) - std::lgamma(static_cast<double>(k) + 1) -
+                             0.5 * std::lgamma(static_cast<double>(m) + 1) - static_cast<double>(k) * std::log(2.0);
+        m_e[m * n + j] = c[j] * std::exp(log_h);
+      }
+  }
+  /// Σ_m c^m E_m(q1) E_m(q2).
+  template <class S>
+  S operator()(S q1, S c, S q2) const {
+    const std::size_t n = m_degree + 1;
+    S sum = 0, power = 1;
+    for (std::size_t m = 0; m < n; ++m, power *= c) {
+      S e1 = 0, e2 = 0;
+      for (std::size_t j = n; j-- > m;) {  // Horner in q over j = m, m+2, ...
+        if ((j - m) % 2 != 0) continue;
+        e1 = e1 * q1 + static_cast<S>(m_e[m * n + j]);
+        e2 = e2 * q2 + static_cast<S>(m_e[m * n + j]);
+      }
+      sum += power * e1 * e2;
+    }
+    return sum;
+  }
+
+ private:
+  std::size_t m_degree = 0;
+  std::vector<double> m_e;
+};
+
+/// Σ_j c_j z^j by Horner.
+template <class S>
+S horner(const std::vector<double>& c, S z) {
+  S sum = 0;
+  for (std::size_t j = c.size(); j-- > 0;) sum = sum * z + static_cast<S>(c[j]);
+  return sum;
+}
+
+}  // namespace detail
+
+/// φ(z) = a min(z, 0) + b max(z, 0) (Neural Tangents' ABRelu); dual exact.
+class ABRelu {
+ public:
+  /// Throws std::invalid_argument unless a and b are finite.
+  explicit ABRelu(double a = 0, double b = 1) : m_a(a), m_b(b) {
+    detail::check_finite_parameter("ABRelu", "a", a);
+    detail::check_finite_parameter("ABRelu", "b", b);
+  }
+  double a() const { return m_a; }
+  double b() const { return m_b; }
+  std::string name() const { return "abrelu:" + std::to_string(m_a) + "," + std::to_string(m_b); }
+  template <class S>
+  S value(S z) const { return z > 0 ? static_cast<S>(m_b) * z : static_cast<S>(m_a) * z; }
+  template <class S>
+  S derivative(S z) const { return z > 0 ? static_cast<S>(m_b) : static_cast<S>(m_a); }
+  template <class S>
+  Dual<S> dual(S q1, S c, S q2) const {
+    return detail::piecewise_linear_dual(static_cast<S>(m_a), static_cast<S>(m_b), q1, c, q2);
+  }
+  template <class S>
+  Dual<S> unit_dual(S rho) const {
+    return detail::piecewise_linear_unit_dual(static_cast<S>(m_a), static_cast<S>(m_b), rho);
+  }
+  template <class S>
+  std::pair<S, S> means() const {
+    const S a = static_cast<S>(m_a), b = static_cast<S>(m_b);
+    return {(b - a) / std::sqrt(2 * detail::pi_v<S>), (a + b) / 2};
+  }
+
+ private:
+  double m_a, m_b;
+};
+
+/// φ(z) = sign(z) (0 at 0), φ' = 0 almost everywhere; dual exact: T = (2/π) asin ρ, Ṫ = 0.
+struct Sign {
+  std::string name() const { return "sign"; }
+  template <class S>
+  S value(S z) const { return z > 0 ? S(1) : (z < 0 ? S(-1) : S(0)); }
+  template <class S>
+  S derivative(S) const { return S(0); }
+  template <class S>
+  Dual<S> dual(S q1, S c, S q2) const {
+    if (!(q1 > 0) || !(q2 > 0)) return {S(0), S(0)};
+    const S rho = detail::correlation(q1, c, q2, detail::geometric_mean(q1, q2));
+    return {2 / detail::pi_v<S> * std::asin(rho), S(0)};
+  }
+};
+
+/// φ(z) = a exp(b z); dual exact: T = a² exp(b² (q1 + q2)/2 + b² c), Ṫ = b² T.
+class Exp {
+ public:
+  /// Throws std::invalid_argument unless a and b are finite.
+  explicit Exp(double a = 1, double b = 1) : m_a(a), m_b(b) {
+    detail::check_finite_parameter("Exp", "a", a);
+    detail::check_finite_parameter("Exp", "b", b);
+  }
+  std::string name() const { return "exp:" + std::to_string(m_a) + "," + std::to_string(m_b); }
+  template <class S>
+  S value(S z) const { return static_cast<S>(m_a) * std::exp(static_cast<S>(m_b) * z); }
+  template <class S>
+  S derivative(S z) const { return static_cast<S>(m_a * m_b) * std::exp(static_cast<S>(m_b) * z); }
+  template <class S>
+  Dual<S> dual(S q1, S c, S q2) const {
+    const S limit = detail::geometric_mean(q1, q2);
+    c = std::min(std::max(c, -limit), limit);
+    const S b2 = static_cast<S>(m_b * m_b);
+    const S t = static_cast<S>(m_a * m_a) * std::exp(b2 * ((q1 + q2) / 2 + c));
+    return {t, b2 * t};
+  }
+
+ private:
+  double m_a, m_b;
+};
+
+/// φ(z) = a exp(b z²) with b <= 0; dual exact (see the block comment).
+class Gaussian {
+ public:
+  /// Throws std::invalid_argument unless a is finite and b is finite and <= 0 (for b > 0 the
+  /// expectations diverge at variances >= 1/(2b)).
+  explicit Gaussian(double a = 1, double b = -1) : m_a(a), m_b(b) {
+    detail::check_finite_parameter("Gaussian", "a", a);
+    if (!(b <= 0) || !std::isfinite(b))
+      detail::fail<std::invalid_argument>("Gaussian", "b must be finite and <= 0 (got ", b, ")");
+  }
+  std::string name() const { return "gaussian:" + std::to_string(m_a) + "," + std::to_string(m_b); }
+  template <class S>
+  S value(S z) const { return static_cast<S>(m_a) * std::exp(static_cast<S>(m_b) * z * z); }
+  template <class S>
+  S derivative(S z) const {
+    return static_cast<S>(2 * m_a * m_b) * z * std::exp(static_cast<S>(m_b) * z * z);
+  }
+  template <class S>
+  Dual<S> dual(S q1, S c, S q2) const {
+    const S b = static_cast<S>(m_b), a2 = static_cast<S>(m_a * m_a);
+    const S limit = detail::geometric_mean(q1, q2);
+    c = std::min(std::max(c, -limit), limit);
+    // D = 1 − 2b(q1 + q2) + 4b²(q1 q2 − c²), every term >= 0 for b <= 0.
+    const S gap = (limit - std::fabs(c)) * (limit + std::fabs(c));
+    const S det = 1 - 2 * b * (q1 + q2) + 4 * b * b * gap;
+    const S root = std::sqrt(det);
+    return {a2 / root, 4 * a2 * b * b * c / (det * root)};
+  }
+
+ private:
+  double m_a, m_b;
+};
+
+/// φ(z) = √2 sin(√(2γ) z + π/4), whose NNGP step is the RBF kernel exp(−γ(q1 + q2 − 2c))
+/// (Neural Tangents' Rbf); dual exact, Ṫ = 2γ T.
+class Rbf {
+ public:
+  /// Throws std::invalid_argument unless gamma is positive and finite.
+  explicit Rbf(double gamma = 1) : m_gamma(gamma) { check_positive("Rbf", "gamma", gamma); }
+  double gamma() const { return m_gamma; }
+  std::string name() const { return "rbf:" + std::to_string(m_gamma); }
+  template <class S>
+  S value(S z) const {
+    return std::sqrt(S(2)) * std::sin(std::sqrt(static_cast<S>(2 * m_gamma)) * z + detail::pi_v<S> / 4);
+  }
+  template <class S>
+  S derivative(S z) const {
+    const S w = std::sqrt(static_cast<S>(2 * m_gamma));
+    return std::sqrt(S(2)) * w * std::cos(w * z + detail::pi_v<S> / 4);
+  }
+  template <class S>
+  Dual<S> dual(S q1, S c, S q2) const {
+    const S limit = detail::geometric_mean(q1, q2);
+    c = std::min(std::max(c, -limit), limit);
+    const S gamma = static_cast<S>(m_gamma);
+    const S t = std::exp(-gamma * (q1 + q2 - 2 * c));
+    return {t, 2 * gamma * t};
+  }
+
+ private:
+  double m_gamma;
+};
+
+/// φ(z) = Σ_j c_j z^j (coefficients from the constant term up); dual exact (block comment).
+class Polynomial {
+ public:
+  /// Throws std::invalid_argument for an empty list, more than 33 coefficients (degree > 32) or
+  /// a non-finite coefficient.
+  explicit Polynomial(std::vector<double> coefficients) : m_c(std::move(coefficients)) {
+    if (m_c.empty() || m_c.size() > 33)
+      detail::fail<std::invalid_argument>("Polynomial", "coefficients must number 1 to 33 (got ",
+                                          m_c.size(), ")");
+    for (std::size_t j = 0; j < m_c.size(); ++j)
+      if (!std::isfinite(m_c[j]))
+        detail::fail<std::invalid_argument>("Polynomial", "coefficient ", j, " must be finite (got ",
+                                            m_c[j], ")");
+    m_d.assign(m_c.size() > 1 ? m_c.size() - 1 : 1, 0.0);
+    for (std::size_t j = 1; j < m_c.size(); ++j) m_d[j - 1] = static_cast<double>(j) * m_c[j];
+    m_dual = detail::PolynomialDual(m_c);
+    m_dual_dot = detail::PolynomialDual(m_d);
+  }
+  const std::vector<double>& coefficients() const { return m_c; }
+  std::string name() const {
+    std::string s = "polynomial:";
+    for (std::size_t j = 0; j < m_c.size(); ++j) s += (j ? "," : "") + std::to_string(m_c[j]);
+    return s;
+  }
+  template <class S>
+  S value(S z) const { return detail::horner(m_c, z); }
+  template <class S>
+  S derivative(S z) const { return detail::horner(m_d, z); }
+  template <class S>
+  Dual<S> dual(S q1, S c, S q2) const {
+    const S limit = detail::geometric_mean(q1, q2);
+    c = std::min(std::max(c, -limit), limit);
+    return {m_dual(q1, c, q2), m_dual_dot(q1, c, q2)};
+  }
+
+ private:
+  std::vector<double> m_c, m_d;
+  detail::PolynomialDual m_dual, m_dual_dot;
+};
+
+/// φ(z) = z^n, n in [0, 32]; dual exact (a one-term Polynomial).
+class Monomial : public Polynomial {
+ public:
+  /// Throws std::invalid_argument unless 0 <= degree <= 32.
+  explicit Monomial(int degree = 2) : Polynomial(coefficients_for(degree)), m_degree(degree) {}
+  int degree() const { return m_degree; }
+  std::string name() const { return "monomial:" + std::to_string(m_degree); }
+
+ private:
+  static std::vector<double> coefficients_for(int degree) {
+    if (degree < 0 || degree > 32)
+      detail::fail<std::invalid_argument>("Monomial", "degree must be in [0, 32] (got ", degree, ")");
+    std::vector<double> c(static_cast<std::size_t>(degree) + 1, 0.0);
+    c.back() = 1;
+    return c;
+  }
+  int m_degree;
+};
+
+/// φ(z) = max(z, 0)^n, n in [0, 16] (n = 0: the step 1{z > 0}, φ' = 0 almost everywhere);
+/// dual exact: the arc-cosine kernel of degree n (block comment).
+class RectifiedMonomial {
+ public:
+  /// Throws std::invalid_argument unless 0 <= degree <= 16.
+  explicit RectifiedMonomial(int degree = 1) : m_degree(degree) {
+    if (degree < 0 || degree > 16)
+      detail::fail<std::invalid_argument>("RectifiedMonomial", "degree must be in [0, 16] (got ",
+                                          degree, ")");
+  }
+  int degree() const { return m_degree; }
+  std::string name() const { return "rectified_monomial:" + std::to_string(m_degree); }
+  template <class S>
+  S value(S z) const { return z > 0 ? power(z, m_degree) : S(0); }
+  template <class S>
+  S derivative(S z) const {
+    return m_degree == 0 || !(z > 0) ? S(0) : static_cast<S>(m_degree) * power(z, m_degree - 1);
+  }
+  template <class S>
+  Dual<S> dual(S q1, S c, S q2) const {
+    const S root = detail::geometric_mean(q1, q2);
+    const S rho = detail::correlation(q1, c, q2, root);
+    S top = 0, below = 0;
+    moments(rho, top, below);
+    const S t = power(root, m_degree) * top;
+    const S t_dot = m_degree == 0 ? S(0) : static_cast<S>(m_degree * m_degree) * power(root, m_degree - 1) * below;
+    return {t, t_dot};
+  }
+
+ private:
+  template <class S>
+  static S power(S x, int n) {
+    S r = 1;
+    for (int i = 0; i < n; ++i) r *= x;
+    return r;
+  }
+  /// m(n, n) and m(n−1, n−1) (0 for n = 0) by the Stein recursion.
+  template <class S>
+  void moments(S rho, S& top, S& below) const {
+    constexpr int max = 17;
+    const int n = m_degree;
+    const S pi = detail::pi_v<S>;
+    const S inv_root_2pi = 1 / std::sqrt(2 * pi);
+    constexpr S snap = 1 - 8 * std::numeric_limits<S>::epsilon();
+    rho = rho >= snap ? S(1) : (rho <= -snap ? S(-1) : rho);
+    const S s = std::sqrt(std::max((1 - rho) * (1 + rho), S(0)));
+    S half[max + 1];  // M_k = E[Z₊^k]
+    half[0] = S(0.5);
+    half[1] = inv_root_2pi;
+    for (int k = 2; k <= max; ++k) half[k] = static_cast<S>(k - 1) * half[k - 2];
+    S s_power[max + 1];
+    s_power[0] = 1;
+    for (int k = 1; k <= max; ++k) s_power[k] = s_power[k - 1] * s;
+    S m[max][max];  // m[a][b] = E[X₊^a Y₊^b], symmetric in (a, b)
+    const auto stein = [&](int a, int b) {  // a >= 1, with m(a−2, b) and m(a−1, b−1) known
+      S value = a >= 2 ? static_cast<S>(a - 1) * m[a - 2][b] : s_power[b] * half[b] * inv_root_2pi;
+      value += rho * (b >= 1 ? static_cast<S>(b) * m[a - 1][b - 1] : s_power[a - 1] * half[a - 1] * inv_root_2pi);
+      return value;
+    };
+    m[0][0] = (pi - std::acos(rho)) / (2 * pi);
+    for (int a = 1; a <= n; ++a) m[a][0] = m[0][a] = stein(a, 0);
+    for (int a = 1; a <= n; ++a)
+      for (int b = 1; b <= n; ++b) m[a][b] = stein(a, b);
+    top = m[n][n];
+    below = n >= 1 ? m[n - 1][n - 1] : S(0);
+  }
+  int m_degree;
+};
+
 }  // namespace ntk

@@ -9,6 +9,7 @@
 #include "errors.hpp"
 #include "gram.hpp"
 #include "kernel.hpp"
+#include "kernel_options.hpp"
 #include "layers.hpp"
 #include "network.hpp"
 #include "random.hpp"

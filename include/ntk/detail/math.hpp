@@ -7,15 +7,7 @@
 #include <limits>
 #include <utility>
 
-#if defined(__GNUC__) || defined(__clang__)
-#define NTK_ALWAYS_INLINE inline __attribute__((always_inline))
-#define NTK_NOINLINE __attribute__((noinline))
-#define NTK_FLATTEN __attribute__((flatten))
-#else
-#define NTK_ALWAYS_INLINE inline
-#define NTK_NOINLINE
-#define NTK_FLATTEN
-#endif
+#include "config.hpp"
 
 namespace ntk {
 namespace detail {

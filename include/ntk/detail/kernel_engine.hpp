@@ -1,0 +1,386 @@
+#pragma once
+/// \file detail/kernel_engine.hpp
+/// The engine behind every entry point of kernel.hpp.  Not public API.
+///
+/// The diagonal chains Σ^l(x, x) are computed first (O(n L)), which also fixes each activation
+/// layer's mode (detail/layer_dual.hpp); then every entry runs the whole depth recursion in
+/// registers, kernel_tile rows of one column at a time (no n x n temporary per layer).  The
+/// symmetric case computes one triangle and mirrors it.  With OpenMP the columns are shared among
+/// threads; every entry is computed by the same arithmetic whatever the thread count, so results
+/// are identical.
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <memory>
+#include <stdexcept>
+#include <type_traits>
+#include <vector>
+
+#include "../errors.hpp"
+#include "../kernel_options.hpp"
+#include "../layers.hpp"
+#include "layer_dual.hpp"
+#include "memory.hpp"
+#include "steps.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace ntk {
+namespace detail {
+
+/// Variances Σ^l(x, x) at the input of every layer: q[layer * stride + point], layer 0..layers
+/// (the last is the output NNGP variance), with `tile` padding points (variance 1) after the real
+/// ones so tiles of rows can be processed with a fixed trip count; ntk holds the output Θ(x, x).
+template <class Scalar>
+struct DiagonalChains {
+  std::size_t layers = 0, points = 0, stride = 0;
+  std::vector<Scalar> q;
+  std::vector<Scalar> root, inverse_root;  // sqrt(q) and 1/sqrt(q) (0 where q = 0), same layout
+  std::vector<Scalar> ntk;
+  /// Fills root and inverse_root from the finished q.
+  void finish() {
+    root.resize(q.size());
+    inverse_root.resize(q.size());
+    for (std::size_t k = 0; k < q.size(); ++k) {
+      root[k] = std::sqrt(q[k]);
+      inverse_root[k] = q[k] > 0 ? 1 / root[k] : Scalar(0);
+    }
+  }
+  Scalar value(std::size_t layer, Eigen::Index point) const {
+    return q[layer * stride + static_cast<std::size_t>(point)];
+  }
+};
+
+inline constexpr int kernel_tile = 16;
+
+/// Sets up the steps and diagonal chains of an architecture for two sets of inputs.
+template <class Arch, class Scalar>
+class KernelEngine {
+ public:
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+
+  template <class D1, class D2>
+  KernelEngine(const Arch& arch, const Eigen::MatrixBase<D1>& x1, const Eigen::MatrixBase<D2>& x2,
+               bool same_inputs, const KernelOptions& options)
+      : m_options(options), m_layers(arch.size()) {
+    const Scalar scale = options.divide_by_dimension ? Scalar(1) / static_cast<Scalar>(x1.cols())
+                                                     : Scalar(1);
+    m_chain1 = start_chain(x1, scale);
+    if (!same_inputs) m_chain2 = start_chain(x2, scale);
+    std::vector<DiagonalChains<Scalar>*> chains{&m_chain1};
+    if (!same_inputs) chains.push_back(&m_chain2);
+    // Walk the layers once, in order: propagate the diagonal chains and prepare each activation's
+    // dual for the range of variances it sees.
+    m_steps = std::make_unique<Steps<Arch, Scalar>>(arch, [&](std::size_t l, const auto& layer) {
+      using Layer = std::decay_t<decltype(layer)>;
+      if constexpr (std::is_same_v<Layer, Dense>) {
+        const Scalar w2 = static_cast<Scalar>(layer.sigma_w * layer.sigma_w);
+        const Scalar b2 = static_cast<Scalar>(layer.sigma_b * layer.sigma_b);
+        for (auto* chain : chains)
+          for (std::size_t p = 0; p < chain->points; ++p) {
+            Scalar& next = chain->q[(l + 1) * chain->stride + p];
+            next = w2 * chain->q[l * chain->stride + p] + b2;
+            chain->ntk[p] = next + w2 * chain->ntk[p];
+          }
+        return layer;
+      } else {
+        Scalar lo = std::numeric_limits<Scalar>::max(), hi = 0;
+        for (auto* chain : chains)
+          for (std::size_t p = 0; p < chain->points; ++p) {
+            lo = std::min(lo, chain->q[l * chain->stride + p]);
+            hi = std::max(hi, chain->q[l * chain->stride + p]);
+          }
+        LayerDual<decltype(layer.phi), Scalar> step(layer.phi, options.dual, lo, hi);
+        // Real points only: the padding rows of a tile read zero coefficients (results discarded).
+        step.prepare_series(options.dual, {m_chain1.q.data() + l * m_chain1.stride, m_chain1.points},
+                            {same_inputs ? nullptr : m_chain2.q.data() + l * m_chain2.stride,
+                             m_chain2.points});
+        m_uses_series = m_uses_series || step.uses_series();
+        for (auto* chain : chains)
+          for (std::size_t p = 0; p < chain->points; ++p) {
+            const Dual<Scalar> d = step.diagonal(chain->q[l * chain->stride + p]);
+            chain->q[(l + 1) * chain->stride + p] = d.t;
+            chain->ntk[p] *= d.t_dot;
+          }
+        return step;
+      }
+    });
+    for (auto* chain : chains) chain->finish();
+  }
+
+  /// Whether some activation layer evaluates its dual by Hermite series.
+  bool uses_series() const { return m_uses_series; }
+
+  const DiagonalChains<Scalar>& chain1() const { return m_chain1; }
+  const DiagonalChains<Scalar>& chain2() const { return m_chain2.q.empty() ? m_chain1 : m_chain2; }
+  const Steps<Arch, Scalar>& steps() const { return *m_steps; }
+
+  /// The depth recursion for the pairs (i0 + t, j), t < kernel_tile, starting from the scaled
+  /// inner products start[t]; rows past the block's end are padding and their results are
+  /// discarded.  `record(l, t, s, s_dot, k)` is called after every affine layer.  The fixed trip
+  /// count over t lets the compiler interleave (and vectorize) independent entries.
+  template <class Record>
+  void entries(const Scalar* start, Eigen::Index i0, Eigen::Index j, Scalar* nngp, Scalar* ntk,
+               Record&& record) const {
+    constexpr int T = kernel_tile;
+    const DiagonalChains<Scalar>& c1 = chain1();
+    const DiagonalChains<Scalar>& c2 = chain2();
+    Scalar s[T], k[T], t_dot[T];
+    for (int t = 0; t < T; ++t) {
+      s[t] = start[t];
+      k[t] = 0;
+      t_dot[t] = 0;
+    }
+    m_steps->for_each([&](std::size_t l, const auto& step) {
+      if constexpr (std::is_same_v<std::decay_t<decltype(step)>, Dense>) {
+        const Scalar w2 = static_cast<Scalar>(step.sigma_w * step.sigma_w);
+        const Scalar b2 = static_cast<Scalar>(step.sigma_b * step.sigma_b);
+        for (int t = 0; t < T; ++t) {
+          s[t] = w2 * s[t] + b2;
+          k[t] = s[t] + w2 * k[t];
+          record(l, t, s[t], w2 * t_dot[t], k[t]);
+        }
+      } else {
+        const std::size_t i = l * c1.stride + static_cast<std::size_t>(i0);
+        const std::size_t jj = l * c2.stride + static_cast<std::size_t>(j);
+        const TileVariances<Scalar> v{i0, j, c1.q.data() + i, c1.root.data() + i, c1.inverse_root.data() + i,
+                                      c2.q[jj], c2.root[jj], c2.inverse_root[jj]};
+        step.template cross_tile<T>(v, s, k, t_dot);
+      }
+    });
+    for (int t = 0; t < T; ++t) {
+      nngp[t] = s[t];
+      ntk[t] = k[t];
+    }
+  }
+
+  Scalar input_scale(Eigen::Index d) const {
+    return m_options.divide_by_dimension ? Scalar(1) / static_cast<Scalar>(d) : Scalar(1);
+  }
+
+ private:
+  template <class D>
+  DiagonalChains<Scalar> start_chain(const Eigen::MatrixBase<D>& x, Scalar scale) const {
+    DiagonalChains<Scalar> chain;
+    chain.layers = m_layers;
+    chain.points = static_cast<std::size_t>(x.rows());
+    chain.stride = chain.points + kernel_tile;
+    chain.q.assign(chain.stride * (m_layers + 1), Scalar(1));
+    chain.ntk.assign(chain.points, Scalar(0));
+    for (Eigen::Index p = 0; p < x.rows(); ++p)
+      chain.q[static_cast<std::size_t>(p)] = x.row(p).squaredNorm() * scale;
+    return chain;
+  }
+
+  KernelOptions m_options;
+  std::size_t m_layers;
+  DiagonalChains<Scalar> m_chain1, m_chain2;
+  std::unique_ptr<Steps<Arch, Scalar>> m_steps;
+  bool m_uses_series = false;
+};
+
+template <class D1, class D2>
+void check_inputs(const char* function, const Eigen::MatrixBase<D1>& x1,
+                  const Eigen::MatrixBase<D2>& x2) {
+  check_nonempty(function, "x1", x1);
+  check_nonempty(function, "x2", x2);
+  if (x1.cols() != x2.cols())
+    fail<std::invalid_argument>(function, "x1 and x2 must have the same number of features (got ",
+                                x1.cols(), " and ", x2.cols(), ")");
+  check_finite(function, "x1", x1);
+  check_finite(function, "x2", x2);
+}
+
+template <class Scalar>
+void check_result(const char* function, const Kernels<Scalar>& k) {
+  for (const auto* m : {&k.nngp, &k.ntk})
+    if (m->size() > 0 && !m->allFinite())
+      fail<std::overflow_error>(function,
+                                "the kernel overflows the scalar type (got a non-finite entry); "
+                                "reduce depth or sigma_w, or use ntk::deep_kernel for normalized "
+                                "deep kernels");
+}
+
+template <class Scalar>
+using OutputRef = Eigen::Ref<Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>;
+
+/// The recursion for x1 against x2 (already checked) into caller storage: `primary` receives Θ^L
+/// (or Σ^L when kind is nngp), `secondary` Σ^L when kind is both (else unused).  When `symmetric`
+/// (x1 is x2) one triangle is computed and mirrored.  Throws std::overflow_error after a
+/// non-finite entry, leaving the outputs partly written.
+template <class Arch, class D1, class D2>
+void compute_into(const char* function, const Arch& arch, const Eigen::MatrixBase<D1>& x1,
+                  const Eigen::MatrixBase<D2>& x2, bool symmetric, KernelKind kind,
+                  OutputRef<typename D1::Scalar> primary, OutputRef<typename D1::Scalar> secondary,
+                  const KernelOptions& options) {
+  using Scalar = typename D1::Scalar;
+  const KernelEngine<Arch, Scalar> engine(arch, x1, x2, symmetric, options);
+  const Eigen::Index n1 = x1.rows(), n2 = x2.rows();
+  // Start from the inner products, written straight into the output (scaled when read).
+  if (symmetric) {  // upper triangle of x1 x1ᵀ only: half the flops
+    primary.setZero();
+    primary.template selfadjointView<Eigen::Upper>().rankUpdate(x1.derived());
+  } else {
+    primary.noalias() = x1 * x2.transpose();
+  }
+  const Scalar scale = engine.input_scale(x1.cols());
+  const bool want_nngp = kind != KernelKind::ntk, want_ntk = kind != KernelKind::nngp;
+  const int threads = options.threads;
+  (void)threads;
+  constexpr int T = kernel_tile;
+  const DiagonalChains<Scalar>& c1 = engine.chain1();
+  // Column-major storage: tiles of T rows run down a column; the symmetric case fills the upper
+  // triangle (i <= j) and mirrors it.  With Hermite series (K coefficients per point and layer)
+  // columns go in blocks of B, each row tile visiting all the block's columns in turn, so the
+  // tile's coefficients are reused from cache B times; otherwise one column at a time, which
+  // streams the output down its columns.
+  const Eigen::Index B = engine.uses_series() ? 32 : 1;
+  const Eigen::Index blocks = (n2 + B - 1) / B;
+  bool finite = true;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(dynamic, B == 1 ? 4 : 1) reduction(&& : finite) num_threads(threads > 0 ? threads : omp_get_max_threads())
+#endif
+  for (Eigen::Index block = 0; block < blocks; ++block) {
+    const Eigen::Index j0 = block * B, j1 = std::min(n2, j0 + B);
+    const Eigen::Index rows = symmetric ? j1 : n1;
+    Scalar first[T], nngp[T], ntk[T];
+    for (Eigen::Index i0 = 0; i0 < rows; i0 += T) {
+      for (Eigen::Index j = symmetric ? std::max(j0, i0) : j0; j < j1; ++j) {
+        const Eigen::Index count = std::min<Eigen::Index>(T, (symmetric ? j + 1 : n1) - i0);
+        for (int t = 0; t < T; ++t)  // the diagonal starts from the chains' own x·x
+          first[t] = t >= count ? Scalar(0)
+                     : (symmetric && i0 + t == j) ? c1.value(0, j)
+                                                  : primary(i0 + t, j) * scale;
+        engine.entries(first, i0, j, nngp, ntk, [](std::size_t, int, Scalar, Scalar, Scalar) {});
+        for (Eigen::Index t = 0; t < count; ++t) {
+          finite = finite && std::isfinite(nngp[t]) && std::isfinite(ntk[t]);
+          if (want_nngp && want_ntk) {
+            secondary(i0 + t, j) = nngp[t];
+            primary(i0 + t, j) = ntk[t];
+          } else {
+            primary(i0 + t, j) = want_ntk ? ntk[t] : nngp[t];
+          }
+        }
+      }
+    }
+  }
+  if (!finite)
+    fail<std::overflow_error>(function,
+                              "the kernel overflows the scalar type (got a non-finite entry); "
+                              "reduce depth or sigma_w, or use the normalized deep kernels of "
+                              "deep_limit.hpp");
+  if (symmetric) {
+    mirror_upper(primary, threads);
+    if (want_nngp && want_ntk) mirror_upper(secondary, threads);
+  }
+}
+
+/// The checks every Gram-matrix request makes before anything is computed or written.
+template <class Arch, class D1, class D2>
+void check_request(const char* function, const Arch& arch, const Eigen::MatrixBase<D1>& x1,
+                   const Eigen::MatrixBase<D2>& x2, const KernelOptions& options) {
+  static_assert(std::is_same_v<typename D1::Scalar, typename D2::Scalar>,
+                "ntk: x1 and x2 must have the same scalar type");
+  options.check(function);
+  check_architecture(function, arch);
+  check_inputs(function, x1, x2);
+}
+
+/// Checks the inputs, allocates the requested Gram matrices (huge pages where available) and
+/// fills them.
+template <class Arch, class D1, class D2>
+Kernels<typename D1::Scalar> compute_block(const char* function, const Arch& arch,
+                                           const Eigen::MatrixBase<D1>& x1,
+                                           const Eigen::MatrixBase<D2>& x2, bool symmetric,
+                                           KernelKind kind, const KernelOptions& options) {
+  using Scalar = typename D1::Scalar;
+  check_request(function, arch, x1, x2, options);
+  Kernels<Scalar> result;
+  const bool want_nngp = kind != KernelKind::ntk, want_ntk = kind != KernelKind::nngp;
+  if (want_nngp) allocate_large(result.nngp, x1.rows(), x2.rows());
+  if (want_ntk) allocate_large(result.ntk, x1.rows(), x2.rows());
+  compute_into(function, arch, x1, x2, symmetric, kind, want_ntk ? result.ntk : result.nngp,
+               result.nngp, options);
+  return result;
+}
+
+/// kernel_into's checks, then the recursion straight into `out`.
+template <class Arch, class D1, class D2>
+void compute_into_checked(const char* function, const Arch& arch, const Eigen::MatrixBase<D1>& x1,
+                          const Eigen::MatrixBase<D2>& x2, bool symmetric, KernelKind kind,
+                          OutputRef<typename D1::Scalar> out, const KernelOptions& options) {
+  check_request(function, arch, x1, x2, options);
+  if (kind == KernelKind::both)
+    fail<std::invalid_argument>(function, "kind must be nngp or ntk: one output (got both)");
+  if (out.rows() != x1.rows() || out.cols() != x2.rows())
+    fail<std::invalid_argument>(function, "out must be ", x1.rows(), " x ", x2.rows(), " (got ",
+                                out.rows(), " x ", out.cols(), ")");
+  compute_into(function, arch, x1, x2, symmetric, kind, out, out, options);
+}
+
+
+/// kernel_diagonal: the checks, then the diagonal chains alone.
+template <class Arch, class D>
+Kernels<typename D::Scalar> compute_diagonal(const char* function, const Arch& arch,
+                                             const Eigen::MatrixBase<D>& x, const KernelOptions& options) {
+  using Scalar = typename D::Scalar;
+  check_request(function, arch, x, x, options);
+  const KernelEngine<Arch, Scalar> engine(arch, x, x, true, options);
+  Kernels<Scalar> result;
+  result.nngp.resize(x.rows(), 1);
+  result.ntk.resize(x.rows(), 1);
+  const auto& chain = engine.chain1();
+  for (Eigen::Index p = 0; p < x.rows(); ++p) {
+    result.nngp(p, 0) = chain.value(chain.layers, p);
+    result.ntk(p, 0) = chain.ntk[static_cast<std::size_t>(p)];
+  }
+  check_result(function, result);
+  return result;
+}
+
+/// kernel_layers: the checks, then the recursion recording every affine layer's matrices.
+template <class Arch, class D1, class D2>
+std::vector<LayerKernels<typename D1::Scalar>> compute_layers(const char* function, const Arch& arch,
+                                                              const Eigen::MatrixBase<D1>& x1,
+                                                              const Eigen::MatrixBase<D2>& x2,
+                                                              const KernelOptions& options) {
+  using Scalar = typename D1::Scalar;
+  check_request(function, arch, x1, x2, options);
+  const KernelEngine<Arch, Scalar> engine(arch, x1, x2, false, options);
+  std::vector<std::size_t> slot(arch.size(), 0);
+  std::size_t affine = 0;
+  arch.for_each_layer([&](std::size_t l, const auto& layer) {
+    if constexpr (std::is_same_v<std::decay_t<decltype(layer)>, Dense>) slot[l] = affine++;
+  });
+  std::vector<LayerKernels<Scalar>> out(affine);
+  for (auto& layer : out) {
+    layer.nngp.resize(x1.rows(), x2.rows());
+    layer.nngp_dot.resize(x1.rows(), x2.rows());
+    layer.ntk.resize(x1.rows(), x2.rows());
+  }
+  const Scalar scale = engine.input_scale(x1.cols());
+  constexpr int T = kernel_tile;
+  Scalar start[T], nngp[T], ntk[T];
+  for (Eigen::Index j = 0; j < x2.rows(); ++j)
+    for (Eigen::Index i0 = 0; i0 < x1.rows(); i0 += T) {
+      const Eigen::Index count = std::min<Eigen::Index>(T, x1.rows() - i0);
+      for (int t = 0; t < T; ++t)
+        start[t] = t < count ? x1.row(i0 + t).dot(x2.row(j)) * scale : Scalar(0);
+      engine.entries(start, i0, j, nngp, ntk, [&](std::size_t l, int t, Scalar s, Scalar s_dot, Scalar k) {
+        if (t >= count) return;
+        out[slot[l]].nngp(i0 + t, j) = s;
+        out[slot[l]].nngp_dot(i0 + t, j) = s_dot;
+        out[slot[l]].ntk(i0 + t, j) = k;
+      });
+    }
+  return out;
+}
+
+}  // namespace detail
+}  // namespace ntk

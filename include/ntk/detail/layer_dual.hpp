@@ -1,0 +1,222 @@
+#pragma once
+/// \file detail/layer_dual.hpp
+/// The dual of one activation layer as the kernel engine evaluates it, a tile of entries at a time.
+/// Not public API; see kernel.hpp.
+///
+/// The mode is chosen once per layer, from the activation and the variances the layer sees:
+///  - closed: the activation's own closed form (exact); positively homogeneous activations such as
+///    ReLU give unit_dual(ρ) scaled by sqrt(q q'), one square root per entry;
+///  - table: every input of the layer has the same variance (inputs of a common norm): the dual is
+///    tabulated once as a piecewise Chebyshev series in the correlation (16 panels of degree 16,
+///    error <= 1e-12 for tanh; detail/dual_table.hpp);
+///  - series: variances differ and the order is adaptive: the Mehler series Σ_k a_k(q) a_k(q') ρ^k
+///    with per-point Hermite coefficients (detail/hermite_series.hpp), cut where every point's tail
+///    is below DualOptions::series_tolerance (default 1e-12) of its E[φ²] and E[φ'²]; the per-entry
+///    truncation error is then at most that fraction of sqrt(T(x, x) T(x', x')).  About 100·q
+///    terms for tanh at variance q; extra memory O((n1 + n2) K L);
+///  - quadrature: an explicit quadrature order, or a series that does not converge within rules of
+///    1024 nodes (kinked activations under force_quadrature, huge variances): a product rule per
+///    entry (q² evaluations per entry: slow, for checking).
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <utility>
+#include <vector>
+
+#include "../activations.hpp"
+#include "../dual.hpp"
+#include "../quadrature.hpp"
+#include "config.hpp"
+#include "dual_table.hpp"
+#include "hermite_series.hpp"
+#include "quadrature_dual.hpp"
+
+namespace ntk {
+namespace detail {
+
+/// Variances of a tile of rows i (arrays) against one column j, with their square roots.
+template <class Scalar>
+struct TileVariances {
+  Eigen::Index i0, j;  // the tile's first row and its column
+  const Scalar *q_i, *root_i, *inverse_root_i;
+  Scalar q_j, root_j, inverse_root_j;
+};
+
+/// The dual of one activation layer, prepared for the variances that layer will see.
+template <class Phi, class Scalar>
+class LayerDual {
+ public:
+  LayerDual() = default;
+  LayerDual(const Phi& phi, const DualOptions& options, Scalar q_min, Scalar q_max)
+      : m_phi(&phi) {
+    if constexpr (has_closed_form_dual_v<Phi, Scalar>) {
+      if (!options.force_quadrature) {
+        m_mode = Mode::closed;
+        return;
+      }
+    }
+    const int order = options.quadrature_order > 0
+                          ? options.quadrature_order
+                          : adaptive_quadrature_order(static_cast<double>(q_max));
+    m_rule = &gauss_hermite<Scalar>(order);
+    m_mode = Mode::quadrature;
+    if (q_max > 0 && q_max - q_min <= Scalar(1e-13) * q_max) {
+      m_mode = Mode::table;
+      const Scalar q = (q_min + q_max) / 2;
+      m_table = DualTable<Scalar>([&](Scalar rho) {
+        return quadrature_dual(*m_phi, Covariance2<Scalar>{q, rho * q, q}, *m_rule);
+      });
+    }
+  }
+
+  /// Variances differ and the order is adaptive: switch to the Hermite series when it converges
+  /// for the variances of the rows and (when they are other points) of the columns.
+  void prepare_series(const DualOptions& options, VarianceSet<Scalar> rows, VarianceSet<Scalar> columns) {
+    if (m_mode != Mode::quadrature || options.quadrature_order > 0) return;
+    std::vector<VarianceSet<Scalar>> sets{rows};
+    if (columns.q != nullptr) sets.push_back(columns);
+    std::vector<HermiteSeries<Scalar>> series = hermite_series(*m_phi, sets, options.series_tolerance);
+    if (!series[0].converged) return;
+    m_series[0] = std::move(series[0]);
+    if (series.size() > 1) m_series[1] = std::move(series[1]);
+    m_mode = Mode::series;
+  }
+
+  bool uses_series() const { return m_mode == Mode::series; }
+
+  /// The activation step for a tile of entries: s[t] <- L^φ, k[t] *= L^φ', t_dot[t] <- L^φ' at
+  /// [[qi[t], s[t]], [s[t], qj]].  The mode is chosen once per tile so the closed-form loop has
+  /// no calls and can be vectorized.
+  template <int T>
+  void cross_tile(const TileVariances<Scalar>& v, Scalar* s, Scalar* k, Scalar* t_dot) const {
+    if constexpr (has_closed_form_dual_v<Phi, Scalar>) {
+      if (m_mode == Mode::closed) {
+        const Phi phi = *m_phi;
+        for (int t = 0; t < T; ++t) {
+          Dual<Scalar> d;
+          if constexpr (has_unit_dual_v<Phi, Scalar>) {
+            // ρ = (c / √qi) / √qj: no overflow or underflow since |c| <= √qi √qj.
+            d = phi.unit_dual(s[t] * v.inverse_root_i[t] * v.inverse_root_j);
+            d.t = d.t * v.root_i[t] * v.root_j;
+          } else {
+            d = phi.dual(v.q_i[t], s[t], v.q_j);
+          }
+          s[t] = d.t;
+          k[t] *= d.t_dot;
+          t_dot[t] = d.t_dot;
+        }
+        return;
+      }
+    }
+    generic_tile<T>(v, s, k, t_dot);
+  }
+
+  /// The table, series and quadrature modes, kept out of line so the closed-form loop above
+  /// stays small enough to inline into the layer loop (its tile then lives in registers).
+  template <int T>
+  NTK_NOINLINE void generic_tile(const TileVariances<Scalar>& v, Scalar* s, Scalar* k, Scalar* t_dot) const {
+    if (m_mode == Mode::table) {  // one variance: the table in ρ, for the whole tile at once
+      Scalar rho[T], t_value[T];
+      for (int t = 0; t < T; ++t) rho[t] = s[t] * v.inverse_root_i[t] * v.inverse_root_j;
+      m_table.template evaluate<T>(rho, t_value, t_dot);
+      for (int t = 0; t < T; ++t) {
+        s[t] = t_value[t];
+        k[t] *= t_dot[t];
+      }
+      return;
+    }
+    if (m_mode == Mode::series) {
+      series_tile<T>(v, s, k, t_dot);
+      return;
+    }
+    for (int t = 0; t < T; ++t) {  // direct 2-D quadrature, entry by entry
+      const Scalar limit = v.root_i[t] * v.root_j;
+      const Scalar c = std::min(std::max(s[t], -limit), limit);
+      const Dual<Scalar> d = quadrature_dual(*m_phi, Covariance2<Scalar>{v.q_i[t], c, v.q_j}, *m_rule);
+      s[t] = d.t;
+      k[t] *= d.t_dot;
+      t_dot[t] = d.t_dot;
+    }
+  }
+
+  /// Σ_k a_k(qi) a_k(qj) ρ^k by Horner for a tile.  Flattened: every Eigen call inlined, so the
+  /// fixed-size accumulators stay in registers whatever the caller's inlining budget.
+  template <int T>
+  NTK_NOINLINE NTK_FLATTEN void series_tile(const TileVariances<Scalar>& v, Scalar* s, Scalar* k, Scalar* t_dot) const {
+    static_assert(T == HermiteSeries<Scalar>::lanes, "a kernel tile is one group of the series");
+    using Lanes = Eigen::Array<Scalar, T, 1>;  // fixed size: the accumulators stay in registers
+    using Block = Eigen::Map<const Lanes>;
+    const HermiteSeries<Scalar>& rows = m_series[0];
+    const HermiteSeries<Scalar>& columns = m_series[1].converged ? m_series[1] : m_series[0];
+    Lanes rho;
+    for (int t = 0; t < T; ++t) {
+      const Scalar r = s[t] * v.inverse_root_i[t] * v.inverse_root_j;
+      rho[t] = r > 1 ? Scalar(1) : (r < -1 ? Scalar(-1) : r);  // NaN stays NaN
+    }
+    const Lanes rho2 = rho * rho;
+    const std::size_t i0 = static_cast<std::size_t>(v.i0), j = static_cast<std::size_t>(v.j);
+    const Scalar* a = rows.a_group(i0);
+    const Scalar* b = rows.b_group(i0);
+    // Even and odd degrees as two Horner chains in ρ², for L^φ and L^φ': four independent
+    // chains per lane instead of one long dependent one.
+    // The two series have their own lengths: the longer one's top degrees run alone first.
+    Lanes t_even = Lanes::Zero(), t_odd = Lanes::Zero(), d_even = Lanes::Zero(), d_odd = Lanes::Zero();
+    const auto step_t = [&](int d) {
+      t_even = t_even * rho2 + Block(a + d * T) * columns.a_at(j, d);
+      t_odd = t_odd * rho2 + Block(a + (d + 1) * T) * columns.a_at(j, d + 1);
+    };
+    const auto step_d = [&](int d) {
+      d_even = d_even * rho2 + Block(b + d * T) * columns.b_at(j, d);
+      d_odd = d_odd * rho2 + Block(b + (d + 1) * T) * columns.b_at(j, d + 1);
+    };
+    const int shared = std::min(rows.terms, rows.terms_dot);
+    for (int d = rows.terms - 2; d >= shared; d -= 2) step_t(d);
+    for (int d = rows.terms_dot - 2; d >= shared; d -= 2) step_d(d);
+    for (int d = shared - 2; d >= 0; d -= 2) {
+      step_t(d);
+      step_d(d);
+    }
+    const Lanes t_value = t_even + rho * t_odd, t_dot_value = d_even + rho * d_odd;
+    for (int t = 0; t < T; ++t) {
+      s[t] = t_value[t];
+      k[t] *= t_dot_value[t];
+      t_dot[t] = t_dot_value[t];
+    }
+  }
+
+  /// (E[φ(√q Z)²], E[φ'(√q Z)²]).
+  Dual<Scalar> diagonal(Scalar q) const { return diagonal_dual(*m_phi, q, m_mode == Mode::closed); }
+
+  /// Exact closed form when allowed, else a 1-D rule of the adaptive order.
+  static Dual<Scalar> diagonal_dual(const Phi& phi, Scalar q, bool closed,
+                                    int order = 0) {
+    if constexpr (has_closed_form_dual_v<Phi, Scalar>) {
+      if (closed) return phi.dual(q, q, q);
+    }
+    const auto& rule = gauss_hermite<Scalar>(
+        order > 0 ? order : adaptive_quadrature_order(static_cast<double>(q)));
+    const Scalar sd = std::sqrt(q);
+    Scalar t = 0, t_dot = 0;
+    for (int i = 0; i < rule.order(); ++i) {
+      Scalar v, d;
+      value_and_derivative(phi, sd * rule.nodes()[static_cast<std::size_t>(i)], v, d);
+      t += rule.weights()[static_cast<std::size_t>(i)] * v * v;
+      t_dot += rule.weights()[static_cast<std::size_t>(i)] * d * d;
+    }
+    return {t, t_dot};
+  }
+
+ private:
+  enum class Mode { closed, table, series, quadrature };
+  const Phi* m_phi = nullptr;
+  Mode m_mode = Mode::closed;
+  const GaussHermiteRule<Scalar>* m_rule = nullptr;
+  DualTable<Scalar> m_table;
+  HermiteSeries<Scalar> m_series[2];  // rows' and (when different) columns' variances
+};
+
+}  // namespace detail
+}  // namespace ntk

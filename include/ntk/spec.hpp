@@ -1,0 +1,309 @@
+#pragma once
+/// \file spec.hpp
+/// Run-time architecture descriptions: a shape string and a SPEC string, the form the
+/// command-line tool (--shape, --architecture) and the Python package take.
+///
+/// Shape: "H,W,C" (an image, channels last), "L,C" (a 1-D signal: 1 x L x C) or "D" (a vector:
+/// 1 x 1 x D).
+///
+/// SPEC: layers separated by ',', a layer's fields by ':'.
+///   conv[:FILTER][:CHANNELS][:OPTION...]   FILTER N or NxM (N means NxN on images, 1xN on
+///        signals; default 3), CHANNELS for finite networks (default 0: kernels only); options
+///        same | valid | circular (default same), stride=S or stride=SxT, sw=σ_w (1), sb=σ_b (0)
+///   avgpool[:WINDOW][:OPTION...]            WINDOW N or NxM (default 2), stride=... (default the
+///        window), same | valid | circular (default valid)
+///   gap (or globalavgpool)                 mean over pixels
+///   flatten
+///   dense[:WIDTH][:sw=σ_w][:sb=σ_b]        per pixel on images; WIDTH default 1, σ_w 1, σ_b 0
+///   an activation: relu, abs, erf, tanh, sigmoid, gelu, identity, sin, cos, softplus, sign,
+///        leaky_relu:SLOPE, abrelu:A:B, exp:A:B, gaussian:A:B, rbf:GAMMA, monomial:N,
+///        rectified_monomial:N, polynomial:C0:C1:..., hermite:C0:C1:..., opt:D
+/// Example: "conv:3x3:64,relu,avgpool:2,conv:3x3:64,relu,gap,dense:10".
+/// Every malformed case throws std::invalid_argument naming the layer, the field and the problem.
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "activations.hpp"
+#include "conv.hpp"
+#include "errors.hpp"
+#include "layers.hpp"
+
+namespace ntk {
+namespace detail {
+
+inline std::vector<std::string> split_fields(const std::string& text, char separator) {
+  std::vector<std::string> out;
+  std::string::size_type start = 0;
+  for (;;) {
+    const auto end = text.find(separator, start);
+    out.push_back(text.substr(start, end == std::string::npos ? std::string::npos : end - start));
+    if (end == std::string::npos) return out;
+    start = end + 1;
+  }
+}
+
+/// A whole-string integer >= 1.
+inline bool parse_positive(const std::string& text, Eigen::Index& value) {
+  if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos || text.size() > 12) return false;
+  value = static_cast<Eigen::Index>(std::strtoll(text.c_str(), nullptr, 10));
+  return value >= 1;
+}
+
+/// A whole-string finite number.
+inline bool parse_number(const std::string& text, double& value) {
+  if (text.empty() || std::isspace(static_cast<unsigned char>(text[0]))) return false;
+  char* end = nullptr;
+  errno = 0;
+  value = std::strtod(text.c_str(), &end);
+  return end == text.c_str() + text.size() && errno == 0 && std::isfinite(value);
+}
+
+/// "N" or "NxM" as (height, width); N alone is N x N, or 1 x N when `one_dimensional`.
+inline bool parse_window(const std::string& text, bool one_dimensional, Eigen::Index& height, Eigen::Index& width) {
+  const auto x = text.find('x');
+  if (x == std::string::npos) {
+    if (!parse_positive(text, width)) return false;
+    height = one_dimensional ? 1 : width;
+    return true;
+  }
+  return parse_positive(text.substr(0, x), height) && parse_positive(text.substr(x + 1), width);
+}
+
+class SpecParser {
+ public:
+  SpecParser(std::size_t index, std::string layer) : m_index(index), m_layer(std::move(layer)) {}
+
+  [[noreturn]] void bad(const std::string& what) const {
+    fail<std::invalid_argument>("parse_architecture", "layer ", m_index, " '", m_layer, "': ", what);
+  }
+  double number(const std::string& text, const char* what) const {
+    double v;
+    if (!parse_number(text, v)) bad(std::string("bad ") + what + " '" + text + "' (expected a finite number)");
+    return v;
+  }
+  Eigen::Index positive(const std::string& text, const char* what) const {
+    Eigen::Index v;
+    if (!parse_positive(text, v)) bad(std::string("bad ") + what + " '" + text + "' (expected an integer >= 1)");
+    return v;
+  }
+  std::vector<double> numbers(const std::vector<std::string>& fields, const char* what) const {
+    if (fields.size() < 2) bad(std::string("needs ") + what);
+    std::vector<double> out;
+    for (std::size_t k = 1; k < fields.size(); ++k) out.push_back(number(fields[k], what));
+    return out;
+  }
+  void arity(const std::vector<std::string>& fields, std::size_t low, std::size_t high) const {
+    const std::size_t given = fields.size() - 1;
+    if (given < low || given > high) {
+      if (low == high && low == 0) bad("takes no parameters (got " + std::to_string(given) + ")");
+      bad("takes " + std::to_string(low) + (high > low ? " to " + std::to_string(high) : std::string()) +
+          " parameters (got " + std::to_string(given) + ")");
+    }
+  }
+  /// Any constructor exception of an activation, re-thrown with the layer named.
+  template <class Make>
+  ImageArchitecture::Layer activation(Make&& make) const {
+    try {
+      return make();
+    } catch (const std::invalid_argument& e) {
+      bad(e.what());
+    } catch (const std::domain_error& e) {
+      bad(e.what());
+    }
+  }
+
+ private:
+  std::size_t m_index;
+  std::string m_layer;
+};
+
+inline Padding parse_padding(const std::string& text, bool& matched) {
+  matched = true;
+  if (text == "same") return Padding::same;
+  if (text == "valid") return Padding::valid;
+  if (text == "circular") return Padding::circular;
+  matched = false;
+  return Padding::same;
+}
+
+inline ImageArchitecture::Layer parse_layer(std::size_t index, const std::string& text, bool one_dimensional) {
+  const SpecParser p(index, text);
+  if (text.empty()) p.bad("empty layer (two commas in a row, or a trailing comma)");
+  const std::vector<std::string> f = split_fields(text, ':');
+  const std::string& head = f[0];
+  using L = ImageArchitecture::Layer;
+  if (head == "conv" || head == "avgpool") {
+    const bool conv = head == "conv";
+    Eigen::Index fh = conv ? (one_dimensional ? 1 : 3) : (one_dimensional ? 1 : 2), fw = conv ? 3 : 2;
+    Eigen::Index channels = 0, sh = conv ? 1 : 0, sw = conv ? 1 : 0;
+    Padding padding = conv ? Padding::same : Padding::valid;
+    double sigma_w = 1, sigma_b = 0;
+    int positional = 0;
+    for (std::size_t k = 1; k < f.size(); ++k) {
+      const std::string& field = f[k];
+      bool is_padding;
+      const Padding pad = parse_padding(field, is_padding);
+      if (is_padding) {
+        padding = pad;
+      } else if (field.rfind("stride=", 0) == 0) {
+        if (!parse_window(field.substr(7), one_dimensional, sh, sw))
+          p.bad("bad stride '" + field.substr(7) + "' (expected N or NxM, integers >= 1)");
+      } else if (conv && field.rfind("sw=", 0) == 0) {
+        sigma_w = p.number(field.substr(3), "sw");
+      } else if (conv && field.rfind("sb=", 0) == 0) {
+        sigma_b = p.number(field.substr(3), "sb");
+      } else if (field.find('=') != std::string::npos) {
+        p.bad("unknown option '" + field + "' (known: stride=, same, valid, circular" +
+              std::string(conv ? ", sw=, sb=)" : ")"));
+      } else if (positional == 0) {
+        if (!parse_window(field, one_dimensional, fh, fw))
+          p.bad(std::string("bad ") + (conv ? "filter" : "window") + " '" + field +
+                "' (expected N or NxM, integers >= 1)");
+        ++positional;
+      } else if (positional == 1 && conv) {
+        channels = p.positive(field, "channel count");
+        ++positional;
+      } else {
+        p.bad("unexpected field '" + field + "'");
+      }
+    }
+    if (conv) {
+      Conv c;
+      c.channels = channels;
+      c.filter_height = fh;
+      c.filter_width = fw;
+      c.stride_height = sh;
+      c.stride_width = sw;
+      c.padding = padding;
+      c.sigma_w = sigma_w;
+      c.sigma_b = sigma_b;
+      return c;
+    }
+    return AvgPool{fh, fw, sh, sw, padding};
+  }
+  if (head == "gap" || head == "globalavgpool") {
+    p.arity(f, 0, 0);
+    return GlobalAvgPool{};
+  }
+  if (head == "flatten") {
+    p.arity(f, 0, 0);
+    return Flatten{};
+  }
+  if (head == "dense") {
+    Eigen::Index width = 1;
+    double sigma_w = 1, sigma_b = 0;
+    bool have_width = false;
+    for (std::size_t k = 1; k < f.size(); ++k) {
+      if (f[k].rfind("sw=", 0) == 0) {
+        sigma_w = p.number(f[k].substr(3), "sw");
+      } else if (f[k].rfind("sb=", 0) == 0) {
+        sigma_b = p.number(f[k].substr(3), "sb");
+      } else if (!have_width && f[k].find('=') == std::string::npos) {
+        width = p.positive(f[k], "width");
+        have_width = true;
+      } else {
+        p.bad("unexpected field '" + f[k] + "' (known: WIDTH, sw=, sb=)");
+      }
+    }
+    return Dense(sigma_w, sigma_b, width);
+  }
+  // Activations.
+  const auto plain = [&](auto phi) {
+    p.arity(f, 0, 0);
+    return L(ImageActivation(phi));
+  };
+  if (head == "relu") return plain(Relu{});
+  if (head == "abs") return plain(Abs{});
+  if (head == "erf") return plain(Erf{});
+  if (head == "tanh") return plain(Tanh{});
+  if (head == "sigmoid") return plain(Sigmoid{});
+  if (head == "gelu") return plain(Gelu{});
+  if (head == "identity") return plain(Identity{});
+  if (head == "sin") return plain(Sin{});
+  if (head == "cos") return plain(Cos{});
+  if (head == "softplus") return plain(Softplus{});
+  if (head == "sign") return plain(Sign{});
+  if (head == "leaky_relu") {
+    p.arity(f, 0, 1);
+    const double slope = f.size() > 1 ? p.number(f[1], "slope") : 0.01;
+    return L(ImageActivation(LeakyRelu{slope}));
+  }
+  if (head == "abrelu" || head == "exp" || head == "gaussian") {
+    p.arity(f, 2, 2);
+    const double a = p.number(f[1], "a"), b = p.number(f[2], "b");
+    return p.activation([&]() -> L {
+      if (head == "abrelu") return ImageActivation(ABRelu(a, b));
+      if (head == "exp") return ImageActivation(Exp(a, b));
+      return ImageActivation(Gaussian(a, b));
+    });
+  }
+  if (head == "rbf") {
+    p.arity(f, 1, 1);
+    const double gamma = p.number(f[1], "gamma");
+    return p.activation([&]() -> L { return ImageActivation(Rbf(gamma)); });
+  }
+  if (head == "monomial" || head == "rectified_monomial") {
+    p.arity(f, 1, 1);
+    const Eigen::Index n = f[1] == "0" ? 0 : p.positive(f[1], "degree");
+    if (n > 32) p.bad("degree must be at most 32 (got " + f[1] + ")");
+    return p.activation([&]() -> L {
+      if (head == "monomial") return ImageActivation(Monomial(static_cast<int>(n)));
+      return ImageActivation(RectifiedMonomial(static_cast<int>(n)));
+    });
+  }
+  if (head == "polynomial" || head == "hermite") {
+    const std::vector<double> c = p.numbers(f, "coefficients");
+    return p.activation([&]() -> L {
+      if (head == "polynomial") return ImageActivation(Polynomial(c));
+      return ImageActivation(Hermite(c));
+    });
+  }
+  if (head == "opt") {
+    p.arity(f, 1, 1);
+    const double d = p.number(f[1], "dimension");
+    return p.activation([&]() -> L { return ImageActivation(OptimalActivation(d)); });
+  }
+  p.bad("unknown layer '" + head +
+        "' (known: conv, avgpool, gap, flatten, dense, and the activations relu, abs, erf, tanh, sigmoid, gelu, "
+        "identity, sin, cos, softplus, sign, leaky_relu, abrelu, exp, gaussian, rbf, monomial, rectified_monomial, "
+        "polynomial, hermite, opt)");
+}
+
+}  // namespace detail
+
+/// "H,W,C", "L,C" or "D" as an ImageShape.  Throws std::invalid_argument for anything else.
+inline ImageShape parse_shape(const std::string& text) {
+  const std::vector<std::string> fields = detail::split_fields(text, ',');
+  std::vector<Eigen::Index> v;
+  for (const auto& field : fields) {
+    Eigen::Index n;
+    if (!detail::parse_positive(field, n))
+      detail::fail<std::invalid_argument>("parse_shape", "bad dimension '", field, "' in '", text,
+                                          "' (expected H,W,C, L,C or D with integers >= 1)");
+    v.push_back(n);
+  }
+  if (v.size() > 3)
+    detail::fail<std::invalid_argument>("parse_shape", "at most 3 dimensions H,W,C (got ", v.size(), " in '", text, "')");
+  if (v.size() == 3) return {v[0], v[1], v[2]};
+  if (v.size() == 2) return {1, v[0], v[1]};
+  return {1, 1, v[0]};
+}
+
+/// The architecture described by `spec` (see the file comment) on inputs of `shape`.
+/// Throws std::invalid_argument naming the layer for a malformed SPEC, plus ImageArchitecture's
+/// shape errors (with the layer index).
+inline ImageArchitecture parse_architecture(const std::string& spec, const ImageShape& shape) {
+  if (spec.empty()) detail::fail<std::invalid_argument>("parse_architecture", "the SPEC is empty");
+  std::vector<ImageArchitecture::Layer> layers;
+  const std::vector<std::string> parts = detail::split_fields(spec, ',');
+  for (std::size_t l = 0; l < parts.size(); ++l)
+    layers.push_back(detail::parse_layer(l, parts[l], shape.height == 1));
+  return ImageArchitecture(shape, std::move(layers));
+}
+
+}  // namespace ntk

@@ -1,0 +1,75 @@
+// ScaLAPACK's distributed eigendecomposition and Cholesky (ntk/scalapack.hpp) against Eigen's
+// LinearizedDynamics on the same kernels, at whatever number of ranks mpiexec started.
+#include <ntk/activations.hpp>
+#include <ntk/dynamics.hpp>
+#include <ntk/kernel.hpp>
+#include <ntk/layers.hpp>
+#include <ntk/scalapack.hpp>
+
+#include <limits>
+
+#include "catch_shim.hpp"
+#include "test_config.hpp"
+
+namespace {
+using Matrix = Eigen::MatrixXd;
+using ntk_test::normal_matrix;
+const MPI_Comm world = MPI_COMM_WORLD;
+constexpr double inf = std::numeric_limits<double>::infinity();
+double relative(const Matrix& a, const Matrix& b) { return (a - b).norm() / std::max(b.norm(), 1e-300); }
+}  // namespace
+
+TEST_CASE("ScaLAPACK eigenvalues and predictions equal Eigen's LinearizedDynamics to 1e-9",
+          "[mpi][scalapack]") {
+  const auto net = ntk::mlp(ntk::Relu{}, 3, 0, 1.3, 0.2);
+  const Eigen::Index n = ntk_test::scaled(230, 40);
+  const Matrix x = normal_matrix(n, 4, 71), xt = normal_matrix(25, 4, 72);
+  const Matrix y = normal_matrix(n, 3, 73), f0 = 0.1 * normal_matrix(n, 3, 74), f0t = 0.1 * normal_matrix(25, 3, 75);
+  const Matrix g = ntk::ntk_kernel(net, x), gt = ntk::ntk_kernel(net, xt, x);
+  ntk::mpi::ScalapackOptions blocks;
+  blocks.block = 16;  // several blocks per rank at small n
+  for (auto model : {ntk::TimeModel::continuous, ntk::TimeModel::discrete})
+    for (double ridge : {0.0, 1e-3}) {
+      ntk::DynamicsOptions options;
+      options.time = model;
+      options.diag_reg = ridge;
+      options.learning_rate = model == ntk::TimeModel::discrete ? 0.5 / g.diagonal().sum() : 0.7;
+      const ntk::LinearizedDynamics<> reference(g, y, f0, options);
+      const ntk::mpi::ScalapackDynamics dynamics(world, net, x, y, ntk::KernelKind::ntk, f0, options, {}, blocks);
+      CHECK(relative(dynamics.eigenvalues(), reference.eigenvalues()) < 1e-12);
+      const std::vector<double> times = {1, 10, 100, inf};
+      const auto got = dynamics.test_predictions(net, xt, x, ntk::KernelKind::ntk, times, f0t);
+      const auto projection = reference.project(gt, f0t);
+      for (std::size_t i = 0; i < times.size(); ++i) {
+        CHECK(relative(got[i], reference.test_predictions(projection, times[i])) < 1e-9);
+        CHECK(relative(dynamics.train_predictions(times[i]), reference.train_predictions(times[i])) < 1e-9);
+      }
+    }
+}
+
+TEST_CASE("ScaLAPACK Cholesky solve equals the dense ridge solution to 1e-9", "[mpi][scalapack]") {
+  const auto net = ntk::mlp(ntk::Relu{}, 2);
+  const Matrix x = normal_matrix(190, 6, 81), y = normal_matrix(190, 2, 82);
+  const double ridge = 1e-2;
+  const Matrix g = ntk::nngp_kernel(net, x);
+  const Matrix reference = (g + ridge * Matrix::Identity(190, 190)).ldlt().solve(y);
+  ntk::mpi::ScalapackOptions blocks;
+  blocks.block = 32;
+  const auto solution = ntk::mpi::scalapack_solve(world, net, x, y, ntk::KernelKind::nngp, ridge, {}, blocks);
+  CHECK(relative(solution.coefficients, reference) < 1e-9);
+}
+
+TEST_CASE("ScaLAPACK Cholesky of a singular kernel fails with one error on every rank",
+          "[mpi][scalapack][errors]") {
+  const auto net = ntk::mlp(ntk::Relu{}, 2);
+  Matrix x = normal_matrix(60, 3, 91);
+  x.row(7) = x.row(3);  // a duplicated point: G0 singular
+  const Matrix y = normal_matrix(60, 1, 92);
+  std::string message;
+  try {
+    (void)ntk::mpi::scalapack_solve(world, net, x, y, ntk::KernelKind::ntk, 0.0);
+  } catch (const std::domain_error& e) {
+    message = e.what();
+  }
+  CHECK(message.find("ntk::scalapack_solve: G0 + ridge I is not positive definite") == 0);
+}

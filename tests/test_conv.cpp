@@ -1,0 +1,385 @@
+// Image architectures (conv.hpp): analytic kernels against their finite networks, structural
+// identities (1x1 conv = Dense, GAP = pixel-pair mean, Flatten = diagonal mean, circular
+// translation invariance), generic activations, and every malformed shape.
+#include <ntk/conv.hpp>
+#include <ntk/kernel.hpp>
+#include <ntk/spec.hpp>
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "catch_shim.hpp"
+#include "test_config.hpp"
+
+namespace {
+
+using ntk::AvgPool;
+using ntk::Conv;
+using ntk::Dense;
+using ntk::Flatten;
+using ntk::GlobalAvgPool;
+using ntk::ImageShape;
+using ntk::Padding;
+
+template <class E, class F>
+bool conv_throws(F&& f, const std::string& text) {
+  try {
+    f();
+  } catch (const E& e) {
+    if (std::string(e.what()).find(text) != std::string::npos) return true;
+    FAIL_CHECK("message was: " << e.what());
+    return false;
+  } catch (const std::exception& e) {
+    FAIL_CHECK("other exception: " << e.what());
+    return false;
+  }
+  return false;
+}
+
+Conv conv3(Eigen::Index channels, Padding padding = Padding::same, double sigma_b = 0.1) {
+  Conv c;
+  c.channels = channels;
+  c.padding = padding;
+  c.sigma_w = 1.3;
+  c.sigma_b = sigma_b;
+  return c;
+}
+
+/// Circular shift of an image (rows of H·W·C, channels last) by (dh, dw).
+Eigen::MatrixXd shift(const Eigen::MatrixXd& x, ImageShape s, Eigen::Index dh, Eigen::Index dw) {
+  Eigen::MatrixXd y(x.rows(), x.cols());
+  for (Eigen::Index i = 0; i < x.rows(); ++i)
+    for (Eigen::Index h = 0; h < s.height; ++h)
+      for (Eigen::Index w = 0; w < s.width; ++w)
+        for (Eigen::Index c = 0; c < s.channels; ++c)
+          y(i, (((h + dh) % s.height) * s.width + (w + dw) % s.width) * s.channels + c) =
+              x(i, (h * s.width + w) * s.channels + c);
+  return y;
+}
+
+}  // namespace
+
+TEST_CASE("Image kernels: Dense layers on 1x1 images equal the MLP kernel of kernel.hpp", "[conv]") {
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(5, 7, 11);
+  const auto arch = ntk::image_serial(ImageShape{1, 1, 7}, Dense(1.4, 0.3), ntk::activation(ntk::Relu{}),
+                                      Dense(1.4, 0.3), ntk::activation(ntk::Erf{}), Dense(1.4, 0.3));
+  const auto image = ntk::image_kernel(arch, x);
+  const auto serial = ntk::serial(Dense(1.4, 0.3), ntk::activation(ntk::Relu{}), Dense(1.4, 0.3),
+                                  ntk::activation(ntk::Erf{}), Dense(1.4, 0.3));
+  const auto mlp = ntk::kernel(serial, x);
+  CHECK((image.nngp - mlp.nngp).cwiseAbs().maxCoeff() <= 1e-13 * mlp.nngp.cwiseAbs().maxCoeff());
+  CHECK((image.ntk - mlp.ntk).cwiseAbs().maxCoeff() <= 1e-13 * mlp.ntk.cwiseAbs().maxCoeff());
+}
+
+TEST_CASE("Image kernels: a 1x1 convolution equals Dense, in both worlds", "[conv]") {
+  const ImageShape shape{3, 4, 2};
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(3, shape.size(), 5);
+  Conv one;
+  one.channels = 6;
+  one.filter_height = one.filter_width = 1;
+  one.sigma_w = 1.2;
+  one.sigma_b = 0.4;
+  const auto with_conv = ntk::image_serial(shape, one, ntk::activation(ntk::Relu{}), one, ntk::activation(ntk::Tanh{}),
+                                           GlobalAvgPool{}, Dense(1.0, 0.2, 2));
+  const auto with_dense = ntk::image_serial(shape, Dense(1.2, 0.4, 6), ntk::activation(ntk::Relu{}), Dense(1.2, 0.4, 6),
+                                            ntk::activation(ntk::Tanh{}), GlobalAvgPool{}, Dense(1.0, 0.2, 2));
+  const auto a = ntk::image_kernel(with_conv, x), b = ntk::image_kernel(with_dense, x);
+  CHECK((a.nngp - b.nngp).cwiseAbs().maxCoeff() <= 1e-14);
+  CHECK((a.ntk - b.ntk).cwiseAbs().maxCoeff() <= 1e-14);
+  const ntk::ImageNetwork na(with_conv, 9), nb(with_dense, 9);
+  REQUIRE(na.parameter_count() == nb.parameter_count());
+  CHECK((na.forward(x) - nb.forward(x)).cwiseAbs().maxCoeff() <= 1e-13);
+  CHECK((na.jacobian(x) - nb.jacobian(x)).cwiseAbs().maxCoeff() <= 1e-13);
+}
+
+TEST_CASE("Image kernels: GlobalAvgPool is the mean of the pixel-pair kernel, Flatten of its diagonal",
+          "[conv]") {
+  const ImageShape shape{4, 5, 2};
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(2, shape.size(), 21);
+  const std::vector<ntk::ImageArchitecture::Layer> stack = {
+      conv3(4), ntk::ImageActivation(ntk::Relu{}), conv3(4, Padding::valid), ntk::ImageActivation(ntk::Gelu{})};
+  const ntk::ImageArchitecture spatial(shape, stack);
+  const auto pixels = ntk::pixel_kernels(spatial, x.row(0), x.row(1));
+  REQUIRE(pixels.nngp.rows() == 2 * 3);
+  auto gap_layers = stack, flat_layers = stack;
+  gap_layers.push_back(GlobalAvgPool{});
+  gap_layers.push_back(Dense(1.0, 0.0, 1));
+  flat_layers.push_back(Flatten{});
+  flat_layers.push_back(Dense(1.0, 0.0, 1));
+  const auto gap = ntk::image_kernel(ntk::ImageArchitecture(shape, gap_layers), x);
+  const auto flat = ntk::image_kernel(ntk::ImageArchitecture(shape, flat_layers), x);
+  // Readout Dense(1, 0): Σ' = Σ, Θ' = Θ + Σ'.
+  CHECK(std::fabs(gap.nngp(0, 1) - pixels.nngp.mean()) <= 1e-14);
+  CHECK(std::fabs(gap.ntk(0, 1) - (pixels.ntk.mean() + pixels.nngp.mean())) <= 1e-13);
+  const double diagonal_sigma = pixels.nngp.diagonal().mean(), diagonal_theta = pixels.ntk.diagonal().mean();
+  CHECK(std::fabs(flat.nngp(0, 1) - diagonal_sigma) <= 1e-14);  // diagonal-only engine against the full one
+  CHECK(std::fabs(flat.ntk(0, 1) - (diagonal_theta + diagonal_sigma)) <= 1e-13);
+  CHECK(std::fabs(flat.nngp(1, 0) - flat.nngp(0, 1)) == 0);
+  // Pooling really mixes pixels: GAP and Flatten differ here.
+  CHECK(std::fabs(gap.nngp(0, 1) - flat.nngp(0, 1)) > 1e-3);
+}
+
+TEST_CASE("Image kernels: CIRCULAR padding is translation invariant, SAME is not", "[conv]") {
+  const ImageShape shape{5, 4, 3};
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(3, shape.size(), 8);
+  for (Padding padding : {Padding::circular, Padding::same}) {
+    const auto arch = ntk::image_serial(shape, conv3(8, padding), ntk::activation(ntk::Relu{}), conv3(8, padding),
+                                        ntk::activation(ntk::Relu{}), AvgPool{2, 2, 1, 1, padding}, GlobalAvgPool{},
+                                        Dense(1.0, 0.1, 1));
+    const auto k = ntk::image_kernel(arch, x);
+    const Eigen::MatrixXd moved = shift(x, shape, 2, 1);
+    const auto kk = ntk::image_kernel(arch, moved);
+    const double gap = (k.ntk - kk.ntk).cwiseAbs().maxCoeff() / k.ntk.cwiseAbs().maxCoeff();
+    if (padding == Padding::circular) {
+      CHECK(gap <= 1e-13);
+      CHECK((k.nngp - kk.nngp).cwiseAbs().maxCoeff() <= 1e-13 * k.nngp.cwiseAbs().maxCoeff());
+    } else {
+      CHECK(gap > 1e-4);
+    }
+  }
+}
+
+TEST_CASE("Image kernels: generic activations (Mehler series, quadrature) match closed forms", "[conv]") {
+  const ImageShape shape{3, 3, 2};
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(3, shape.size(), 2);
+  const auto arch = ntk::image_serial(shape, conv3(4), ntk::activation(ntk::Erf{}), AvgPool{2, 2, 1, 1, Padding::same},
+                                      conv3(4), ntk::activation(ntk::Gelu{}), GlobalAvgPool{}, Dense(1.0, 0.0, 1));
+  const auto exact = ntk::image_kernel(arch, x);
+  ntk::ImageKernelOptions series;  // forced off the closed forms, adaptive order: Mehler series
+  series.dual.force_quadrature = true;
+  const auto by_series = ntk::image_kernel(arch, x, ntk::KernelKind::both, series);
+  CHECK((by_series.nngp - exact.nngp).cwiseAbs().maxCoeff() <= 1e-10 * exact.nngp.cwiseAbs().maxCoeff());
+  CHECK((by_series.ntk - exact.ntk).cwiseAbs().maxCoeff() <= 1e-10 * exact.ntk.cwiseAbs().maxCoeff());
+  ntk::ImageKernelOptions product = series;  // explicit order: product rule per entry
+  product.dual.quadrature_order = 200;
+  const auto by_product = ntk::image_kernel(arch, x, ntk::KernelKind::both, product);
+  CHECK((by_product.nngp - exact.nngp).cwiseAbs().maxCoeff() <= 1e-10 * exact.nngp.cwiseAbs().maxCoeff());
+  CHECK((by_product.ntk - exact.ntk).cwiseAbs().maxCoeff() <= 1e-10 * exact.ntk.cwiseAbs().maxCoeff());
+  // Tanh (no closed form) on a non-symmetric pair of sets equals the symmetric computation.
+  const auto tanh_arch = ntk::image_serial(shape, conv3(4), ntk::activation(ntk::Tanh{}), GlobalAvgPool{}, Dense(1.0, 0.0, 1));
+  const auto sym = ntk::image_kernel(tanh_arch, x);
+  const auto cross = ntk::image_kernel(tanh_arch, x, x);
+  CHECK((sym.ntk - cross.ntk).cwiseAbs().maxCoeff() <= 1e-12 * sym.ntk.cwiseAbs().maxCoeff());
+}
+
+TEST_CASE("Image kernels: analytic NTK and NNGP against finite conv nets of growing width", "[conv][monte_carlo]") {
+  // Conv, ReLU, AvgPool, strided VALID conv, ReLU, GAP, Dense: every layer type of both engines.
+  const ImageShape shape{4, 4, 2};
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(3, shape.size(), 31);
+  const auto make = [&](Eigen::Index width, Eigen::Index outputs) {
+    Conv strided = conv3(width, Padding::valid);
+    strided.filter_height = strided.filter_width = 2;
+    strided.stride_height = strided.stride_width = 1;
+    return ntk::image_serial(shape, conv3(width), ntk::activation(ntk::Relu{}), AvgPool{2, 2, 1, 1, Padding::valid},
+                             strided, ntk::activation(ntk::Relu{}), GlobalAvgPool{}, Dense(1.0, 0.2, outputs));
+  };
+  const auto analytic = ntk::image_kernel(make(1, 1), x);
+  const long seeds = ntk_test::scaled(6, 2);
+  std::vector<double> ntk_errors, nngp_errors;
+  const std::vector<Eigen::Index> widths = {16, 256};
+  for (Eigen::Index width : widths) {
+    Eigen::MatrixXd mean_ntk = Eigen::MatrixXd::Zero(3, 3), mean_nngp = Eigen::MatrixXd::Zero(3, 3);
+    for (long s = 0; s < seeds; ++s) {
+      const ntk::ImageNetwork net(make(width, 1), 100 + static_cast<std::uint64_t>(s));
+      mean_ntk += net.empirical_ntk(x, x) / static_cast<double>(seeds);
+      // NNGP: E[f f'] over 64 outputs of a wide readout.
+      const ntk::ImageNetwork wide(make(width, 64), 500 + static_cast<std::uint64_t>(s));
+      const Eigen::MatrixXd f = wide.forward(x);
+      mean_nngp += f * f.transpose() / (64.0 * static_cast<double>(seeds));
+    }
+    ntk_errors.push_back((mean_ntk - analytic.ntk).norm() / analytic.ntk.norm());
+    nngp_errors.push_back((mean_nngp - analytic.nngp).norm() / analytic.nngp.norm());
+  }
+  INFO("NTK relative errors " << ntk_errors[0] << " -> " << ntk_errors[1] << ", NNGP " << nngp_errors[0] << " -> "
+                              << nngp_errors[1]);
+  // 16x the width: the error should shrink about 4x (1/sqrt(width)); demand 2x and an absolute bar.
+  // Measured (6 seeds): NTK 0.166 -> 0.028, NNGP 0.140 -> 0.031.
+  CHECK(ntk_errors[1] <= 0.5 * ntk_errors[0]);
+  CHECK(ntk_errors[1] <= 2.0 / std::sqrt(256.0));
+  CHECK(nngp_errors[1] <= 2.0 / std::sqrt(256.0));
+}
+
+TEST_CASE("Image networks: the Jacobian matches central differences of forward", "[conv]") {
+  const ImageShape shape{3, 4, 2};
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(2, shape.size(), 3);
+  Conv strided = conv3(3, Padding::circular);
+  strided.stride_height = 2;
+  const auto arch = ntk::image_serial(shape, strided, ntk::activation(ntk::Tanh{}), AvgPool{2, 2, 1, 1, Padding::same},
+                                      conv3(3), ntk::activation(ntk::Gelu{}), Flatten{}, Dense(1.0, 0.3, 2));
+  ntk::ImageNetwork net(arch, 4);
+  const Eigen::MatrixXd jac = net.jacobian(x);
+  REQUIRE(jac.rows() == 4);
+  // Perturb parameters through a copy with set values: differences of forward.
+  const Eigen::VectorXd theta = net.parameters();
+  double worst = 0;
+  for (Eigen::Index p = 0; p < theta.size(); p += 7) {
+    const double h = 1e-6;
+    Eigen::VectorXd plus = theta, minus = theta;
+    plus[p] += h;
+    minus[p] -= h;
+    net.set_parameters(plus);
+    const Eigen::MatrixXd fp = net.forward(x);
+    net.set_parameters(minus);
+    const Eigen::MatrixXd fm = net.forward(x);
+    for (Eigen::Index i = 0; i < 2; ++i)
+      for (Eigen::Index o = 0; o < 2; ++o)
+        worst = std::max(worst, std::fabs((fp(i, o) - fm(i, o)) / (2 * h) - jac(i * 2 + o, p)));
+  }
+  net.set_parameters(theta);
+  CHECK(worst <= 1e-7);
+}
+
+TEST_CASE("Image architectures: malformed shapes and inputs give clear errors", "[conv]") {
+  const ImageShape shape{4, 4, 1};
+  using IA = std::invalid_argument;
+  CHECK(conv_throws<IA>([&] { ntk::ImageArchitecture(ImageShape{0, 4, 1}, {Flatten{}}); }, "input height must be at least 1 (got 0)"));
+  CHECK(conv_throws<IA>([&] { ntk::ImageArchitecture(shape, {}); }, "architecture has no layers"));
+  Conv big = conv3(2, Padding::valid);
+  big.filter_height = 5;
+  CHECK(conv_throws<IA>([&] { ntk::ImageArchitecture(shape, {big}); }, "layer 0 (conv): VALID window 5x3 is larger than its input 4x4"));
+  Conv zero_stride = conv3(2);
+  zero_stride.stride_width = 0;
+  CHECK(conv_throws<IA>([&] { ntk::ImageArchitecture(shape, {zero_stride}); }, "layer 0 (conv): stride must be at least 1 (got 1x0)"));
+  CHECK(conv_throws<IA>([&] { ntk::ImageArchitecture(shape, {conv3(2), AvgPool{0, 2, 0, 0, Padding::valid}}); },
+                        "layer 1 (avgpool): window must be at least 1x1 (got 0x2)"));
+  Conv negative = conv3(2);
+  negative.sigma_w = -1;
+  CHECK(conv_throws<IA>([&] { ntk::ImageArchitecture(shape, {negative}); }, "Conv sigma_w must be positive"));
+  const ntk::ImageArchitecture spatial(shape, {conv3(2), ntk::ImageActivation(ntk::Relu{})});
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(2, 16, 1);
+  CHECK(conv_throws<IA>([&] { ntk::image_kernel(spatial, x); }, "ntk::image_kernel: the architecture's output must be one pixel"));
+  CHECK(conv_throws<IA>([&] { ntk::ImageNetwork(spatial, 1); }, "ntk::ImageNetwork: the architecture's output must be one pixel"));
+  const auto arch = ntk::image_serial(shape, conv3(0), ntk::activation(ntk::Relu{}), GlobalAvgPool{}, Dense(1.0, 0.0, 1));
+  CHECK(conv_throws<IA>([&] { ntk::ImageNetwork(arch, 1); }, "layer 0 needs at least 1 channel for a finite network (got 0)"));
+  const Eigen::MatrixXd wrong = ntk_test::normal_matrix(2, 15, 1);
+  CHECK(conv_throws<IA>([&] { ntk::image_kernel(arch, wrong); },
+                        "ntk::image_kernel: x must have 16 columns for shape 4x4x1 (H x W x C, channels last) (got 15)"));
+  CHECK(conv_throws<IA>([&] { ntk::image_kernel(arch, x, wrong); }, "x2 must have 16 columns"));
+  Eigen::MatrixXd bad = x;
+  bad(1, 3) = std::nan("");
+  CHECK(conv_throws<std::domain_error>([&] { ntk::image_kernel(arch, bad); }, "x has a non-finite entry at (1, 3)"));
+}
+
+TEST_CASE("Image kernels: the line, block-line, matching-pixel and full engines agree", "[conv]") {
+  // An AvgPool with a 1x1 window is the identity but sends the computation to the full P x P'
+  // engine; without it the same architecture takes the specialised engine.
+  const ImageShape shape{5, 6, 2};
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(3, shape.size(), 77);
+  Conv valid = conv3(3, Padding::valid);
+  valid.filter_height = 2;
+  Conv strided = conv3(3, Padding::same);
+  strided.stride_height = 2;
+  strided.stride_width = 2;
+  const ntk::ImageArchitecture::Layer identity_pool = AvgPool{1, 1, 1, 1, Padding::valid};
+  using L = ntk::ImageArchitecture::Layer;
+  const std::vector<std::vector<L>> prefixes = {
+      {conv3(3), ntk::ImageActivation(ntk::Relu{}), valid, ntk::ImageActivation(ntk::Erf{})},  // lines
+      {conv3(3), ntk::ImageActivation(ntk::Tanh{}), Dense(1.1, 0.2, 3), ntk::ImageActivation(ntk::Gelu{})},
+      {strided, ntk::ImageActivation(ntk::Relu{}), conv3(3), ntk::ImageActivation(ntk::Sin{})},  // matching pixels
+  };
+  for (const auto& prefix : prefixes)
+    for (const L& readout : {L(GlobalAvgPool{}), L(Flatten{})}) {
+      std::vector<L> fast = prefix, full = prefix;
+      full.push_back(identity_pool);
+      fast.push_back(readout);
+      full.push_back(readout);
+      fast.push_back(Dense(1.0, 0.3, 1));
+      full.push_back(Dense(1.0, 0.3, 1));
+      const ntk::ImageArchitecture a(shape, fast), b(shape, full);
+      REQUIRE(b.needs_pixel_pairs());
+      REQUIRE(b.line_split() == ntk::ImageArchitecture::npos);
+      const auto ka = ntk::image_kernel(a, x), kb = ntk::image_kernel(b, x);
+      INFO("readout " << (std::holds_alternative<GlobalAvgPool>(readout) ? "gap" : "flatten") << ", line split "
+                      << a.line_split());
+      CHECK((ka.nngp - kb.nngp).cwiseAbs().maxCoeff() <= 1e-12 * kb.nngp.cwiseAbs().maxCoeff());
+      CHECK((ka.ntk - kb.ntk).cwiseAbs().maxCoeff() <= 1e-12 * kb.ntk.cwiseAbs().maxCoeff());
+      const auto cross = ntk::image_kernel(a, x.topRows(2), x.bottomRows(2));
+      CHECK((cross.ntk - ka.ntk.block(0, 1, 2, 2)).cwiseAbs().maxCoeff() <= 1e-12 * ka.ntk.cwiseAbs().maxCoeff());
+    }
+}
+
+TEST_CASE("SPEC strings: the issue's example and every layer parse to the compile-time architecture", "[conv][spec]") {
+  const ImageShape shape = ntk::parse_shape("8,8,3");
+  CHECK(shape.height == 8);
+  CHECK(shape.width == 8);
+  CHECK(shape.channels == 3);
+  const auto parsed = ntk::parse_architecture("conv:3x3:4,relu,avgpool:2,conv:3x3:4,relu,gap,dense", shape);
+  Conv c;
+  c.channels = 4;
+  const auto built = ntk::image_serial(shape, c, ntk::activation(ntk::Relu{}), AvgPool{2, 2, 0, 0, Padding::valid}, c,
+                                       ntk::activation(ntk::Relu{}), GlobalAvgPool{}, Dense(1.0, 0.0, 1));
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(2, shape.size(), 4);
+  const auto a = ntk::image_kernel(parsed, x), b = ntk::image_kernel(built, x);
+  CHECK((a.ntk - b.ntk).cwiseAbs().maxCoeff() == 0);
+  CHECK(ntk::ImageNetwork(parsed, 3).parameter_count() == ntk::ImageNetwork(built, 3).parameter_count());
+  // Options, strides, paddings, 1-D signals, every activation name.
+  const auto options = ntk::parse_architecture(
+      "conv:3x2:2:stride=2x1:valid:sw=1.5:sb=0.1,leaky_relu:0.2,conv:1,abrelu:-0.5:2,avgpool:2:stride=1:same,"
+      "conv:3:circular,exp:0.5:0.3,gaussian:1:-0.5,rbf:0.7,monomial:2,rectified_monomial:2,polynomial:0:1:0.2,"
+      "hermite:0:1:0.3,opt:3,sign,abs,erf,tanh,sigmoid,gelu,identity,sin,cos,softplus,relu,flatten,dense:3:sw=2:sb=0.5",
+      shape);
+  CHECK(options.size() == 27);
+  CHECK(ntk::image_kernel(options, x).ntk.allFinite());
+  const auto& first = std::get<Conv>(options.layers()[0]);
+  CHECK(first.filter_height == 3);
+  CHECK(first.filter_width == 2);
+  CHECK(first.stride_height == 2);
+  CHECK(first.stride_width == 1);
+  CHECK(first.padding == Padding::valid);
+  CHECK(first.sigma_w == 1.5);
+  CHECK(first.sigma_b == 0.1);
+  CHECK(std::get<Dense>(options.layers().back()).width == 3);
+  const auto signal = ntk::parse_architecture("conv:5:8,relu,avgpool,conv,relu,gap,dense", ntk::parse_shape("20,2"));
+  CHECK(std::get<Conv>(signal.layers()[0]).filter_height == 1);
+  CHECK(std::get<Conv>(signal.layers()[0]).filter_width == 5);
+  CHECK(std::get<AvgPool>(signal.layers()[2]).window_height == 1);
+  CHECK(signal.input_shape().height == 1);
+  CHECK(ntk::parse_shape("784").channels == 784);
+}
+
+TEST_CASE("SPEC and shape strings: every malformed case names the problem", "[conv][spec]") {
+  const ImageShape shape{6, 6, 1};
+  using IA = std::invalid_argument;
+  const auto spec_fails = [&](const std::string& spec, const std::string& text) {
+    INFO(spec);
+    CHECK(conv_throws<IA>([&] { ntk::parse_architecture(spec, shape); }, text));
+  };
+  spec_fails("", "the SPEC is empty");
+  spec_fails("conv,,relu", "layer 1 '': empty layer");
+  spec_fails("conv,relu,", "layer 2 '': empty layer");
+  spec_fails("convv:3x3", "layer 0 'convv:3x3': unknown layer 'convv'");
+  spec_fails("conv:3x", "bad filter '3x' (expected N or NxM");
+  spec_fails("conv:0x3", "bad filter '0x3'");
+  spec_fails("conv:3x3:abc", "bad channel count 'abc'");
+  spec_fails("conv:3x3:-4", "bad channel count '-4'");
+  spec_fails("conv:3x3:4:foo=1", "unknown option 'foo=1'");
+  spec_fails("conv:3x3:4:5", "unexpected field '5'");
+  spec_fails("conv:3:stride=0", "bad stride '0'");
+  spec_fails("conv:3:sw=abc", "bad sw 'abc'");
+  spec_fails("conv:3:sw=-1,gap,dense", "Conv sigma_w must be positive");
+  spec_fails("avgpool:2:sw=1", "unknown option 'sw=1'");
+  spec_fails("gap:2", "layer 0 'gap:2': takes no parameters (got 1)");
+  spec_fails("relu:1", "takes no parameters (got 1)");
+  spec_fails("leaky_relu:abc", "bad slope 'abc'");
+  spec_fails("abrelu:1", "takes 2 parameters (got 1)");
+  spec_fails("gaussian:1:2", "ntk::Gaussian: b must be finite and <= 0 (got 2)");
+  spec_fails("rbf:0", "ntk::Rbf: gamma must be positive");
+  spec_fails("monomial:-1", "bad degree '-1'");
+  spec_fails("rectified_monomial:40", "degree must be at most 32");
+  spec_fails("polynomial", "needs coefficients");
+  spec_fails("dense:0", "bad width '0'");
+  spec_fails("dense:4:7", "unexpected field '7'");
+  spec_fails("conv:7x7:2:valid,gap,dense", "layer 0 (conv): VALID window 7x7 is larger than its input 6x6");
+  const auto shape_fails = [&](const std::string& text, const std::string& message) {
+    INFO(text);
+    CHECK(conv_throws<IA>([&] { ntk::parse_shape(text); }, message));
+  };
+  shape_fails("", "bad dimension ''");
+  shape_fails("28,x,1", "bad dimension 'x' in '28,x,1'");
+  shape_fails("0,28,1", "bad dimension '0'");
+  shape_fails("28,28,", "bad dimension ''");
+  shape_fails("1,2,3,4", "at most 3 dimensions H,W,C (got 4");
+  shape_fails("2.5,2", "bad dimension '2.5'");
+}
