@@ -26,7 +26,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   options.diag_reg = in.byte() % 3 == 0 ? in.value() : 0.0;
   const double t = in.byte() % 4 == 0 ? std::numeric_limits<double>::infinity() : in.integer(0, 200) * 0.5;
   try {
-    const ntk::LinearizedDynamics<> dyn(g, y, Eigen::MatrixXd(), options);
+    const ntk::LinearizedDynamics<> dyn(g, y, options);
     const Eigen::MatrixXd f = dyn.train_predictions(t);
     const Eigen::MatrixXd p = dyn.test_predictions(kt, t);
     // Results are finite; out-of-range ones throw overflow_error.

@@ -55,7 +55,8 @@ TEST_CASE("Continuous dynamics match Runge-Kutta integration of f' = -eta G0 (f 
   const Matrix f0 = normal_matrix(7, 2, 4);
   ntk::DynamicsOptions options;
   options.learning_rate = 0.3;
-  const ntk::LinearizedDynamics<> dyn(p.g, p.y, f0, options);
+  options.f0 = f0;
+  const ntk::LinearizedDynamics<> dyn(p.g, p.y, options);
   for (double t : {0.0, 0.5, 2.0}) {
     const Matrix reference = integrate(p.g, p.y, f0, 0.3, t, 4000);
     INFO("t " << t);
@@ -81,7 +82,7 @@ TEST_CASE("Discrete dynamics equal iterating f <- f - eta G0 (f - Y) exactly", "
   ntk::DynamicsOptions options;
   options.time = ntk::TimeModel::discrete;
   options.learning_rate = 0.9 / ntk::LinearizedDynamics<>(p.g, p.y).eigenvalues().maxCoeff();
-  const ntk::LinearizedDynamics<> dyn(p.g, p.y, Matrix(), options);
+  const ntk::LinearizedDynamics<> dyn(p.g, p.y, options);
   Matrix f = Matrix::Zero(7, 2), ft = Matrix::Zero(4, 2);
   const auto projection = dyn.project(p.gt);
   for (int step = 0; step <= 50; ++step) {
@@ -96,7 +97,7 @@ TEST_CASE("Discrete dynamics equal iterating f <- f - eta G0 (f - Y) exactly", "
   // Step sizes at or beyond 2 / lambda_max diverge: reported, not computed.
   ntk::DynamicsOptions bad = options;
   bad.learning_rate = 2.0 / dyn.eigenvalues().maxCoeff();
-  REQUIRE_THROWS_AS(ntk::LinearizedDynamics<>(p.g, p.y, Matrix(), bad), std::invalid_argument);
+  REQUIRE_THROWS_AS(ntk::LinearizedDynamics<>(p.g, p.y, bad), std::invalid_argument);
   REQUIRE_THROWS_AS(dyn.train_predictions(1.5), std::invalid_argument);
 }
 
@@ -141,7 +142,7 @@ TEST_CASE("Rank-deficient G0 (duplicated inputs) gives finite results", "[dynami
   // A ridge makes the t = infinity solution a ridge regression.
   ntk::DynamicsOptions ridge;
   ridge.diag_reg = 0.5;
-  const ntk::LinearizedDynamics<> ridged(g, y, Matrix(), ridge);
+  const ntk::LinearizedDynamics<> ridged(g, y, ridge);
   const Matrix expected = g * (g + 0.5 * Matrix::Identity(5, 5)).ldlt().solve(y);
   CHECK(relative(ridged.test_predictions(g, inf), expected) <= 1e-10);
 }
@@ -156,7 +157,8 @@ TEST_CASE("Parameter change (eq. 24) reproduces f_t through the linearized netwo
     ntk::DynamicsOptions options;
     options.time = model;
     options.learning_rate = 0.5 / g_full.eigenvalues().real().maxCoeff();
-    const ntk::LinearizedDynamics<> dyn(g_full, y, f0, options);
+    options.f0 = f0;
+    const ntk::LinearizedDynamics<> dyn(g_full, y, options);
     const double t = 40;
     const Vector shift = dyn.parameter_change(j0, t);
     const Vector change = j0 * shift;
@@ -191,7 +193,8 @@ TEST_CASE("Wide networks trained by gradient descent track the linearized predic
       ntk::DynamicsOptions options;
       options.time = ntk::TimeModel::discrete;
       options.learning_rate = 0.5 / g0.eigenvalues().real().maxCoeff();
-      const ntk::LinearizedDynamics<> dyn(g0, y, net.forward(x), options);
+      options.f0 = net.forward(x);
+      const ntk::LinearizedDynamics<> dyn(g0, y, options);
       const auto projection =
           dyn.project(net.empirical_ntk(xt, x, ntk::NtkOutputs::full), net.forward(xt));
       ntk::TrainOptions train;
@@ -249,7 +252,7 @@ TEST_CASE("Dynamics: bad input is rejected", "[dynamics]") {
   REQUIRE_THROWS_AS(ntk::LinearizedDynamics<>(nan, y), std::domain_error);
   ntk::DynamicsOptions zero_rate;
   zero_rate.learning_rate = 0;
-  REQUIRE_THROWS_AS(ntk::LinearizedDynamics<>(g, y, Matrix(), zero_rate), std::invalid_argument);
+  REQUIRE_THROWS_AS(ntk::LinearizedDynamics<>(g, y, zero_rate), std::invalid_argument);
   const ntk::LinearizedDynamics<> dyn(g, y);
   REQUIRE_THROWS_AS(dyn.train_predictions(-1.0), std::invalid_argument);
   REQUIRE_THROWS_AS(dyn.test_predictions(Matrix::Ones(2, 4), 1.0), std::invalid_argument);

@@ -144,7 +144,8 @@ TEST_CASE("Properties: dynamics move monotonically from f0 to the t = inf soluti
     ntk::DynamicsOptions options;
     options.time = model;
     options.learning_rate = 0.9 / eigen.eigenvalues().maxCoeff();
-    const ntk::LinearizedDynamics<> dyn(g, y, f0, options);
+    options.f0 = f0;
+    const ntk::LinearizedDynamics<> dyn(g, y, options);
     Matrix previous = eigen.eigenvectors().transpose() * (f0 - y);
     for (double t : {1.0, 2.0, 5.0, 10.0, 40.0, 200.0}) {
       const Matrix now = eigen.eigenvectors().transpose() * (dyn.train_predictions(t) - y);

@@ -1,5 +1,8 @@
+#include <ntk/dynamics.hpp>
 #include <ntk/gram.hpp>
 #include <ntk/kernel.hpp>
+#include <ntk/network.hpp>
+#include <ntk/solvers.hpp>
 
 #include <cstdio>
 #include <limits>
@@ -38,7 +41,7 @@ std::string temp_path(const char* name) {
 
 }  // namespace
 
-TEST_CASE("Gram operators: dense, packed, file-backed and matrix-free products agree with the dense matrix to rounding") {
+TEST_CASE("Gram operators: dense packed file-backed and matrix-free products agree with the dense matrix to rounding") {
   const Index n = ntk_test::scaled(700, 60), d = 9;  // n not a multiple of the block widths
   const Matrix x = normal_matrix(n, d, 11);
   const Matrix g = ntk::ntk_kernel(relu3, x);
@@ -92,4 +95,224 @@ TEST_CASE("Gram operators: bad construction is rejected naming the function") {
   CHECK_THROWS_AS(ntk::MatrixFreeGram(relu3, x, ntk::KernelKind::both), std::invalid_argument);
   const Matrix rect(3, 4);
   CHECK_THROWS_AS(ntk::DenseGram<>(rect), std::invalid_argument);
+}
+
+namespace {
+
+constexpr double inf = std::numeric_limits<double>::infinity();
+
+/// A training set, its Gram matrix, the test-train kernel, targets and initial outputs.
+struct Regression {
+  Matrix g, gt, y, f0, f0t;
+};
+
+Regression analytic_regression(Index n, Index m) {
+  Regression r;
+  const Matrix x = normal_matrix(n, 20, 31), xt = normal_matrix(m, 20, 32);
+  r.g = ntk::ntk_kernel(relu3, x);
+  r.gt = ntk::ntk_kernel(relu3, xt, x);
+  r.y = normal_matrix(n, 3, 33);
+  r.f0 = 0.1 * normal_matrix(n, 3, 34);
+  r.f0t = 0.1 * normal_matrix(m, 3, 35);
+  return r;
+}
+
+Regression empirical_regression(Index n, Index m) {
+  Regression r;
+  const Matrix x = normal_matrix(n, 5, 41), xt = normal_matrix(m, 5, 42);
+  const auto arch = ntk::mlp(ntk::Erf{}, 2, 64, 1.5, 0.1, 2);
+  const ntk::Network<ntk::Mlp<ntk::Erf>> net(arch, 5, 43);
+  r.g = net.empirical_ntk(x, x);
+  r.gt = net.empirical_ntk(xt, x);
+  r.y = normal_matrix(n, 2, 44);
+  r.f0 = net.forward(x);
+  r.f0t = net.forward(xt);
+  return r;
+}
+
+/// Every iterative path against the dense eigendecomposition, for one regression problem.
+void check_against_eigen(const Regression& r, double ridge) {
+  const Index n = r.g.rows();
+  const ntk::DenseGram<> dense(r.g);
+  ntk::PackedGram<> packed(n, ntk::PackedGramOptions{128, "", false, 0});
+  packed.fill([&](Index c0, Index c1, Eigen::Ref<Matrix> out) { out = r.g.block(0, c0, c1, c1 - c0); });
+  const double top = ntk::largest_eigenvalue(dense);
+  const Matrix z = r.f0 - r.y;
+  for (auto model : {ntk::TimeModel::continuous, ntk::TimeModel::discrete}) {
+    ntk::DynamicsOptions options;
+    options.time = model;
+    options.learning_rate = 1.0 / (top + ridge);  // a stable step for gradient descent
+    options.diag_reg = ridge;
+    options.f0 = r.f0;
+    const ntk::LinearizedDynamics<> eigen(r.g, r.y, options);
+    CHECK(std::fabs(top + ridge - eigen.eigenvalues().maxCoeff()) <= 1e-9 * top);  // Lanczos vs dense
+    const auto projection = eigen.project(r.gt, r.f0t);
+    ntk::ChebyshevOptions cheb;
+    cheb.tolerance = 1e-10;
+    ntk::SolverInfo info;
+    const std::vector<double> times{1, 10, 100};
+    const auto factors = ntk::dynamics_factor(packed, z, times, options.learning_rate, model, ridge, cheb, &info);
+    CHECK(info.residual <= 1e-9);
+    for (std::size_t i = 0; i < times.size(); ++i) {
+      INFO("model " << static_cast<int>(model) << " t " << times[i] << " ridge " << ridge << " degree " << info.iterations);
+      const Matrix predicted = r.f0t - r.gt * factors[i];
+      CHECK(relative(predicted, eigen.test_predictions(projection, times[i])) <= 1e-6);
+      CHECK(relative(r.y + z - r.g * factors[i] - ridge * factors[i], eigen.train_predictions(times[i])) <= 1e-6);
+    }
+    if (model == ntk::TimeModel::discrete) {
+      // The discrete factor is a polynomial of degree t - 1: the expansion is exact there.
+      CHECK(info.iterations <= 100);
+    }
+    if (ridge > 0) {  // t = inf
+      const Matrix reference = eigen.test_predictions(projection, inf);
+      ntk::CgOptions cg;
+      cg.tolerance = 1e-12;
+      cg.preconditioner_rank = 100;
+      ntk::SolverInfo cg_info;
+      const Matrix alpha = ntk::cg_solve(packed, z, ridge, cg, &cg_info);
+      CHECK(cg_info.converged);
+      CHECK(cg_info.residual <= 1e-11);
+      CHECK(relative(r.f0t - r.gt * alpha, reference) <= 1e-8);
+      const Matrix direct = ntk::cholesky_solve(r.g, z, ridge);
+      CHECK(relative(r.f0t - r.gt * direct, reference) <= 1e-8);
+      ntk::DynamicsOptions fast = options;
+      fast.infinite_time_only = true;
+      const ntk::LinearizedDynamics<> cholesky(r.g, r.y, fast);
+      CHECK(cholesky.uses_cholesky());
+      CHECK(relative(cholesky.test_predictions(r.gt, inf, r.f0t), reference) <= 1e-8);
+      CHECK(relative(cholesky.train_predictions(inf), eigen.train_predictions(inf)) <= 1e-8);
+      // plain CG (no preconditioner) reaches the same answer in more iterations
+      cg.preconditioner_rank = 0;
+      ntk::SolverInfo plain;
+      const Matrix alpha_plain = ntk::cg_solve(packed, z, ridge, cg, &plain);
+      CHECK(relative(r.f0t - r.gt * alpha_plain, reference) <= 1e-8);
+      CHECK(plain.iterations > cg_info.iterations);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("Solvers: CG Cholesky and Chebyshev agree with the dense eigendecomposition (analytic NTK)") {
+  const Regression r = analytic_regression(ntk_test::scaled(1200, 200), 50);
+  const double mean_diagonal = r.g.trace() / static_cast<double>(r.g.rows());
+  check_against_eigen(r, 1e-3 * mean_diagonal);
+  check_against_eigen(r, 0);
+}
+
+TEST_CASE("Solvers: CG Cholesky and Chebyshev agree with the dense eigendecomposition (empirical NTK)") {
+  const Regression r = empirical_regression(ntk_test::scaled(400, 100), 30);
+  const double mean_diagonal = r.g.trace() / static_cast<double>(r.g.rows());
+  check_against_eigen(r, 1e-2 * mean_diagonal);
+  check_against_eigen(r, 0);
+}
+
+TEST_CASE("Solvers: matrix-free CG and blocked test predictions match the dense path at t = inf") {
+  const Index n = ntk_test::scaled(500, 80), m = 70;
+  const Matrix x = normal_matrix(n, 12, 51), xt = normal_matrix(m, 12, 52), y = normal_matrix(n, 4, 53);
+  const Matrix g = ntk::ntk_kernel(relu3, x), gt = ntk::ntk_kernel(relu3, xt, x);
+  const double ridge = 1e-3 * g.trace() / static_cast<double>(n);
+  const Matrix reference = gt * ntk::cholesky_solve(g, y, ridge);
+  const ntk::MatrixFreeGram free(relu3, x, ntk::KernelKind::ntk, {}, 128);
+  ntk::CgOptions cg;
+  cg.tolerance = 1e-12;
+  cg.preconditioner_rank = 60;
+  cg.preconditioner_block = 20;
+  const Matrix alpha = ntk::cg_solve(free, y, ridge, cg);
+  const Matrix blocked = ntk::cross_kernel_times(relu3, xt, x, ntk::KernelKind::ntk, alpha, {}, 16);
+  CHECK(relative(blocked, reference) <= 1e-8);
+  std::vector<double> seen;
+  const Matrix again = ntk::cross_kernel_times(relu3, xt, x, ntk::KernelKind::ntk, alpha, {}, 32,
+                                               [&](double done, double) { seen.push_back(done); });
+  CHECK(seen == std::vector<double>{32, 64, 70});
+  CHECK(relative(again, blocked) <= 1e-13);  // other block shapes: rounding only
+}
+
+TEST_CASE("Solvers: RPCholesky recovers a low-rank Gram matrix exactly") {
+  const Matrix f = normal_matrix(300, 7, 61);
+  const Matrix g = f * f.transpose();
+  const Matrix factor = ntk::rp_cholesky(ntk::DenseGram<>(g), 50, 10, 3);
+  CHECK(factor.cols() == 7);
+  CHECK(relative(factor * factor.transpose(), g) <= 1e-10);
+}
+
+TEST_CASE("Solvers: non-convergence and a zero ridge and bad times and singular Cholesky are reported") {
+  const Regression r = analytic_regression(200, 5);
+  const ntk::DenseGram<> dense(r.g);
+  ntk::CgOptions few;
+  few.max_iterations = 2;
+  few.tolerance = 1e-14;
+  few.preconditioner_rank = 0;
+  bool thrown = false;
+  try {
+    ntk::cg_solve(dense, r.y, 1e-6, few);
+  } catch (const ntk::NotConverged& e) {
+    thrown = true;
+    CHECK(e.info().iterations == 2);
+    CHECK(e.info().residual > 1e-14);
+    CHECK(std::string(e.what()).find("ntk::cg_solve: no convergence within 2 iterations") == 0);
+  }
+  CHECK(thrown);
+  few.throw_on_failure = false;
+  ntk::SolverInfo info;
+  const Matrix partial = ntk::cg_solve(dense, r.y, 1e-6, few, &info);
+  CHECK_FALSE(info.converged);
+  CHECK(info.residual > 1e-14);
+  CHECK(partial.allFinite());
+  CHECK(throws_with<std::invalid_argument>([&] { ntk::cg_solve(dense, r.y, 0.0); }, "ntk::cg_solve: ridge must be positive"));
+  CHECK(throws_with<std::invalid_argument>([&] { ntk::cg_solve(dense, Matrix(r.y.topRows(10)), 1.0); }, "ntk::cg_solve: y must have 200 rows"));
+  CHECK(throws_with<std::invalid_argument>(
+      [&] { ntk::dynamics_factor(dense, r.y, {inf}, 1.0, ntk::TimeModel::continuous); }, "t = inf is cg_solve"));
+  ntk::ChebyshevOptions tight;
+  tight.max_degree = 5;
+  CHECK_THROWS_AS(ntk::dynamics_factor(dense, r.y, {1000.0}, 1.0, ntk::TimeModel::continuous, 0.0, tight), ntk::NotConverged);
+  CHECK(throws_with<std::invalid_argument>(
+      [&] { ntk::dynamics_factor(dense, r.y, {3.0}, 10.0, ntk::TimeModel::discrete); }, "diverges"));
+  // A singular Gram matrix: Cholesky refuses, the t = inf dynamics falls back to the pseudo-inverse.
+  const Matrix f = normal_matrix(20, 3, 71);
+  const Matrix singular = f * f.transpose();
+  const Matrix y = normal_matrix(20, 1, 72);
+  CHECK(throws_with<std::invalid_argument>([&] { ntk::cholesky_solve(singular, y); }, "not positive definite"));
+  ntk::DynamicsOptions fast;
+  fast.infinite_time_only = true;
+  const ntk::LinearizedDynamics<> fallback(singular, y, fast), eigen(singular, y);
+  CHECK_FALSE(fallback.uses_cholesky());
+  CHECK(relative(fallback.train_predictions(inf), eigen.train_predictions(inf)) <= 1e-12);
+  const ntk::LinearizedDynamics<> cholesky(r.g, r.y, fast);
+  CHECK(cholesky.uses_cholesky());
+  CHECK_THROWS_AS(cholesky.train_predictions(1.0), std::logic_error);
+  CHECK_THROWS_AS(cholesky.eigenvalues(), std::logic_error);
+}
+
+TEST_CASE("Solvers: plan_solver picks the cheapest correct path and refuses a memory limit that cannot hold it") {
+  const std::size_t gib = std::size_t(1) << 30;
+  ntk::SolverRequest q;
+  q.n = 4000;
+  q.k = 10;
+  q.test_points = 10000;
+  q.memory_limit = 22 * gib;
+  CHECK(ntk::plan_solver(q).method == ntk::SolverMethod::cholesky);
+  q.finite_times = 3;
+  CHECK(ntk::plan_solver(q).method == ntk::SolverMethod::eigen);
+  q.finite_times = 0;
+  q.n = 60000;
+  q.ridge = 1e-3;
+  const ntk::SolverPlan big = ntk::plan_solver(q);
+  CHECK(big.method == ntk::SolverMethod::packed);
+  CHECK(big.bytes > 14 * gib);
+  CHECK(big.bytes < 22 * gib);
+  q.memory_limit = 4 * gib;
+  CHECK(ntk::plan_solver(q).method == ntk::SolverMethod::matrix_free);
+  q.ridge = 0;  // no ridge: the iterative paths do not apply and the dense ones do not fit
+  CHECK(throws_with<std::invalid_argument>([&] { ntk::plan_solver(q); }, "ntk::plan_solver: no path fits the memory limit 4096 MiB"));
+  q.ridge = 1e-3;
+  q.method = ntk::SolverMethod::cholesky;
+  CHECK(throws_with<std::invalid_argument>([&] { ntk::plan_solver(q); }, "cannot hold method cholesky for n = 60000"));
+  q.memory_limit = 1u << 20;
+  q.method = ntk::SolverMethod::automatic;
+  CHECK_THROWS_AS(ntk::plan_solver(q), std::invalid_argument);
+  q.memory_limit = 0;
+  q.covariance = true;
+  q.method = ntk::SolverMethod::packed;
+  CHECK(throws_with<std::invalid_argument>([&] { ntk::plan_solver(q); }, "covariances need the eigendecomposition"));
 }

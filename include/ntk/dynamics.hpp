@@ -17,6 +17,9 @@
 /// g = −expm1(−η λ t)/λ (→ η t as λ → 0, never 0/0) or its discrete analogue.  At t = ∞, g = 1/λ on
 /// eigenvalues above `pinv_tolerance` and 0 below (a pseudo-inverse); `diag_reg` instead adds a
 /// ridge to G0 at every time.
+/// With DynamicsOptions::infinite_time_only the eigendecomposition is replaced by one Cholesky
+/// factorization of G0 + ridge (n³/3 flops instead of about 9 n³, one n x n factor): only t = ∞
+/// can then be asked.  For the iterative solvers of solvers.hpp (no n x n matrix) see there.
 
 #include <Eigen/Core>
 #include <Eigen/Eigenvalues>
@@ -25,6 +28,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "detail/cholesky.hpp"
 #include "errors.hpp"
 
 namespace ntk {
@@ -41,6 +45,14 @@ struct DynamicsOptions {
   /// Eigenvalues at or below this are treated as 0 (pseudo-inverse at t = ∞); negative means
   /// N ε λ_max.
   double pinv_tolerance = -1;
+  /// f0(X), the outputs at initialization (n x k); empty means 0 (the mean predictor).
+  Eigen::MatrixXd f0;
+  /// Only t = ∞ will be asked: factor G0 + ridge by Cholesky (LAPACK potrf when NTK_HAVE_LAPACKE)
+  /// instead of an eigendecomposition.  Finite times then throw std::logic_error, eigenvalues()
+  /// too.  When G0 + ridge is not numerically positive definite (singular G0 without a ridge) the
+  /// eigendecomposition is used after all, so t = ∞ keeps its pseudo-inverse meaning.  In discrete
+  /// time the step η < 2/λ_max is checked against a power-iteration estimate of λ_max.
+  bool infinite_time_only = false;
 
   void check(const char* function) const {
     check_positive(function, "learning_rate", learning_rate);
@@ -64,13 +76,20 @@ class LinearizedDynamics {
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
 
-  /// G0: N x N symmetric PSD (N = n shared, or N = n k full); y: n x k; f0: n x k or empty (0, the
-  /// mean predictor).  Throws std::invalid_argument for shapes, asymmetry beyond 1e-10 relative,
-  /// an eigenvalue below −1e-10 λ_max (not PSD) or, in discrete time, η >= 2 / λ_max (gradient
-  /// descent diverges); std::domain_error for non-finite input.
+  /// G0: N x N symmetric PSD (N = n shared, or N = n k full); y: n x k; options.f0: n x k or empty
+  /// (0, the mean predictor).  Throws std::invalid_argument for shapes, asymmetry beyond 1e-10
+  /// relative, an eigenvalue below −1e-10 λ_max (not PSD) or, in discrete time, η >= 2 / λ_max
+  /// (gradient descent diverges); std::domain_error for non-finite input.
   template <class DG, class DY>
   LinearizedDynamics(const Eigen::MatrixBase<DG>& g0, const Eigen::MatrixBase<DY>& y,
-                     const Matrix& f0 = Matrix(), const DynamicsOptions& options = {})
+                     const DynamicsOptions& options = {})
+      : LinearizedDynamics(g0, y, options.f0.cast<Scalar>(), options) {}
+
+  /// The former spelling with f0 beside the options (kept for existing callers; prefer
+  /// DynamicsOptions::f0).  A non-empty f0 here overrides options.f0.
+  template <class DG, class DY>
+  LinearizedDynamics(const Eigen::MatrixBase<DG>& g0, const Eigen::MatrixBase<DY>& y,
+                     const Matrix& f0, const DynamicsOptions& options)
       : m_options(options) {
     const char* fn = "LinearizedDynamics";
     options.check(fn);
@@ -99,6 +118,7 @@ class LinearizedDynamics {
     m_f0 = start;
 
     const Matrix symmetric = (g0 + g0.transpose()) / 2;
+    if (options.infinite_time_only && factor_cholesky(symmetric)) return;
     Eigen::SelfAdjointEigenSolver<Matrix> solver(symmetric);
     if (solver.info() != Eigen::Success)
       detail::fail<std::runtime_error>(fn, "eigendecomposition failed");
@@ -123,21 +143,39 @@ class LinearizedDynamics {
     m_z0 = m_v.transpose() * flatten(m_f0 - m_y);  // residual in the eigenbasis, N x c
   }
 
-  /// Eigenvalues of G0 (+ ridge), ascending.
-  const Vector& eigenvalues() const { return m_lambda; }
-  /// 2 / λ_max: gradient descent on the summed loss diverges at or above this rate.
-  Scalar max_learning_rate() const { return 2 / m_lambda.maxCoeff(); }
+  /// Eigenvalues of G0 (+ ridge), ascending (std::logic_error on the Cholesky path).
+  const Vector& eigenvalues() const {
+    if (m_cholesky)
+      detail::fail<std::logic_error>("LinearizedDynamics::eigenvalues",
+                                     "not computed: the dynamics was built with infinite_time_only");
+    return m_lambda;
+  }
+  /// 2 / λ_max: gradient descent on the summed loss diverges at or above this rate (on the
+  /// Cholesky path from a power-iteration estimate of λ_max).
+  Scalar max_learning_rate() const { return 2 / (m_cholesky ? m_top : m_lambda.maxCoeff()); }
+  /// True when built by Cholesky (infinite_time_only and G0 + ridge positive definite).
+  bool uses_cholesky() const { return m_cholesky; }
 
   /// f_t(X) (eq. 25): Y + e^{−η G0 t}(f0(X) − Y); t = +inf allowed.  n x k.
   Matrix train_predictions(double t) const {
+    if (m_cholesky) {
+      require_infinite("LinearizedDynamics::train_predictions", t);
+      return m_y;  // G0 + ridge positive definite: the residual decays completely
+    }
     return finite("train_predictions", m_y + unflatten(m_v * (decay(t).asDiagonal() * m_z0)));
   }
 
   /// ½ ‖f_t(X) − Y‖² for each time.
   std::vector<Scalar> train_loss(const std::vector<double>& times) const {
     std::vector<Scalar> out;
-    for (double t : times)
+    for (double t : times) {
+      if (m_cholesky) {
+        require_infinite("LinearizedDynamics::train_loss", t);
+        out.push_back(Scalar(0));
+        continue;
+      }
       out.push_back((decay(t).asDiagonal() * m_z0).squaredNorm() / 2);
+    }
     return out;
   }
 
@@ -147,14 +185,17 @@ class LinearizedDynamics {
   TestProjection<Scalar> project(const Eigen::MatrixBase<D>& kernel_test_train,
                                  const Matrix& f0_test = Matrix()) const {
     const char* fn = "LinearizedDynamics::project";
-    check_cols(fn, "kernel_test_train", kernel_test_train, m_v.rows());
+    check_cols(fn, "kernel_test_train", kernel_test_train, m_columns == 1 ? m_n * m_k : m_n);
     check_finite(fn, "kernel_test_train", kernel_test_train);
     const Eigen::Index m = m_columns == 1 ? kernel_test_train.rows() / m_k : kernel_test_train.rows();
     if (m_columns == 1 && kernel_test_train.rows() % m_k != 0)
       detail::fail<std::invalid_argument>(fn, "kernel_test_train must have a multiple of ", m_k,
                                           " rows (got ", kernel_test_train.rows(), ")");
     TestProjection<Scalar> p;
-    p.kernel_v.noalias() = kernel_test_train * m_v;
+    if (m_cholesky)
+      p.kernel_v = kernel_test_train;  // κ itself: predictions need only κ α, O(m N k)
+    else
+      p.kernel_v.noalias() = kernel_test_train * m_v;
     p.f0 = f0_test.size() == 0 ? Matrix::Zero(m, m_k) : f0_test;
     check_rows(fn, "f0_test", p.f0, m);
     check_cols(fn, "f0_test", p.f0, m_k);
@@ -164,7 +205,8 @@ class LinearizedDynamics {
 
   /// f_t(x) (eq. 26): f0(x) − κ(x, X) G0⁻¹(I − e^{−η G0 t})(f0(X) − Y).  m x k.
   Matrix test_predictions(const TestProjection<Scalar>& p, double t) const {
-    const Matrix change = p.kernel_v * (factor(t).asDiagonal() * m_z0);
+    if (m_cholesky) require_infinite("LinearizedDynamics::test_predictions", t);
+    const Matrix change = m_cholesky ? Matrix(p.kernel_v * m_alpha) : Matrix(p.kernel_v * (factor(t).asDiagonal() * m_z0));
     return finite("test_predictions", p.f0 - unflatten(change, p.f0.rows()));
   }
   /// The same for a vector of times (one projection, O(m N k) per time).
@@ -185,7 +227,8 @@ class LinearizedDynamics {
   template <class D>
   Vector parameter_change(const Eigen::MatrixBase<D>& jacobian, double t) const {
     check_rows("LinearizedDynamics::parameter_change", "jacobian", jacobian, m_n * m_k);
-    const Matrix weighted = unflatten(m_v * (factor(t).asDiagonal() * m_z0));
+    if (m_cholesky) require_infinite("LinearizedDynamics::parameter_change", t);
+    const Matrix weighted = m_cholesky ? unflatten(m_alpha) : unflatten(m_v * (factor(t).asDiagonal() * m_z0));
     Vector flat(m_n * m_k);
     for (Eigen::Index i = 0; i < m_n; ++i)
       for (Eigen::Index o = 0; o < m_k; ++o) flat[i * m_k + o] = weighted(i, o);
@@ -209,7 +252,15 @@ class LinearizedDynamics {
     check_rows(fn, "nngp_test_train", nngp_test_train, theta_test.kernel_v.rows());
     check_cols(fn, "nngp_test_train", nngp_test_train, m_n);
     check_rows(fn, "nngp_test_test", nngp_test_test, theta_test.kernel_v.rows());
-    const Matrix a = theta_test.kernel_v * factor(t).asDiagonal() * m_v.transpose();
+    Matrix a;
+    if (m_cholesky) {  // a = κ G0⁻¹ by two triangular solves
+      require_infinite(fn, t);
+      Matrix at = theta_test.kernel_v.transpose();
+      detail::cholesky_solve_in_place<Scalar>(m_l, at);
+      a = at.transpose();
+    } else {
+      a = theta_test.kernel_v * factor(t).asDiagonal() * m_v.transpose();
+    }
     const Matrix cross = a * nngp_test_train.transpose();
     return finite("ntk_gp_covariance",
                   nngp_test_test + a * nngp_train_train * a.transpose() - cross - cross.transpose());
@@ -222,12 +273,55 @@ class LinearizedDynamics {
     const char* fn = "LinearizedDynamics::nngp_gp_covariance";
     require_shared(fn);
     check_rows(fn, "nngp_test_test", nngp_test_test, nngp_test.kernel_v.rows());
+    if (m_cholesky) {  // K(x, x) − (L⁻¹ κᵀ)ᵀ (L⁻¹ κᵀ)
+      require_infinite(fn, t);
+      Matrix b = nngp_test.kernel_v.transpose();
+      detail::lower_solve_in_place<Scalar>(m_l, b);
+      return finite(fn, nngp_test_test - b.transpose() * b);
+    }
     const Vector g = factor(t, 2);
     return finite("nngp_gp_covariance",
                   nngp_test_test - nngp_test.kernel_v * g.asDiagonal() * nngp_test.kernel_v.transpose());
   }
 
  private:
+  /// The Cholesky path: false (and nothing changed) when G0 + ridge is not positive definite.
+  bool factor_cholesky(const Matrix& symmetric) {
+    const Eigen::Index N = symmetric.rows();
+    Scalar ridge = static_cast<Scalar>(m_options.diag_reg);
+    if (m_options.diag_reg_relative) ridge *= symmetric.trace() / static_cast<Scalar>(N);
+    Matrix l = symmetric;
+    l.diagonal().array() += ridge;
+    if (!detail::cholesky_in_place<Scalar>(l)) return false;
+    // power iteration for λ_max (the discrete step check and max_learning_rate)
+    Vector v = Vector::Ones(N) / std::sqrt(static_cast<Scalar>(N)), w;
+    Scalar top = 0;
+    for (int i = 0; i < 100; ++i) {
+      w.noalias() = symmetric.template selfadjointView<Eigen::Lower>() * v;
+      top = v.dot(w);
+      const Scalar norm = w.norm();
+      if (!(norm > 0)) break;
+      v = w / norm;
+    }
+    m_top = top + ridge;
+    const Scalar eta = static_cast<Scalar>(m_options.learning_rate);
+    if (m_options.time == TimeModel::discrete && eta * m_top >= 2)
+      detail::fail<std::invalid_argument>("LinearizedDynamics", "learning_rate ", eta,
+                                          " >= 2 / lambda_max = ", 2 / m_top,
+                                          ": discrete gradient descent diverges");
+    m_l = std::move(l);
+    m_alpha = flatten(m_f0 - m_y);
+    detail::cholesky_solve_in_place<Scalar>(m_l, m_alpha);
+    m_cholesky = true;
+    return true;
+  }
+
+  static void require_infinite(const char* fn, double t) {
+    if (!std::isinf(t) || t < 0)
+      detail::fail<std::logic_error>(fn, "only t = inf is available: the dynamics was built with "
+                                         "infinite_time_only (got t = ", t, ")");
+  }
+
   /// Finite input can still produce a result beyond the scalar range (kernel entries and targets
   /// near 1e150 multiply); that is an overflow_error, never inf or NaN.
   static Matrix finite(const char* function, Matrix m) {
@@ -314,6 +408,9 @@ class LinearizedDynamics {
   Matrix m_y, m_f0, m_v, m_z0;
   Vector m_lambda;
   Scalar m_tolerance = 0;
+  bool m_cholesky = false;
+  Matrix m_l, m_alpha;  // Cholesky path: lower factor of G0 + ridge, α = (G0 + ridge)⁻¹ (f0 − Y)
+  Scalar m_top = 0;
 };
 
 }  // namespace ntk

@@ -13,5 +13,6 @@
 #include "layers.hpp"
 #include "network.hpp"
 #include "random.hpp"
+#include "solvers.hpp"
 #include "quadrature.hpp"
 #include "version.hpp"

@@ -108,7 +108,7 @@ int run_predict(const Words& words) {
     options.learning_rate = lr;
     options.diag_reg = reg;
     options.time = discrete ? ntk::TimeModel::discrete : ntk::TimeModel::continuous;
-    const ntk::LinearizedDynamics<> dyn(use_ntk ? train_k.ntk : train_k.nngp, y, Eigen::MatrixXd(), options);
+    const ntk::LinearizedDynamics<> dyn(use_ntk ? train_k.ntk : train_k.nngp, y, options);
     const auto projection = dyn.project(use_ntk ? cross_k.ntk : cross_k.nngp);
     Eigen::Index column = 0;
     for (double t : times) {
