@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <ctime>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -57,9 +58,32 @@ inline int size(MPI_Comm comm) {
   return p;
 }
 
+/// Base of every exception that ntk::mpi raises on all ranks at once (after agreeing on a failure):
+/// catch an exception, then dynamic_cast to this to tell a failure every rank knows about from one
+/// that happened on this rank alone (which, outside ntk::mpi's collectives, the others cannot know).
+class CollectiveFailure {
+ public:
+  /// The lowest rank on which the failure happened.
+  int failing_rank() const { return m_rank; }
+  virtual ~CollectiveFailure() = default;
+
+ protected:
+  explicit CollectiveFailure(int rank) : m_rank(rank) {}
+
+ private:
+  int m_rank;
+};
+
 namespace detail {
 
 using ntk::detail::fail;
+
+/// An exception of the standard type E that every rank raised together.
+template <class E>
+class Raised : public E, public CollectiveFailure {
+ public:
+  Raised(const std::string& message, int rank) : E(message), CollectiveFailure(rank) {}
+};
 
 template <class Scalar>
 MPI_Datatype datatype() {
@@ -108,14 +132,14 @@ struct Failure {
     return f;
   }
 
-  [[noreturn]] void raise() const {
+  /// Throws the failure as its standard type, marked as raised on every rank.
+  [[noreturn]] void raise(int rank) const {
     switch (kind) {
-      case invalid_argument: throw std::invalid_argument(message);
-      case domain_error: throw std::domain_error(message);
-      case overflow_error: throw std::overflow_error(message);
-      case logic_error: throw std::logic_error(message);
-      case bad_alloc: throw std::runtime_error(message);
-      default: throw std::runtime_error(message);
+      case invalid_argument: throw Raised<std::invalid_argument>(message, rank);
+      case domain_error: throw Raised<std::domain_error>(message, rank);
+      case overflow_error: throw Raised<std::overflow_error>(message, rank);
+      case logic_error: throw Raised<std::logic_error>(message, rank);
+      default: throw Raised<std::runtime_error>(message, rank);  // bad_alloc included
     }
   }
 };
@@ -133,7 +157,7 @@ inline void raise_agreed(MPI_Comm comm, const Failure& local, bool any_failed) {
   message.resize(static_cast<std::size_t>(header[1]));
   MPI_Bcast(message.data(), header[1], MPI_CHAR, lowest, comm);
   if (p > 1) message += " (rank " + std::to_string(lowest) + " of " + std::to_string(p) + ")";
-  Failure{header[0], message}.raise();
+  Failure{header[0], message}.raise(lowest);
 }
 
 /// Collective: every rank learns whether any rank failed (one small all-reduce), then as
@@ -334,7 +358,9 @@ class DistributedGram {
       for (const Tile& t : m_tiles) total += t.rows * t.cols;
       m_storage.resize(std::max<Eigen::Index>(total, 1));
       const auto start = std::chrono::steady_clock::now();
+      const std::clock_t cpu_start = std::clock();
       compute_tiles(arch, inputs, kind, kernel_options);
+      m_kernel_cpu_seconds = static_cast<double>(std::clock() - cpu_start) / CLOCKS_PER_SEC;
       for (const Tile& t : m_tiles) m_entries += t.entries();
       m_kernel_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       // Diagonal and column access: the whole inputs are replicated, so these are recomputed
@@ -458,6 +484,8 @@ class DistributedGram {
   Eigen::Index local_storage() const { return m_storage.size(); }
   /// Wall time of this rank's kernel phase (tiles only).
   double kernel_seconds() const { return m_kernel_seconds; }
+  /// Processor time of this rank's kernel phase (all its threads; without waiting in collectives).
+  double kernel_cpu_seconds() const { return m_kernel_cpu_seconds; }
   /// Wall time of this rank's local tile products so far.
   double product_seconds() const { return m_product_seconds; }
   /// Communication of the products and column requests so far.
@@ -541,7 +569,7 @@ class DistributedGram {
   Vector m_storage;
   Vector m_diagonal;
   std::function<Matrix(Eigen::Index, Eigen::Index, const std::vector<Eigen::Index>&)> m_columns;
-  double m_kernel_seconds = 0;
+  double m_kernel_seconds = 0, m_kernel_cpu_seconds = 0;
   mutable double m_product_seconds = 0;
   mutable detail::Traffic m_traffic;
   mutable long m_fault_after = -1;

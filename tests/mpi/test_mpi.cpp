@@ -155,6 +155,16 @@ TEST_CASE("A bad input file on one rank ends a collective read with one error on
     });
   });
   CHECK(message.find("ntk::read: cannot open 'ntk_mpi_no_such_file.csv'") == 0);
+  // Marked as known to every rank, with the rank it came from.
+  int from = -1;
+  try {
+    ntk::mpi::collective(world, [&] {
+      if (me == p - 1) throw std::logic_error("ntk::test: late");
+    });
+  } catch (const std::logic_error& e) {
+    if (const auto* c = dynamic_cast<const ntk::mpi::CollectiveFailure*>(&e)) from = c->failing_rank();
+  }
+  CHECK(from == p - 1);
   // The kernel's own checks: a non-finite input on one rank only.
   Matrix x = normal_matrix(20, 2, 51);
   if (me == p - 1) x(3, 1) = std::numeric_limits<double>::quiet_NaN();
