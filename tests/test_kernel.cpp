@@ -140,12 +140,10 @@ TEST_CASE("Jacot et al. Fig. 1 limiting curve (REFERENCE.md T4) to 1e-12", "[ker
 TEST_CASE("Kernels: closed form and forced quadrature agree to 1e-10 for smooth activations",
           "[kernel]") {
   const Matrix x = random_inputs(6, 4, 7);
-  ntk::KernelOptions forced;
-  forced.dual.force_quadrature = true;
   auto check = [&](const auto& phi) {
     const auto net = ntk::mlp(phi, 3, 0, 1.2, 0.3);
     const auto exact = ntk::kernel(net, x);
-    const auto quad = ntk::kernel(net, x, ntk::KernelKind::both, forced);
+    const auto quad = ntk::kernel(ntk::mlp(ntk::Quadrature{phi}, 3, 0, 1.2, 0.3), x);  // forced
     INFO(phi.name());
     CHECK((exact.ntk - quad.ntk).cwiseAbs().maxCoeff() <= 1e-10 * exact.ntk.cwiseAbs().maxCoeff());
     CHECK((exact.nngp - quad.nngp).cwiseAbs().maxCoeff() <= 1e-10 * exact.nngp.cwiseAbs().maxCoeff());
@@ -155,6 +153,23 @@ TEST_CASE("Kernels: closed form and forced quadrature agree to 1e-10 for smooth 
   check(ntk::Gelu{});
   check(ntk::Identity{});
   check(ntk::OptimalActivation(4));
+}
+
+TEST_CASE("Kernels: DualOptions::force_quadrature on a closed-form layer is rejected; Quadrature<Phi> "
+          "keeps value, derivative and name", "[kernel]") {
+  const Matrix x = random_inputs(3, 2, 5);
+  ntk::KernelOptions forced;
+  forced.dual.force_quadrature = true;
+  CHECK_THROWS_AS(ntk::kernel(ntk::mlp(ntk::Erf{}, 2), x, ntk::KernelKind::both, forced),
+                  std::invalid_argument);
+  // Activations without a closed form are quadrature anyway: the flag changes nothing.
+  const auto tanh_net = ntk::mlp(ntk::Tanh{}, 2);
+  CHECK((ntk::ntk_kernel(tanh_net, x, forced) - ntk::ntk_kernel(tanh_net, x)).cwiseAbs().maxCoeff() == 0);
+  const ntk::Quadrature<ntk::Gelu> wrapped{};
+  static_assert(!ntk::has_closed_form_dual_v<ntk::Quadrature<ntk::Gelu>, double>);
+  CHECK(wrapped.name() == "gelu");
+  CHECK(wrapped.value(0.7) == ntk::Gelu{}.value(0.7));
+  CHECK(wrapped.derivative(-0.3) == ntk::Gelu{}.derivative(-0.3));
 }
 
 // At sigma_w = sqrt(2) (the ReLU edge of chaos) correlations approach 1 only polynomially in depth;
@@ -285,11 +300,10 @@ TEST_CASE("Hermite series: known coefficients, the truncation bound and non-conv
   // and kernels keep direct quadrature (still finite, within quadrature's algebraic error).
   const auto kinked = hermite_series(ntk::Relu{}, std::vector<Set>{{q.data(), q.size()}});
   CHECK_FALSE(kinked[0].converged);
-  ntk::KernelOptions forced;
-  forced.dual.force_quadrature = true;
   const Matrix x = random_inputs(4, 3, 9);
   const auto net = ntk::mlp(ntk::Relu{}, 2, 0, 1.4, 0.1);
-  const Matrix exact = ntk::ntk_kernel(net, x), quad = ntk::ntk_kernel(net, x, forced);
+  const auto forced = ntk::mlp(ntk::Quadrature<ntk::Relu>{}, 2, 0, 1.4, 0.1);
+  const Matrix exact = ntk::ntk_kernel(net, x), quad = ntk::ntk_kernel(forced, x);
   CHECK(quad.allFinite());
   CHECK((exact - quad).cwiseAbs().maxCoeff() <= 0.5 * exact.cwiseAbs().maxCoeff());
 }

@@ -2,11 +2,14 @@
 /// \file activation_names.hpp
 /// Activations by name, as the command-line tool and the Python package spell them:
 ///   relu, leaky_relu[:SLOPE] (0.01), abs, erf, tanh, sigmoid (centered), gelu, identity, sin, cos,
-///   softplus, hermite:c0,c1,... (coefficients from h_0), opt:D (sphere dimension D >= 2).
+///   softplus, hermite:c0,c1,... (coefficients from h_0), opt:D (sphere dimension D >= 2),
+///   and Neural Tangents' stax zoo: sign, abrelu:A,B, exp:A,B, gaussian:A,B, rbf:GAMMA,
+///   monomial:N, rectified_monomial:N, polynomial:c0,c1,... (monomial coefficients from z^0).
 /// with_activation(name, f) calls f with an object of the named activation type, so one generic
 /// lambda serves every activation: with_activation("tanh", [&](const auto& phi) { ... }).
 
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -20,7 +23,8 @@ namespace ntk {
 /// The names with_activation accepts, for messages and help texts.
 inline constexpr const char* activation_names =
     "relu, leaky_relu:SLOPE, abs, erf, tanh, sigmoid, gelu, identity, sin, cos, softplus, "
-    "hermite:c0,c1,..., opt:D";
+    "hermite:c0,c1,..., opt:D, sign, abrelu:A,B, exp:A,B, gaussian:A,B, rbf:GAMMA, monomial:N, "
+    "rectified_monomial:N, polynomial:c0,c1,...";
 
 namespace detail {
 
@@ -77,6 +81,37 @@ decltype(auto) with_activation(const std::string& name, F&& f) {
                                           "activation 'opt' needs a dimension, e.g. opt:2");
     return f(OptimalActivation(detail::activation_parameters(tail, "opt dimension").at(0)));
   }
+  if (head == "sign") return no_parameter(), f(Sign{});
+  const auto exactly = [&](std::size_t count, const char* what) {
+    std::vector<double> v = tail.empty() ? std::vector<double>{} : detail::activation_parameters(tail, head + " " + what);
+    if (v.size() != count)
+      detail::fail<std::invalid_argument>("with_activation", "activation '", head, "' needs ", count, " ", what,
+                                          " (got ", v.size(), " in '", name, "')");
+    return v;
+  };
+  const auto degree = [&] {
+    const double n = exactly(1, "degree")[0];
+    if (n != std::floor(n) || n < 0 || n > 64)
+      detail::fail<std::invalid_argument>("with_activation", "activation '", head,
+                                          "' needs an integer degree (got '", tail, "')");
+    return static_cast<int>(n);
+  };
+  if (head == "abrelu") {
+    const auto v = exactly(2, "slopes");
+    return f(ABRelu(v[0], v[1]));
+  }
+  if (head == "exp") {
+    const auto v = exactly(2, "parameters");
+    return f(Exp(v[0], v[1]));
+  }
+  if (head == "gaussian") {
+    const auto v = exactly(2, "parameters");
+    return f(Gaussian(v[0], v[1]));
+  }
+  if (head == "rbf") return f(Rbf(exactly(1, "gamma")[0]));
+  if (head == "monomial") return f(Monomial(degree()));
+  if (head == "rectified_monomial") return f(RectifiedMonomial(degree()));
+  if (head == "polynomial") return f(Polynomial(detail::activation_parameters(tail, "polynomial coefficients")));
   detail::fail<std::invalid_argument>("with_activation", "unknown activation '", name, "' (known: ",
                                       activation_names, ")");
 }

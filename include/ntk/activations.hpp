@@ -1,16 +1,27 @@
 #pragma once
 /// \file activations.hpp
-/// Activation types.  Each provides, as templates over the scalar type,
-///   value(z)       φ(z),
-///   derivative(z)  φ'(z) (in closed form, never by finite differences),
-///   name()         the name the command-line tool uses,
-/// and, where one exists, the closed-form dual
-///   dual(q1, c, q2) -> Dual{ E[φ(u)φ(v)], E[φ'(u)φ'(v)] },  (u, v) ~ N(0, [[q1, c], [c, q2]]).
-/// `has_closed_form_dual<Phi, Scalar>` tells at compile time whether a type has one.  Any type with
-/// value() and derivative() works everywhere through Gauss–Hermite quadrature (dual.hpp).
+/// Activation types, and the contract a user-defined one follows (docs/architecture.md; a complete
+/// user-defined activation: examples/custom_activation.cpp).  Members are templates over the
+/// scalar type S (double, float, long double):
+///   required  S value(S z) const                    φ(z)
+///             S derivative(S z) const               φ'(z), in closed form (never by finite differences)
+///   optional  Dual<S> dual(S q1, S c, S q2) const   the closed-form dual
+///                 {E[φ(u)φ(v)], E[φ'(u)φ'(v)]}, (u, v) ~ N(0, [[q1, c], [c, q2]]), exact for all
+///                 q1, q2 >= 0 and |c| <= sqrt(q1 q2); used instead of quadrature everywhere
+///             Dual<S> unit_dual(S rho) const        for positively homogeneous φ (φ(λz) = λφ(z),
+///                 λ > 0): the dual per unit sqrt(q1 q2) as a function of the correlation; kernels
+///                 then need one square root per point instead of one per entry
+///             std::pair<S, S> means() const         (E[φ(Z)], E[φ'(Z)]), Z ~ N(0, 1), exact
+///                 (deep-limit constants; else quadrature)
+///             std::pair<S, S> value_and_derivative(S z) const   both at once, sharing work
+///             std::string name() const              the name the command-line tool uses
+/// Without dual() every function works through Gauss–Hermite quadrature; ntk::Quadrature<Phi>
+/// forces that path on a type that has one.  kernel(), dual() and Network check the required
+/// members with a static_assert naming what is missing (contracts.hpp); the optional ones are
+/// detected (has_closed_form_dual, has_unit_dual, has_means, has_value_and_derivative).
 ///
-/// The closed forms are exact for all q1, q2 >= 0 and |c| <= sqrt(q1 q2) (correlations are clamped
-/// into [-1, 1]); the derivation sources are listed in REFERENCE.md §1b.
+/// The closed forms below are exact for all q1, q2 >= 0 and |c| <= sqrt(q1 q2) (correlations are
+/// clamped into [-1, 1]); the derivation sources are listed in REFERENCE.md §1b.
 
 #include <algorithm>
 #include <cmath>
@@ -128,6 +139,20 @@ struct is_activation<Phi, Scalar,
                                  decltype(std::declval<const Phi&>().derivative(Scalar()))>>
     : std::true_type {};
 
+/// Compile-time tests for the optional members of the activation contract.
+template <class Phi, class Scalar, class = void>
+struct has_value_and_derivative : std::false_type {};
+template <class Phi, class Scalar>
+struct has_value_and_derivative<
+    Phi, Scalar, std::void_t<decltype(std::declval<const Phi&>().value_and_derivative(Scalar()))>>
+    : std::true_type {};
+template <class Phi, class Scalar, class = void>
+struct has_means : std::false_type {};
+template <class Phi, class Scalar>
+struct has_means<Phi, Scalar,
+                 std::void_t<decltype(std::declval<const Phi&>().template means<Scalar>())>>
+    : std::true_type {};
+
 /// Leaky ReLU φ(z) = max(z, 0) + slope min(z, 0); slope = 0 is ReLU, slope = -1 is |z|.
 struct LeakyRelu {
   double slope = 0.01;
@@ -218,6 +243,12 @@ struct Tanh {
   S derivative(S z) const {
     const S t = std::tanh(z);
     return (1 - t) * (1 + t);
+  }
+  /// Both at once from one tanh (quadrature evaluates φ and φ' at the same nodes).
+  template <class S>
+  std::pair<S, S> value_and_derivative(S z) const {
+    const S t = std::tanh(z);
+    return {t, (1 - t) * (1 + t)};
   }
 };
 
@@ -345,6 +376,12 @@ class Hermite {
       m_derivative[k - 1] = std::sqrt(static_cast<double>(k)) * m_coefficients[k];
   }
   const std::vector<double>& coefficients() const { return m_coefficients; }
+  /// (E[φ(Z)], E[φ'(Z)]) = (c_0, c_1) (the second by Stein's lemma).
+  template <class S>
+  std::pair<S, S> means() const {
+    return {static_cast<S>(m_coefficients[0]),
+            static_cast<S>(m_coefficients.size() > 1 ? m_coefficients[1] : 0.0)};
+  }
   std::string name() const {
     std::string s = "hermite:";
     for (std::size_t k = 0; k < m_coefficients.size(); ++k)
@@ -434,6 +471,23 @@ class OptimalActivation : public Hermite {
   double m_dimension;
 };
 
+
+/// Any activation evaluated the generic way: value, derivative and name are forwarded, the closed
+/// forms (dual, unit_dual) and moments (means) are hidden, so duals and kernels come from
+/// Gauss–Hermite quadrature (tabulated, series or direct; see kernel.hpp).  For checking closed
+/// forms: ntk::mlp(ntk::Quadrature<ntk::Erf>{}, ...).  Only code that names this type compiles the
+/// quadrature path for a closed-form activation.
+template <class Phi>
+struct Quadrature {
+  Phi phi{};
+  std::string name() const { return phi.name(); }
+  template <class S>
+  S value(S z) const { return phi.value(z); }
+  template <class S>
+  S derivative(S z) const { return phi.derivative(z); }
+};
+template <class Phi>
+Quadrature(Phi) -> Quadrature<Phi>;
 
 // ---------------------------------------------------------------------------------------------
 // Activations of Neural Tangents' stax zoo (ABRelu, Sign, Exp, Gaussian, Rbf, Monomial,

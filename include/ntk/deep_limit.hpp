@@ -61,12 +61,6 @@ struct LimitConstants {
 
 namespace detail {
 
-template <class Phi, class = void>
-struct has_means : std::false_type {};
-template <class Phi>
-struct has_means<Phi, std::void_t<decltype(std::declval<const Phi&>().template means<double>())>>
-    : std::true_type {};
-
 /// Order of the 1-D rules for Gaussian moments of activations without closed forms.
 inline constexpr int moment_order = 512;
 
@@ -82,13 +76,10 @@ template <class Phi>
 LimitConstants limit_constants(const Phi& phi) {
   LimitConstants c;
   const auto& rule = gauss_hermite<double>(detail::moment_order);
-  if constexpr (detail::has_means<Phi>::value) {
+  if constexpr (has_means<Phi, double>::value) {
     const auto m = phi.template means<double>();
     c.E_phi = m.first;
     c.E_dphi = m.second;
-  } else if constexpr (std::is_base_of_v<Hermite, Phi>) {
-    c.E_phi = phi.coefficients()[0];                                   // a_0
-    c.E_dphi = phi.coefficients().size() > 1 ? phi.coefficients()[1] : 0.0;  // Stein: E[φ'] = a_1
   } else {
     c.E_phi = rule.expect([&](double z) { return static_cast<double>(phi.value(z)); });
     c.E_dphi = rule.expect([&](double z) { return static_cast<double>(phi.derivative(z)); });

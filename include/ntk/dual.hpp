@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "activations.hpp"
+#include "contracts.hpp"
 #include "detail/dual_table.hpp"
 #include "detail/quadrature_dual.hpp"
 #include "errors.hpp"
@@ -23,7 +24,9 @@ namespace ntk {
 struct DualOptions {
   /// Gauss–Hermite order per dimension; 0 chooses adaptive_quadrature_order(max(s11, s22)).
   int quadrature_order = 0;
-  /// Use quadrature even where the activation has a closed form.
+  /// ntk::dual() only: use quadrature even where the activation has a closed form.  The kernels
+  /// take ntk::Quadrature<Phi> instead (a type, so closed-form builds never compile quadrature)
+  /// and reject this flag when a layer has a closed form.
   bool force_quadrature = false;
   /// Kernels only (adaptive order, inputs of different norms): the Hermite series of the dual is
   /// cut where its tail is at most this fraction of E[φ²] (and of E[φ'²]) for every variance, which
@@ -82,8 +85,8 @@ Dual<S> dual_unchecked(const Phi& phi, const Covariance2<S>& cov, const DualOpti
 template <class Phi, class Scalar>
 Dual<Scalar> dual(const Phi& phi, Scalar s11, Scalar s12, Scalar s22,
                   const DualOptions& options = {}) {
-  static_assert(is_activation<Phi, Scalar>::value,
-                "ntk::dual: Phi must provide value(z) and derivative(z)");
+  static_assert(detail::check_activation_contract<Phi, Scalar>(),
+                "ntk::dual: the activation does not meet the contract (see the message above)");
   options.check("dual");
   const Dual<Scalar> d =
       detail::dual_unchecked(phi, detail::checked_covariance("dual", s11, s12, s22), options);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "activations.hpp"
+#include "contracts.hpp"
 #include "errors.hpp"
 #include "layers.hpp"
 #include "random.hpp"
@@ -50,6 +51,9 @@ struct TrainHistory {
 /// Every Dense layer must have width >= 1 (the readout's width is the number of outputs k).
 template <class Arch, class Scalar = double>
 class Network {
+  static_assert(detail::check_architecture_contract<Arch, Scalar, true>(),
+                "ntk::Network: the architecture does not meet the contract (see the message above)");
+
  public:
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;

@@ -15,9 +15,8 @@
 ///   gap (or globalavgpool)                 mean over pixels
 ///   flatten
 ///   dense[:WIDTH][:sw=σ_w][:sb=σ_b]        per pixel on images; WIDTH default 1, σ_w 1, σ_b 0
-///   an activation: relu, abs, erf, tanh, sigmoid, gelu, identity, sin, cos, softplus, sign,
-///        leaky_relu:SLOPE, abrelu:A:B, exp:A:B, gaussian:A:B, rbf:GAMMA, monomial:N,
-///        rectified_monomial:N, polynomial:C0:C1:..., hermite:C0:C1:..., opt:D
+///   an activation by its name in activation_names.hpp, parameters separated by ':' instead of
+///        ',': relu, tanh, leaky_relu:SLOPE, abrelu:A:B, polynomial:C0:C1:..., hermite:C0:C1:...
 /// Example: "conv:3x3:64,relu,avgpool:2,conv:3x3:64,relu,gap,dense:10".
 /// Every malformed case throws std::invalid_argument naming the layer, the field and the problem.
 
@@ -28,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "activation_names.hpp"
 #include "activations.hpp"
 #include "conv.hpp"
 #include "errors.hpp"
@@ -91,12 +91,6 @@ class SpecParser {
     if (!parse_positive(text, v)) bad(std::string("bad ") + what + " '" + text + "' (expected an integer >= 1)");
     return v;
   }
-  std::vector<double> numbers(const std::vector<std::string>& fields, const char* what) const {
-    if (fields.size() < 2) bad(std::string("needs ") + what);
-    std::vector<double> out;
-    for (std::size_t k = 1; k < fields.size(); ++k) out.push_back(number(fields[k], what));
-    return out;
-  }
   void arity(const std::vector<std::string>& fields, std::size_t low, std::size_t high) const {
     const std::size_t given = fields.size() - 1;
     if (given < low || given > high) {
@@ -105,18 +99,6 @@ class SpecParser {
           " parameters (got " + std::to_string(given) + ")");
     }
   }
-  /// Any constructor exception of an activation, re-thrown with the layer named.
-  template <class Make>
-  ImageArchitecture::Layer activation(Make&& make) const {
-    try {
-      return make();
-    } catch (const std::invalid_argument& e) {
-      bad(e.what());
-    } catch (const std::domain_error& e) {
-      bad(e.what());
-    }
-  }
-
  private:
   std::size_t m_index;
   std::string m_layer;
@@ -212,66 +194,19 @@ inline ImageArchitecture::Layer parse_layer(std::size_t index, const std::string
     }
     return Dense(sigma_w, sigma_b, width);
   }
-  // Activations.
-  const auto plain = [&](auto phi) {
-    p.arity(f, 0, 0);
-    return L(ImageActivation(phi));
-  };
-  if (head == "relu") return plain(Relu{});
-  if (head == "abs") return plain(Abs{});
-  if (head == "erf") return plain(Erf{});
-  if (head == "tanh") return plain(Tanh{});
-  if (head == "sigmoid") return plain(Sigmoid{});
-  if (head == "gelu") return plain(Gelu{});
-  if (head == "identity") return plain(Identity{});
-  if (head == "sin") return plain(Sin{});
-  if (head == "cos") return plain(Cos{});
-  if (head == "softplus") return plain(Softplus{});
-  if (head == "sign") return plain(Sign{});
-  if (head == "leaky_relu") {
-    p.arity(f, 0, 1);
-    const double slope = f.size() > 1 ? p.number(f[1], "slope") : 0.01;
-    return L(ImageActivation(LeakyRelu{slope}));
+  // Activations: by name (activation_names.hpp), parameters ':'-separated here.
+  std::string name = head;
+  for (std::size_t k = 1; k < f.size(); ++k) name += (k == 1 ? ":" : ",") + f[k];
+  try {
+    return with_activation(name, [](const auto& phi) { return L(ImageActivation(phi)); });
+  } catch (const std::invalid_argument& e) {
+    const std::string message = e.what();
+    if (message.find("unknown activation") == std::string::npos) p.bad(message);
+  } catch (const std::domain_error& e) {
+    p.bad(e.what());
   }
-  if (head == "abrelu" || head == "exp" || head == "gaussian") {
-    p.arity(f, 2, 2);
-    const double a = p.number(f[1], "a"), b = p.number(f[2], "b");
-    return p.activation([&]() -> L {
-      if (head == "abrelu") return ImageActivation(ABRelu(a, b));
-      if (head == "exp") return ImageActivation(Exp(a, b));
-      return ImageActivation(Gaussian(a, b));
-    });
-  }
-  if (head == "rbf") {
-    p.arity(f, 1, 1);
-    const double gamma = p.number(f[1], "gamma");
-    return p.activation([&]() -> L { return ImageActivation(Rbf(gamma)); });
-  }
-  if (head == "monomial" || head == "rectified_monomial") {
-    p.arity(f, 1, 1);
-    const Eigen::Index n = f[1] == "0" ? 0 : p.positive(f[1], "degree");
-    if (n > 32) p.bad("degree must be at most 32 (got " + f[1] + ")");
-    return p.activation([&]() -> L {
-      if (head == "monomial") return ImageActivation(Monomial(static_cast<int>(n)));
-      return ImageActivation(RectifiedMonomial(static_cast<int>(n)));
-    });
-  }
-  if (head == "polynomial" || head == "hermite") {
-    const std::vector<double> c = p.numbers(f, "coefficients");
-    return p.activation([&]() -> L {
-      if (head == "polynomial") return ImageActivation(Polynomial(c));
-      return ImageActivation(Hermite(c));
-    });
-  }
-  if (head == "opt") {
-    p.arity(f, 1, 1);
-    const double d = p.number(f[1], "dimension");
-    return p.activation([&]() -> L { return ImageActivation(OptimalActivation(d)); });
-  }
-  p.bad("unknown layer '" + head +
-        "' (known: conv, avgpool, gap, flatten, dense, and the activations relu, abs, erf, tanh, sigmoid, gelu, "
-        "identity, sin, cos, softplus, sign, leaky_relu, abrelu, exp, gaussian, rbf, monomial, rectified_monomial, "
-        "polynomial, hermite, opt)");
+  p.bad("unknown layer '" + head + "' (known: conv, avgpool, gap, flatten, dense, and the activations " +
+        activation_names + ")");
 }
 
 }  // namespace detail

@@ -1,13 +1,13 @@
 #pragma once
-#include <string>
-#include <vector>
+// The subcommands of the ntk tool.  Each add_* declares one subcommand on `app`: its options (one
+// Options block) and the function that runs it after parsing.
+#include <CLI/CLI.hpp>
 
 namespace ntk_cli {
-using Words = std::vector<std::string>;
-int run_kernel(const Words& words);
-int run_empirical(const Words& words);
-int run_constants(const Words& words);
-int run_predict(const Words& words);
-int run_classify(const Words& words);
-int run_demo(const Words& words);
+void add_kernel(CLI::App& app);
+void add_empirical(CLI::App& app);
+void add_constants(CLI::App& app);
+void add_predict(CLI::App& app);
+void add_classify(CLI::App& app);
+void add_demo(CLI::App& app);
 }  // namespace ntk_cli

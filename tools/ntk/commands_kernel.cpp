@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 
 #include "args.hpp"
 #include "commands.hpp"
@@ -27,80 +28,75 @@ void set_threads(int threads) {
 #endif
 }
 
-std::set<std::string> with_architecture(std::set<std::string> extra) {
-  extra.insert(architecture_options.begin(), architecture_options.end());
-  return extra;
-}
-
-}  // namespace
-
-int run_kernel(const Words& words) {
-  const Args args(words, with_architecture({"x", "x2", "kind", "out"}), {});
-  const Architecture arch = Architecture::from(args);
-  set_threads(arch.threads);
-  const std::string kind = args.text("kind", "ntk");
-  if (kind != "ntk" && kind != "nngp") throw CliError("--kind must be ntk or nngp (got '" + kind + "')");
-  const Eigen::MatrixXd x = read_matrix(args.required("x"));
-  const bool two = args.has("x2");
-  const Eigen::MatrixXd x2 = two ? read_matrix(args.text("x2")) : Eigen::MatrixXd();
-  if (two && x2.cols() != x.cols())
-    throw CliError("--x and --x2 must have the same number of columns (got " + std::to_string(x.cols()) +
-                   " and " + std::to_string(x2.cols()) + ")");
+ntk::KernelOptions kernel_options(const Architecture& arch) {
   ntk::KernelOptions options;
   options.threads = arch.threads;
   if (arch.quadrature > 0) {
     options.dual.force_quadrature = true;
     options.dual.quadrature_order = arch.quadrature;
   }
-  const auto which = kind == "ntk" ? ntk::KernelKind::ntk : ntk::KernelKind::nngp;
+  return options;
+}
+
+struct KernelArgs {
+  std::string x, x2, kernel = "ntk", out;
+  Architecture arch;
+};
+
+void run_kernel(const KernelArgs& a) {
+  set_threads(a.arch.threads);
+  const Eigen::MatrixXd x = read_matrix(a.x);
+  const bool two = !a.x2.empty();
+  const Eigen::MatrixXd x2 = two ? read_matrix(a.x2) : Eigen::MatrixXd();
+  if (two && x2.cols() != x.cols())
+    throw CliError("--x and --x2 must have the same number of columns (got " + std::to_string(x.cols()) +
+                   " and " + std::to_string(x2.cols()) + ")");
+  const ntk::KernelOptions options = kernel_options(a.arch);
+  const auto which = a.kernel == "ntk" ? ntk::KernelKind::ntk : ntk::KernelKind::nngp;
   const auto compute = [&](auto& out) {
-    with_activation(arch.activation, [&](const auto& phi) {
-      const auto net = ntk::mlp(phi, arch.depth, 0, arch.sigma_w, arch.sigma_b);
+    with_activation(a.arch.activation, [&](const auto& phi) {
+      const auto net = ntk::mlp(phi, a.arch.depth, 0, a.arch.sigma_w, a.arch.sigma_b);
       if (two)
         ntk::kernel_into(net, x, x2, which, out, options);
       else
         ntk::kernel_into(net, x, which, out, options);
     });
   };
-  const std::string path = args.text("out");
   const Eigen::Index columns = two ? x2.rows() : x.rows();
-  if (ends_with(path, ".npy")) {  // computed straight into the output file's pages
-    write_npy_computed(path, x.rows(), columns, compute);
+  if (ends_with(a.out, ".npy")) {  // computed straight into the output file's pages
+    write_npy_computed(a.out, x.rows(), columns, compute);
   } else {
     Eigen::MatrixXd out(x.rows(), columns);
     compute(out);
-    write_matrix(path, out);
+    write_matrix(a.out, out);
   }
-  return 0;
 }
 
-int run_empirical(const Words& words) {
-  const Args args(words, with_architecture({"x", "x2", "width", "seed", "outputs", "out"}), {});
-  const Architecture arch = Architecture::from(args);
-  set_threads(arch.threads);
-  const long width = args.integer("width", 512), outputs = args.integer("outputs", 1);
-  const long seed = args.integer("seed", 0);
-  if (width < 1) throw CliError("--width must be at least 1 (got " + std::to_string(width) + ")");
-  if (outputs < 1) throw CliError("--outputs must be at least 1 (got " + std::to_string(outputs) + ")");
-  const Eigen::MatrixXd x = read_matrix(args.required("x"));
-  const Eigen::MatrixXd x2 = args.has("x2") ? read_matrix(args.text("x2")) : x;
+struct EmpiricalArgs {
+  std::string x, x2, out;
+  long width = 512, outputs = 1;
+  unsigned long long seed = 0;
+  Architecture arch;
+};
+
+void run_empirical(const EmpiricalArgs& a) {
+  set_threads(a.arch.threads);
+  const Eigen::MatrixXd x = read_matrix(a.x);
+  const Eigen::MatrixXd x2 = a.x2.empty() ? x : read_matrix(a.x2);
   if (x2.cols() != x.cols())
     throw CliError("--x and --x2 must have the same number of columns (got " + std::to_string(x.cols()) +
                    " and " + std::to_string(x2.cols()) + ")");
   Eigen::MatrixXd out;
-  with_activation(arch.activation, [&](const auto& phi) {
+  with_activation(a.arch.activation, [&](const auto& phi) {
     using Phi = std::decay_t<decltype(phi)>;
-    const auto arch_ = ntk::mlp(phi, arch.depth, width, arch.sigma_w, arch.sigma_b, outputs);
-    const ntk::Network<ntk::Mlp<Phi>> net(arch_, x.cols(), static_cast<std::uint64_t>(seed));
+    const auto arch = ntk::mlp(phi, a.arch.depth, a.width, a.arch.sigma_w, a.arch.sigma_b, a.outputs);
+    const ntk::Network<ntk::Mlp<Phi>> net(arch, x.cols(), static_cast<std::uint64_t>(a.seed));
     out = net.empirical_ntk(x, x2);
   });
-  write_matrix(args.text("out"), out);
-  return 0;
+  write_matrix(a.out, out);
 }
 
-int run_constants(const Words& words) {
-  const Args args(words, with_architecture({}), {});
-  const Architecture arch = Architecture::from(args);
+void run_constants(const Architecture& arch) {
   ntk::LimitConstants c;
   with_activation(arch.activation, [&](const auto& phi) { c = ntk::limit_constants(phi); });
   char buffer[64];
@@ -112,8 +108,49 @@ int run_constants(const Words& words) {
                      row("E_phi2", c.E_phi2) + row("A", c.A) + row("A_prime", c.A_prime) + row("B", c.B);
   text += std::isnan(c.alpha) ? std::string("alpha,\n") : row("alpha", c.alpha);
   text += std::string("regime,") + ntk::to_string(c.regime) + "\n";
-  std::cout << text;
-  return 0;
+  write_stdout(text);
+}
+
+}  // namespace
+
+void add_kernel(CLI::App& app) {
+  auto a = std::make_shared<KernelArgs>();
+  auto o = std::make_shared<Options>(app.add_subcommand("kernel", "analytic NTK or NNGP Gram matrix"));
+  o->required_text("x", a->x, "rows of the first input set (CSV, .npy, - for stdin)")
+      .text("x2", a->x2, "rows of the second input set (default: --x)")
+      .choice("kernel,kind", a->kernel, {"ntk", "nngp"}, "which kernel (ntk); --kind is an alias")
+      .text("out", a->out, "output file, .npy or CSV (default: stdout)");
+  a->arch.add_to(*o);
+  o->app()->callback([a, o] {
+    o->finish();
+    run_kernel(*a);
+  });
+}
+
+void add_empirical(CLI::App& app) {
+  auto a = std::make_shared<EmpiricalArgs>();
+  auto o = std::make_shared<Options>(app.add_subcommand("empirical", "empirical NTK of a random finite network"));
+  o->required_text("x", a->x, "rows of the first input set (CSV, .npy, - for stdin)")
+      .text("x2", a->x2, "rows of the second input set (default: --x)")
+      .integer("width", a->width, 1, 1L << 20, "hidden width (512)")
+      .integer("outputs", a->outputs, 1, 1L << 16, "network outputs; the kernel is averaged over them (1)")
+      .integer("seed", a->seed, 0, std::numeric_limits<long long>::max(), "random seed (0)")
+      .text("out", a->out, "output file, .npy or CSV (default: stdout)");
+  a->arch.add_to(*o);
+  o->app()->callback([a, o] {
+    o->finish();
+    run_empirical(*a);
+  });
+}
+
+void add_constants(CLI::App& app) {
+  auto a = std::make_shared<Architecture>();
+  auto o = std::make_shared<Options>(app.add_subcommand("constants", "deep-limit constants A, A', B, alpha, regime"));
+  a->add_to(*o);
+  o->app()->callback([a, o] {
+    o->finish();
+    run_constants(*a);
+  });
 }
 
 }  // namespace ntk_cli

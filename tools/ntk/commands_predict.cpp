@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <iostream>
 #include <limits>
+#include <memory>
 
 #include "args.hpp"
 #include "commands.hpp"
@@ -19,11 +20,6 @@
 namespace ntk_cli {
 
 namespace {
-
-std::set<std::string> with_architecture(std::set<std::string> extra) {
-  extra.insert(architecture_options.begin(), architecture_options.end());
-  return extra;
-}
 
 /// Accuracy for ±1 targets (one column) or one-hot targets (argmax); NaN if targets are neither.
 double target_accuracy(const Eigen::MatrixXd& predicted, const Eigen::MatrixXd& targets) {
@@ -56,31 +52,34 @@ std::vector<double> parse_times(const std::string& text) {
     double t;
     if (!parse_double(cell, t) || !(t >= 0) || !std::isfinite(t))
       throw CliError("--time: each time must be a number >= 0 or 'inf' (got '" + cell + "')");
-    times.push_back(t);
+    times.push_back(t + 0.0);  // -0 becomes 0
   }
   if (times.empty()) throw CliError("--time: empty list");
   return times;
 }
 
-}  // namespace
 
-int run_predict(const Words& words) {
-  const Args args(words, with_architecture({"train", "test", "outputs", "kernel", "lr", "time", "diag-reg", "out"}),
-                  {"discrete", "variance"});
-  const Architecture arch = Architecture::from(args);
+struct PredictArgs {
+  std::string train, test, kernel = "ntk", out;
+  long outputs = 1;
+  double lr = 1, diag_reg = 0;
+  std::vector<double> times{std::numeric_limits<double>::infinity()};
+  bool discrete = false, variance = false;
+  Architecture arch;
+};
+
+void run_predict(const PredictArgs& a) {
+  const Architecture& arch = a.arch;
 #if defined(_OPENMP)
   if (arch.threads > 0) omp_set_num_threads(arch.threads);
 #endif
-  const long k = args.integer("outputs", 1);
-  const std::string which = args.text("kernel", "ntk");
-  if (which != "ntk" && which != "nngp") throw CliError("--kernel must be ntk or nngp (got '" + which + "')");
-  const double lr = args.number("lr", 1), reg = args.number("diag-reg", 0);
-  if (!(lr > 0)) throw CliError("--lr must be positive (got " + args.text("lr") + ")");
-  if (!(reg >= 0)) throw CliError("--diag-reg must be >= 0 (got " + args.text("diag-reg") + ")");
-  const std::vector<double> times = parse_times(args.text("time", "inf"));
-  const bool discrete = args.flag("discrete"), variance = args.flag("variance");
-  const Eigen::MatrixXd train = read_matrix(args.required("train"));
-  const Eigen::MatrixXd test = read_matrix(args.required("test"));
+  const long k = a.outputs;
+  const std::string& which = a.kernel;
+  const double lr = a.lr, reg = a.diag_reg;
+  const std::vector<double>& times = a.times;
+  const bool discrete = a.discrete, variance = a.variance;
+  const Eigen::MatrixXd train = read_matrix(a.train);
+  const Eigen::MatrixXd test = read_matrix(a.test);
   if (k < 1 || k >= train.cols())
     throw CliError("--outputs must be between 1 and the number of TRAIN columns - 1 (got " +
                    std::to_string(k) + " for " + std::to_string(train.cols()) + " columns)");
@@ -125,7 +124,7 @@ int run_predict(const Words& words) {
     }
   });
   if (!out.allFinite()) throw CliError("numerical failure: predictions are not finite");
-  write_matrix(args.text("out"), out);
+  write_matrix(a.out, out);
   if (test.cols() == d + k) {
     const Eigen::MatrixXd targets = test.rightCols(k);
     for (std::size_t i = 0; i < times.size(); ++i) {
@@ -136,19 +135,21 @@ int run_predict(const Words& words) {
       std::fprintf(stderr, "\n");
     }
   }
-  return 0;
 }
 
-int run_classify(const Words& words) {
-  const Args args(words, with_architecture({"train", "test", "kernel", "out"}), {});
-  const Architecture arch = Architecture::from(args);
+struct ClassifyArgs {
+  std::string train, test, kernel = "ntk", out;
+  Architecture arch;
+};
+
+void run_classify(const ClassifyArgs& a) {
+  const Architecture& arch = a.arch;
 #if defined(_OPENMP)
   if (arch.threads > 0) omp_set_num_threads(arch.threads);
 #endif
-  const std::string which = args.text("kernel", "ntk");
-  if (which != "ntk" && which != "nngp") throw CliError("--kernel must be ntk or nngp (got '" + which + "')");
-  const Eigen::MatrixXd train = read_matrix(args.required("train"));
-  const Eigen::MatrixXd test = read_matrix(args.required("test"));
+  const std::string& which = a.kernel;
+  const Eigen::MatrixXd train = read_matrix(a.train);
+  const Eigen::MatrixXd test = read_matrix(a.test);
   if (train.cols() < 2) throw CliError("TRAIN needs feature columns and a label column");
   const Eigen::Index d = train.cols() - 1;
   if (test.cols() != d && test.cols() != d + 1)
@@ -174,10 +175,53 @@ int run_classify(const Words& words) {
   });
   Eigen::MatrixXd out(static_cast<Eigen::Index>(predicted.size()), 1);
   for (std::size_t i = 0; i < predicted.size(); ++i) out(static_cast<Eigen::Index>(i), 0) = predicted[i];
-  write_matrix(args.text("out"), out);
+  write_matrix(a.out, out);
   if (test.cols() == d + 1)
     std::fprintf(stderr, "accuracy=%.4f\n", ntk::accuracy(predicted, labels_of(test.col(d), "TEST")));
-  return 0;
+}
+
+}  // namespace
+
+void add_predict(CLI::App& app) {
+  auto a = std::make_shared<PredictArgs>();
+  auto o = std::make_shared<Options>(
+      app.add_subcommand("predict", "predictions of the linearized network trained on TRAIN (closed form)"));
+  o->required_text("train", a->train, "training rows: features, then --outputs target columns")
+      .required_text("test", a->test, "test rows: features, optionally followed by targets")
+      .integer("outputs", a->outputs, 1, 1L << 20, "target columns at the end of TRAIN (1)")
+      .choice("kernel,kind", a->kernel, {"ntk", "nngp"}, "which kernel drives the dynamics (ntk)")
+      .custom("lr", "NUMBER", "learning rate (1)", [a](const std::string& v) {
+        a->lr = parse_finite(v, "--lr");
+        if (!(a->lr > 0)) throw CliError("--lr must be positive (got " + v + ")");
+      })
+      .custom("time", "T[,T2,...]", "training times, a number >= 0 or inf (inf)",
+              [a](const std::string& v) { a->times = parse_times(v); })
+      .flag("discrete", a->discrete, "gradient descent steps instead of gradient flow")
+      .custom("diag-reg", "NUMBER", "diagonal regularization (0)", [a](const std::string& v) {
+        a->diag_reg = parse_finite(v, "--diag-reg");
+        if (!(a->diag_reg >= 0)) throw CliError("--diag-reg must be >= 0 (got " + v + ")");
+      })
+      .flag("variance", a->variance, "also print the predictive variance per test row")
+      .text("out", a->out, "output file, .npy or CSV (default: stdout)");
+  a->arch.add_to(*o);
+  o->app()->callback([a, o] {
+    o->finish();
+    run_predict(*a);
+  });
+}
+
+void add_classify(CLI::App& app) {
+  auto a = std::make_shared<ClassifyArgs>();
+  auto o = std::make_shared<Options>(app.add_subcommand("classify", "deep-limit kernel classifier"));
+  o->required_text("train", a->train, "training rows: features, then a label column")
+      .required_text("test", a->test, "test rows: features, optionally followed by a label")
+      .choice("kernel,kind", a->kernel, {"ntk", "nngp"}, "which deep kernel (ntk)")
+      .text("out", a->out, "output file, .npy or CSV (default: stdout)");
+  a->arch.add_to(*o);
+  o->app()->callback([a, o] {
+    o->finish();
+    run_classify(*a);
+  });
 }
 
 }  // namespace ntk_cli

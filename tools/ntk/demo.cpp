@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <numeric>
 #include <string>
 #include <sys/stat.h>
@@ -19,6 +20,10 @@
 #include "args.hpp"
 #include "commands.hpp"
 #include "io.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 #ifndef NTK_DEMO_DATA
 #define NTK_DEMO_DATA "data/breast_cancer.csv"
@@ -251,13 +256,20 @@ void figure_phi_opt(const std::string& dir, bool& plotted) {
   plotted = plot(dir, "fig4_phi_opt", script) && plotted;
 }
 
-}  // namespace
 
-int run_demo(const Words& words) {
-  const Args args(words, {"data", "out-dir", "threads"}, {"quick"});
-  const bool quick = args.flag("quick");
-  const std::string dir = args.text("out-dir", "demo-output");
-  const std::string path = args.text("data", NTK_DEMO_DATA);
+struct DemoArgs {
+  std::string data = NTK_DEMO_DATA, out_dir = "demo-output";
+  bool quick = false;
+  int threads = 0;
+};
+
+void run_demo(const DemoArgs& a) {
+#if defined(_OPENMP)
+  if (a.threads > 0) omp_set_num_threads(a.threads);
+#endif
+  const bool quick = a.quick;
+  const std::string& dir = a.out_dir;
+  const std::string& path = a.data;
   const auto start = Clock::now();
   const Matrix data = read_matrix(path);
   const Split s = prepare(data);
@@ -409,7 +421,21 @@ int run_demo(const Words& words) {
               "fig3_accuracy_vs_time, fig4_phi_opt\n",
               plotted ? " and PNG" : "; PNG skipped: gnuplot not found", dir.c_str());
   std::printf("total %.1f s\n", seconds_since(start));
-  return 0;
+}
+
+}  // namespace
+
+void add_demo(CLI::App& app) {
+  auto a = std::make_shared<DemoArgs>();
+  auto o = std::make_shared<Options>(app.add_subcommand("demo", "the flagship demo: kernel regression, figures"));
+  o->text("data", a->data, "CSV data set, last column the two-valued label (the shipped breast cancer data)")
+      .text("out-dir", a->out_dir, "folder for the figures (demo-output)")
+      .flag("quick", a->quick, "reduced sizes (seconds)")
+      .integer("threads", a->threads, 0, processor_count(), "threads, at most the processors (0: all)");
+  o->app()->callback([a, o] {
+    o->finish();
+    run_demo(*a);
+  });
 }
 
 }  // namespace ntk_cli

@@ -226,12 +226,29 @@ inline void write_npy(std::ostream& out, const Eigen::MatrixXd& m) {
   out.write(reinterpret_cast<const char*>(m.data()), static_cast<std::streamsize>(m.size() * 8));
 }
 
+/// Flushes stdout and throws if anything written to it was lost (a full disk, a closed pipe).
+inline void finish_stdout() {
+  std::cout.flush();
+  errno = 0;
+  const bool flushed = std::fflush(stdout) == 0;
+  const int error = errno;
+  if (!flushed || std::ferror(stdout) || !std::cout)
+    throw CliError(std::string("cannot write to standard output") +
+                   (error ? std::string(" (") + std::strerror(error) + ")" : std::string()));
+}
+
+/// Writes text to stdout, failing on a lost write.
+inline void write_stdout(const std::string& text) {
+  std::cout << text;
+  finish_stdout();
+}
+
 /// Writes to stdout ("-" or empty) or to a file, atomically: a temporary file renamed into place,
 /// so a failure leaves no partial output behind.
 inline void write_matrix(const std::string& path, const Eigen::MatrixXd& m) {
   if (path.empty() || path == "-") {
     write_csv(std::cout, m);
-    std::cout.flush();
+    finish_stdout();
     return;
   }
   const std::string temporary = path + ".partial";

@@ -1,7 +1,8 @@
 // ntk: the command-line tool over CSV and .npy files.  Errors print one line
-// "ntk: error: ..." and exit with status 2.
+// "ntk: error: ..." and exit with status 2; so does output lost on a full or closed stdout.
 #include <ntk/version.hpp>
 
+#include <cstdio>
 #include <exception>
 #include <iostream>
 #include <new>
@@ -11,58 +12,77 @@
 
 namespace {
 
-const char* usage = R"(ntk — Neural Tangent Kernel tool (CSV or .npy in, CSV or .npy out)
-
-usage: ntk <command> [options]
-
-commands:
-  kernel     --x A.csv [--x2 B.csv] [--kind ntk|nngp] [--out K.csv]   analytic Gram matrix
-  empirical  --x A.csv [--x2 B.csv] --width M [--seed S] [--outputs K]  empirical NTK of a random network
-  constants  --activation NAME                                          A, A', B, alpha, regime
-  predict    --train TRAIN.csv --test TEST.csv [--outputs K] [--kernel ntk|nngp] [--lr ETA]
-             [--time T[,T2,...]|inf] [--discrete] [--diag-reg R] [--variance] [--out P.csv]
-  classify   --train TRAIN.csv --test TEST.csv [--kernel ntk|nngp] [--out L.csv]   deep-limit classifier
-  demo       [--data FILE.csv] [--out-dir DIR] [--quick]                 the flagship demo
-
-architecture options (every command): --activation NAME (relu) --depth L (3 hidden layers)
-  --sigma-w S (1) --sigma-b S (1) --quadrature Q (force quadrature of order Q) --threads T (all)
+const char* footer = R"(
+architecture options (every command but demo): --activation NAME (relu), --depth L (3 hidden
+  layers), --sigma-w S (1), --sigma-b S (1), --quadrature Q (force quadrature of order Q),
+  --threads T (0: all processors)
 activations: relu, leaky_relu:SLOPE, abs, erf, tanh, sigmoid, gelu, identity, sin, cos, softplus,
   hermite:c0,c1,..., opt:D
 Rows are samples.  In TRAIN/TEST files the last K columns are targets (classify: last column labels).
---help, --version
+Files ending in .npy are NumPy arrays, anything else CSV; - is stdin.  An option given twice is an
+error.  Run ntk COMMAND --help for a command's options.
 )";
+
+/// "ntk: error: ..." for a CLI11 parse error, in the tool's wording where CLI11's differs.
+std::string parse_message(const CLI::ParseError& e) {
+  const std::string what = e.what();
+  if (dynamic_cast<const CLI::ArgumentMismatch*>(&e)) {  // "--depth: 1 required INT missing" and kin
+    const auto colon = what.find(':');
+    const auto space = what.find(' ');
+    const std::string name = what.substr(0, std::min(colon, space));
+    if (name.rfind("--", 0) == 0) return "option " + name + " needs a value";
+  }
+  return what;
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<std::string> words(argv + 1, argv + argc);
+  CLI::App app("ntk " + std::string(ntk::version_string) +
+                   " - Neural Tangent Kernel tool (CSV or .npy in, CSV or .npy out)",
+               "ntk");
+  app.get_formatter()->label("Usage", "usage");
+  app.footer(footer);
+  app.set_version_flag("--version", "ntk " + std::string(ntk::version_string));
+  app.require_subcommand(0, 1);
+  app.allow_extras();
+  ntk_cli::add_kernel(app);
+  ntk_cli::add_empirical(app);
+  ntk_cli::add_constants(app);
+  ntk_cli::add_predict(app);
+  ntk_cli::add_classify(app);
+  ntk_cli::add_demo(app);
+  for (CLI::App* sub : app.get_subcommands({})) sub->allow_extras();
+  int status = 0;
   try {
-    if (words.empty() || words[0] == "--help" || words[0] == "-h" || words[0] == "help") {
-      std::cout << usage;
-      return words.empty() ? 2 : 0;
+    app.parse(argc, argv);  // runs the chosen subcommand
+    if (app.get_subcommands().empty()) {
+      const auto rest = app.remaining();
+      if (!rest.empty()) throw ntk_cli::CliError("unknown command '" + rest.front() + "' (see ntk --help)");
+      std::cout << app.help();
+      status = 2;
     }
-    if (words[0] == "--version") {
-      std::cout << "ntk " << ntk::version_string << "\n";
-      return 0;
-    }
-    const std::string command = words[0];
-    const ntk_cli::Words rest(words.begin() + 1, words.end());
-    for (const auto& w : rest)
-      if (w == "--help") {
-        std::cout << usage;
-        return 0;
-      }
-    if (command == "kernel") return ntk_cli::run_kernel(rest);
-    if (command == "empirical") return ntk_cli::run_empirical(rest);
-    if (command == "constants") return ntk_cli::run_constants(rest);
-    if (command == "predict") return ntk_cli::run_predict(rest);
-    if (command == "classify") return ntk_cli::run_classify(rest);
-    if (command == "demo") return ntk_cli::run_demo(rest);
-    throw ntk_cli::CliError("unknown command '" + command + "' (see ntk --help)");
+  } catch (const CLI::CallForHelp&) {
+    std::cout << (app.get_subcommands().empty() ? app.help() : app.get_subcommands().front()->help());
+  } catch (const CLI::CallForAllHelp&) {
+    std::cout << app.help("", CLI::AppFormatMode::All);
+  } catch (const CLI::CallForVersion& e) {
+    std::cout << e.what() << "\n";
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "ntk: error: " << parse_message(e) << "\n";
+    return 2;
   } catch (const std::bad_alloc&) {
     std::cerr << "ntk: error: out of memory\n";
+    return 2;
   } catch (const std::exception& e) {
     std::cerr << "ntk: error: " << e.what() << "\n";
+    return 2;
   }
-  return 2;
+  try {
+    ntk_cli::finish_stdout();
+  } catch (const std::exception& e) {
+    std::cerr << "ntk: error: " << e.what() << "\n";
+    return 2;
+  }
+  return status;
 }

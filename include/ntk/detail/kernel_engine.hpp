@@ -20,6 +20,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../contracts.hpp"
 #include "../errors.hpp"
 #include "../kernel_options.hpp"
 #include "../layers.hpp"
@@ -281,13 +282,31 @@ void compute_into(const char* function, const Arch& arch, const Eigen::MatrixBas
   }
 }
 
+/// Whether some activation layer of the architecture has a closed-form dual.
+template <class Scalar, class Arch>
+bool has_closed_form_layer(const Arch& arch) {
+  bool any = false;
+  arch.for_each_layer([&](std::size_t, const auto& layer) {
+    using Layer = std::decay_t<decltype(layer)>;
+    if constexpr (is_activation_layer<Layer>::value)
+      any = any || has_closed_form_dual_v<decltype(Layer::phi), Scalar>;
+  });
+  return any;
+}
+
 /// The checks every Gram-matrix request makes before anything is computed or written.
 template <class Arch, class D1, class D2>
 void check_request(const char* function, const Arch& arch, const Eigen::MatrixBase<D1>& x1,
                    const Eigen::MatrixBase<D2>& x2, const KernelOptions& options) {
   static_assert(std::is_same_v<typename D1::Scalar, typename D2::Scalar>,
                 "ntk: x1 and x2 must have the same scalar type");
+  static_assert(check_architecture_contract<Arch, typename D1::Scalar>(),
+                "ntk: the architecture does not meet the contract (see the message above)");
   options.check(function);
+  if (options.dual.force_quadrature && has_closed_form_layer<typename D1::Scalar>(arch))
+    fail<std::invalid_argument>(function, "DualOptions::force_quadrature applies to ntk::dual() "
+                                "only; for kernels wrap the activation in ntk::Quadrature<Phi> "
+                                "(got force_quadrature with a closed-form activation)");
   check_architecture(function, arch);
   check_inputs(function, x1, x2);
 }

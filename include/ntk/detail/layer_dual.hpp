@@ -52,12 +52,85 @@ class LayerDual {
   LayerDual() = default;
   LayerDual(const Phi& phi, const DualOptions& options, Scalar q_min, Scalar q_max)
       : m_phi(&phi) {
-    if constexpr (has_closed_form_dual_v<Phi, Scalar>) {
-      if (!options.force_quadrature) {
-        m_mode = Mode::closed;
-        return;
-      }
+    if constexpr (closed_form) {
+      (void)options;
+      (void)q_min;
+      (void)q_max;
+    } else {
+      setup_quadrature(options, q_min, q_max);
     }
+  }
+
+  /// Variances differ and the order is adaptive: switch to the Hermite series when it converges
+  /// for the variances of the rows and (when they are other points) of the columns.
+  void prepare_series(const DualOptions& options, VarianceSet<Scalar> rows, VarianceSet<Scalar> columns) {
+    if constexpr (!closed_form) {
+      if (m_mode != Mode::quadrature || options.quadrature_order > 0) return;
+      std::vector<VarianceSet<Scalar>> sets{rows};
+      if (columns.q != nullptr) sets.push_back(columns);
+      std::vector<HermiteSeries<Scalar>> series = hermite_series(*m_phi, sets, options.series_tolerance);
+      if (!series[0].converged) return;
+      m_series[0] = std::move(series[0]);
+      if (series.size() > 1) m_series[1] = std::move(series[1]);
+      m_mode = Mode::series;
+    } else {
+      (void)options;
+      (void)rows;
+      (void)columns;
+    }
+  }
+
+  bool uses_series() const { return m_mode == Mode::series; }
+
+  /// (E[φ(√q Z)²], E[φ'(√q Z)²]): the closed form when there is one, else a 1-D rule of the
+  /// adaptive order.
+  Dual<Scalar> diagonal(Scalar q) const {
+    if constexpr (closed_form) {
+      return m_phi->dual(q, q, q);
+    } else {
+      const auto& rule = gauss_hermite<Scalar>(adaptive_quadrature_order(static_cast<double>(q)));
+      const Scalar sd = std::sqrt(q);
+      Scalar t = 0, t_dot = 0;
+      for (int i = 0; i < rule.order(); ++i) {
+        Scalar v, d;
+        value_and_derivative(*m_phi, sd * rule.nodes()[static_cast<std::size_t>(i)], v, d);
+        t += rule.weights()[static_cast<std::size_t>(i)] * v * v;
+        t_dot += rule.weights()[static_cast<std::size_t>(i)] * d * d;
+      }
+      return {t, t_dot};
+    }
+  }
+
+  /// The activation step for a tile of entries: s[t] <- L^φ, k[t] *= L^φ', t_dot[t] <- L^φ' at
+  /// [[qi[t], s[t]], [s[t], qj]].  Closed forms and the generic modes are separate compile-time
+  /// paths (a closed-form activation never instantiates quadrature; ntk::Quadrature<Phi> forces
+  /// it), so the closed-form loop has no calls and can be vectorized.
+  template <int T>
+  void cross_tile(const TileVariances<Scalar>& v, Scalar* s, Scalar* k, Scalar* t_dot) const {
+    if constexpr (closed_form) {
+      const Phi phi = *m_phi;
+      for (int t = 0; t < T; ++t) {
+        Dual<Scalar> d;
+        if constexpr (has_unit_dual_v<Phi, Scalar>) {
+          // ρ = (c / √qi) / √qj: no overflow or underflow since |c| <= √qi √qj.
+          d = phi.unit_dual(s[t] * v.inverse_root_i[t] * v.inverse_root_j);
+          d.t = d.t * v.root_i[t] * v.root_j;
+        } else {
+          d = phi.dual(v.q_i[t], s[t], v.q_j);
+        }
+        s[t] = d.t;
+        k[t] *= d.t_dot;
+        t_dot[t] = d.t_dot;
+      }
+    } else {
+      generic_tile<T>(v, s, k, t_dot);
+    }
+  }
+
+ private:
+  static constexpr bool closed_form = has_closed_form_dual_v<Phi, Scalar>;
+
+  void setup_quadrature(const DualOptions& options, Scalar q_min, Scalar q_max) {
     const int order = options.quadrature_order > 0
                           ? options.quadrature_order
                           : adaptive_quadrature_order(static_cast<double>(q_max));
@@ -70,48 +143,6 @@ class LayerDual {
         return quadrature_dual(*m_phi, Covariance2<Scalar>{q, rho * q, q}, *m_rule);
       });
     }
-  }
-
-  /// Variances differ and the order is adaptive: switch to the Hermite series when it converges
-  /// for the variances of the rows and (when they are other points) of the columns.
-  void prepare_series(const DualOptions& options, VarianceSet<Scalar> rows, VarianceSet<Scalar> columns) {
-    if (m_mode != Mode::quadrature || options.quadrature_order > 0) return;
-    std::vector<VarianceSet<Scalar>> sets{rows};
-    if (columns.q != nullptr) sets.push_back(columns);
-    std::vector<HermiteSeries<Scalar>> series = hermite_series(*m_phi, sets, options.series_tolerance);
-    if (!series[0].converged) return;
-    m_series[0] = std::move(series[0]);
-    if (series.size() > 1) m_series[1] = std::move(series[1]);
-    m_mode = Mode::series;
-  }
-
-  bool uses_series() const { return m_mode == Mode::series; }
-
-  /// The activation step for a tile of entries: s[t] <- L^φ, k[t] *= L^φ', t_dot[t] <- L^φ' at
-  /// [[qi[t], s[t]], [s[t], qj]].  The mode is chosen once per tile so the closed-form loop has
-  /// no calls and can be vectorized.
-  template <int T>
-  void cross_tile(const TileVariances<Scalar>& v, Scalar* s, Scalar* k, Scalar* t_dot) const {
-    if constexpr (has_closed_form_dual_v<Phi, Scalar>) {
-      if (m_mode == Mode::closed) {
-        const Phi phi = *m_phi;
-        for (int t = 0; t < T; ++t) {
-          Dual<Scalar> d;
-          if constexpr (has_unit_dual_v<Phi, Scalar>) {
-            // ρ = (c / √qi) / √qj: no overflow or underflow since |c| <= √qi √qj.
-            d = phi.unit_dual(s[t] * v.inverse_root_i[t] * v.inverse_root_j);
-            d.t = d.t * v.root_i[t] * v.root_j;
-          } else {
-            d = phi.dual(v.q_i[t], s[t], v.q_j);
-          }
-          s[t] = d.t;
-          k[t] *= d.t_dot;
-          t_dot[t] = d.t_dot;
-        }
-        return;
-      }
-    }
-    generic_tile<T>(v, s, k, t_dot);
   }
 
   /// The table, series and quadrature modes, kept out of line so the closed-form loop above
@@ -187,29 +218,6 @@ class LayerDual {
     }
   }
 
-  /// (E[φ(√q Z)²], E[φ'(√q Z)²]).
-  Dual<Scalar> diagonal(Scalar q) const { return diagonal_dual(*m_phi, q, m_mode == Mode::closed); }
-
-  /// Exact closed form when allowed, else a 1-D rule of the adaptive order.
-  static Dual<Scalar> diagonal_dual(const Phi& phi, Scalar q, bool closed,
-                                    int order = 0) {
-    if constexpr (has_closed_form_dual_v<Phi, Scalar>) {
-      if (closed) return phi.dual(q, q, q);
-    }
-    const auto& rule = gauss_hermite<Scalar>(
-        order > 0 ? order : adaptive_quadrature_order(static_cast<double>(q)));
-    const Scalar sd = std::sqrt(q);
-    Scalar t = 0, t_dot = 0;
-    for (int i = 0; i < rule.order(); ++i) {
-      Scalar v, d;
-      value_and_derivative(phi, sd * rule.nodes()[static_cast<std::size_t>(i)], v, d);
-      t += rule.weights()[static_cast<std::size_t>(i)] * v * v;
-      t_dot += rule.weights()[static_cast<std::size_t>(i)] * d * d;
-    }
-    return {t, t_dot};
-  }
-
- private:
   enum class Mode { closed, table, series, quadrature };
   const Phi* m_phi = nullptr;
   Mode m_mode = Mode::closed;

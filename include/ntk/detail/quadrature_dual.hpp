@@ -14,12 +14,13 @@
 namespace ntk {
 namespace detail {
 
-/// φ and φ' at one point, sharing work where the activation allows (tanh, sigmoid).
+/// φ and φ' at one point, sharing work where the activation has value_and_derivative().
 template <class Phi, class S>
 void value_and_derivative(const Phi& phi, S z, S& value, S& derivative) {
-  if constexpr (std::is_same_v<Phi, Tanh>) {
-    value = std::tanh(z);
-    derivative = (1 - value) * (1 + value);
+  if constexpr (has_value_and_derivative<Phi, S>::value) {
+    const auto both = phi.value_and_derivative(z);
+    value = both.first;
+    derivative = both.second;
   } else {
     value = phi.value(z);
     derivative = phi.derivative(z);
