@@ -3,6 +3,7 @@
 
 #include <array>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 #include "catch_shim.hpp"
@@ -57,7 +58,7 @@ double agreement(const std::vector<int>& a, const std::vector<int>& b) { return 
 
 }  // namespace
 
-TEST_CASE("Limit constants match REFERENCE.md T1 to 1e-12", "[deep]") {
+TEST_CASE("Limit constants match docs/mathematics.md T1 to 1e-12", "[deep]") {
   using R = ntk::Regime;
   const double nan = std::numeric_limits<double>::quiet_NaN();
   check_constants(ntk::Relu{}, {0.398942280401433, 0.5, 0.5, 0.5, 0.564189583547756, 0.707106781186548, 1.0, nan},
@@ -92,7 +93,7 @@ TEST_CASE("Regimes: 1-NN for A = A' = 0, undetermined for B < 1 and for linear p
   REQUIRE_THROWS_AS(ntk::limit_constants(ntk::Hermite({0.0})), std::domain_error);
 }
 
-TEST_CASE("Deep phi_opt(4) recursion matches REFERENCE.md T9 (exact polynomial iterates)", "[deep]") {
+TEST_CASE("Deep phi_opt(4) recursion matches docs/mathematics.md T9 (exact polynomial iterates)", "[deep]") {
   struct Row {
     double rho0;
     long depth;
@@ -201,4 +202,29 @@ TEST_CASE("Multi-class labels, limit classifiers and bad input", "[deep]") {
   ntk::DeepKernelClassifier<ntk::Relu> unfitted(ntk::Relu{}, 3);
   REQUIRE_THROWS_AS(unfitted.predict(xt), std::logic_error);
   REQUIRE_THROWS_AS(ntk::singular_kernel(x, y, xt, -1.0), std::invalid_argument);
+}
+
+TEST_CASE("Deep Gram matrices by tiles equal entry() pair by pair in every regime", "[deep]") {
+  const Matrix a = sphere_points(37, 3, 8), b = sphere_points(5, 3, 9);  // 37: two full tiles + padding
+  auto check = [&](const auto& phi, long depth) {
+    for (auto kind : {ntk::DeepKind::ntk, ntk::DeepKind::nngp}) {
+      const ntk::DeepKernel<std::decay_t<decltype(phi)>> kernel(phi, depth, kind);
+      const auto g = kernel.gram(a, b);
+      const Matrix ua = ntk::project_to_sphere(a), ub = ntk::project_to_sphere(b);
+      const Matrix cosines = ua * ub.transpose();
+      INFO(phi.name() << " depth " << depth);
+      for (Eigen::Index j = 0; j < b.rows(); ++j)
+        for (Eigen::Index i = 0; i < a.rows(); ++i) {
+          const double snap = 1 - 8 * std::numeric_limits<double>::epsilon(), c = cosines(i, j);
+          const auto [rho, r] = kernel.entry(c >= snap ? 1.0 : (c <= -snap ? -1.0 : c));
+          const ntk::LogNumber& v = kind == ntk::DeepKind::ntk ? r : rho;
+          CHECK(g.sign(i, j) == v.sign);
+          CHECK(g.log_abs(i, j) == v.log_abs + kernel.log_diagonal());
+        }
+    }
+  };
+  check(ntk::Relu{}, 2000);                 // plain doubles throughout
+  check(ntk::Erf{}, 300);                   // table-free closed form, correlations shrink
+  check(ntk::OptimalActivation(2), 400);    // log form and the linear tail
+  check(ntk::Tanh{}, 50);                   // the Chebyshev table of the quadrature dual
 }

@@ -2,7 +2,7 @@
 /// \file deep_limit.hpp
 /// The deep limit L → ∞ for classification (Radhakrishnan, Belkin & Uhler; lecture, last part).
 ///
-/// The theorems' setting, applied throughout this header (REFERENCE.md §3):
+/// The theorems' setting, applied throughout this header (docs/mathematics.md §3):
 ///   - inputs on the unit sphere (rows are projected: x / ‖x‖);
 ///   - φ normalized to E[φ(Z)²] = 1 (φ̃ = φ / sqrt(E[φ²]));
 ///   - no bias, σ_w = 1, and the first layer's covariance xᵀx' (no 1/d);
@@ -196,6 +196,33 @@ class NormalizedDual {
     return {d.t / m_constants.E_phi2, d.t_dot / m_constants.E_phi2};
   }
 
+  /// plain() for T correlations at once, with the same arithmetic per lane: a fixed-trip loop
+  /// over a closed form (vectorized where the form is branch-free, e.g. ReLU's unit_dual), or the
+  /// table's T-wide evaluation.
+  template <int T>
+  void plain_tile(const double* rho, double* t, double* t_dot) const {
+    if constexpr (has_closed_form_dual_v<Phi, double>) {
+      const Phi phi = m_phi;
+      const double e2 = m_constants.E_phi2;
+      for (int k = 0; k < T; ++k) {
+        Dual<double> d;
+        if constexpr (has_unit_dual_v<Phi, double>) {
+          d = phi.unit_dual(rho[k]);  // = dual(1, ρ, 1) exactly: sqrt(1 · 1) = 1
+        } else {
+          d = phi.dual(1.0, rho[k], 1.0);
+        }
+        t[k] = d.t / e2;
+        t_dot[k] = d.t_dot / e2;
+      }
+    } else {
+      m_table.template evaluate<T>(rho, t, t_dot);
+      for (int k = 0; k < T; ++k) {
+        t[k] /= m_constants.E_phi2;
+        t_dot[k] /= m_constants.E_phi2;
+      }
+    }
+  }
+
   /// (ψ(ρ), ψ'(ρ)) for ρ given in log form.
   std::pair<LogNumber, LogNumber> operator()(LogNumber rho) const {
     if (rho.sign != 0 && rho.log_abs >= small_log) {
@@ -277,8 +304,51 @@ class DeepKernel {
   /// double precision (singular regime), the remaining layers in closed form:
   ///   ρ_L = A'^{2m} ρ,  K_L = A'^{2m} (K + m ρ)  after m more layers.
   std::pair<LogNumber, LogNumber> entry(double rho0) const {
-    double rho = std::min(std::max(rho0, -1.0), 1.0), r = rho;  // r = K_l / D_l
+    const double rho = std::min(std::max(rho0, -1.0), 1.0);
+    return resume(rho, rho, 0);
+  }
+
+  /// Entries a tile at a time: the number of cosines one call of entries() takes.
+  static constexpr int tile = 16;
+
+  /// entry() for `count` <= tile cosines at once, with the same results: all lanes advance
+  /// together in plain doubles (a fixed-trip loop the compiler vectorizes, so independent entries
+  /// overlap instead of each waiting on its own chain of dependent layers) while every lane stays
+  /// in the plain range; from the first layer where one does not, each lane resumes alone.
+  void entries(const double* rho0, int count, LogNumber* rho_out, LogNumber* r_out) const {
+    constexpr int T = tile;
+    double rho[T], r[T], t[T], t_dot[T];
+    for (int k = 0; k < T; ++k) {  // padding lanes repeat lane 0, so they never stop the tile
+      rho[k] = std::min(std::max(rho0[k < count ? k : 0], -1.0), 1.0);
+      r[k] = rho[k];
+    }
     long l = 0;
+    for (; l < m_depth; ++l) {
+      bool plain = true;
+      for (int k = 0; k < T; ++k) plain = plain & (std::fabs(rho[k]) >= 1e-3) & (std::fabs(r[k]) >= 1e-250);
+      if (!plain) break;
+      m_dual.template plain_tile<T>(rho, t, t_dot);
+      const double inverse = m_inverse[static_cast<std::size_t>(l)], shrink = m_shrink[static_cast<std::size_t>(l)];
+      for (int k = 0; k < T; ++k) {
+        r[k] = t[k] * inverse + r[k] * t_dot[k] * shrink;
+        rho[k] = t[k];
+      }
+    }
+    for (int k = 0; k < count; ++k) {
+      if (l == m_depth) {
+        rho_out[k] = LogNumber::of(rho[k]);
+        r_out[k] = LogNumber::of(r[k]);
+      } else {
+        const auto [lrho, lr] = resume(rho[k], r[k], l);
+        rho_out[k] = lrho;
+        r_out[k] = lr;
+      }
+    }
+  }
+
+ private:
+  /// The recursion of entry() from layer l, where ρ_l = rho and K_l / D_l = r.
+  std::pair<LogNumber, LogNumber> resume(double rho, double r, long l) const {
     const bool linear_tail = m_dual.constants().A == 0 && m_dual.constants().A_prime != 0;
     while (true) {
       for (; l < m_depth; ++l) {  // plain doubles
@@ -317,6 +387,7 @@ class DeepKernel {
     }
   }
 
+ public:
   /// Gram matrix between the rows of a and b (projected onto the sphere).  O(n_a n_b L).
   template <class D1, class D2>
   DeepGram gram(const Eigen::MatrixBase<D1>& a, const Eigen::MatrixBase<D2>& b) const {
@@ -334,15 +405,20 @@ class DeepKernel {
     g.sign.resize(ua.rows(), ub.rows());
     g.log_abs.resize(ua.rows(), ub.rows());
     g.log_diagonal = m_log_diagonal;
+    const Eigen::Index n1 = ua.rows(), n2 = ub.rows();
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(dynamic)
 #endif
-    for (Eigen::Index j = 0; j < ub.rows(); ++j)
-      for (Eigen::Index i = 0; i < ua.rows(); ++i) {
-        const auto [rho, r] = entry(cosines(i, j));
-        const LogNumber& v = m_kind == DeepKind::ntk ? r : rho;
-        g.sign(i, j) = v.sign;
-        g.log_abs(i, j) = v.log_abs + m_log_diagonal;
+    for (Eigen::Index j = 0; j < n2; ++j)
+      for (Eigen::Index i0 = 0; i0 < n1; i0 += tile) {  // tiles of rows down column j
+        const int count = static_cast<int>(std::min<Eigen::Index>(tile, n1 - i0));
+        LogNumber rho[tile], r[tile];
+        entries(&cosines(i0, j), count, rho, r);
+        for (int k = 0; k < count; ++k) {
+          const LogNumber& v = m_kind == DeepKind::ntk ? r[k] : rho[k];
+          g.sign(i0 + k, j) = v.sign;
+          g.log_abs(i0 + k, j) = v.log_abs + m_log_diagonal;
+        }
       }
     return g;
   }
