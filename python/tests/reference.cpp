@@ -85,7 +85,7 @@ int main() {
   ntk::DynamicsOptions options;
   options.learning_rate = 0.5;
   options.diag_reg = 1e-3;
-  const ntk::LinearizedDynamics<double> dynamics(g, y, Eigen::MatrixXd(), options);
+  const ntk::LinearizedDynamics<double> dynamics(g, y, options);
   const auto projection = dynamics.project(k);
   for (double t : {0.5, 3.0, std::numeric_limits<double>::infinity()}) {
     const std::string tag = std::isinf(t) ? "inf" : std::to_string(t);

@@ -199,7 +199,8 @@ void figure_function_vs_linearization(const std::string& dir, long width, const 
   ntk::DynamicsOptions options;
   options.time = ntk::TimeModel::discrete;
   options.learning_rate = 1.0 / g0.eigenvalues().real().maxCoeff();
-  const ntk::LinearizedDynamics<> dyn(g0, y, net.forward(x), options);
+  options.f0 = net.forward(x);
+  const ntk::LinearizedDynamics<> dyn(g0, y, options);
   const auto projection = dyn.project(net.empirical_ntk(circle, x, ntk::NtkOutputs::full), net.forward(circle));
   Matrix table(points, 1 + 2 * static_cast<Eigen::Index>(times.size()));
   for (int i = 0; i < points; ++i) table(i, 0) = -pi + 2 * pi * i / (points - 1);
@@ -354,7 +355,8 @@ void run_demo(const DemoArgs& a) {
     ntk::DynamicsOptions options;
     options.time = ntk::TimeModel::discrete;
     options.learning_rate = 1.0 / g0.eigenvalues().real().maxCoeff();
-    const ntk::LinearizedDynamics<> dyn(g0, s.y_train, net.forward(s.x_train), options);
+    options.f0 = net.forward(s.x_train);
+    const ntk::LinearizedDynamics<> dyn(g0, s.y_train, options);
     const auto projection = dyn.project(net.empirical_ntk(s.x_test, s.x_train, ntk::NtkOutputs::full),
                                         net.forward(s.x_test));
     const Matrix linear = dyn.test_predictions(projection, static_cast<double>(steps));
