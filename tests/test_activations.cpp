@@ -15,7 +15,7 @@ namespace {
 struct Cov {
   double q1, c, q2;
 };
-// REFERENCE.md T3: C1..C6.
+// docs/mathematics.md T3: C1..C6.
 const std::array<Cov, 6> covariances = {{{1, 0.5, 1},
                                          {1, 0.999999, 1},
                                          {2, 0.3, 0.5},
@@ -75,7 +75,7 @@ void check_closed_form_against_quadrature(const Phi& phi, double tolerance, int 
   ntk::DualOptions forced;
   forced.force_quadrature = true;
   forced.quadrature_order = order;
-  // REFERENCE.md's covariances plus their anti-correlated mirror images (ρ = −0.999999).
+  // docs/mathematics.md's covariances plus their anti-correlated mirror images (ρ = −0.999999).
   std::vector<Cov> all(covariances.begin(), covariances.end());
   all.push_back({1, -0.999999, 1});
   all.push_back({4, -1.999998, 1});
@@ -99,7 +99,7 @@ struct ShiftedSine {
 
 }  // namespace
 
-TEST_CASE("Closed-form duals match REFERENCE.md T3 to 1e-12 (ReLU, erf, GELU, sin)", "[dual]") {
+TEST_CASE("Closed-form duals match docs/mathematics.md T3 to 1e-12 (ReLU, erf, GELU, sin)", "[dual]") {
   check_against_reference(ntk::Relu{}, relu_ref, 1e-12);
   check_against_reference(ntk::Erf{}, erf_ref, 1e-12);
   check_against_reference(ntk::Gelu{}, gelu_ref, 1e-12);
@@ -123,7 +123,7 @@ TEST_CASE("Smooth closed forms agree with forced quadrature to 1e-12", "[dual]")
   check_closed_form_against_quadrature(ntk::OptimalActivation(2.5), 1e-12, 16);
 }
 
-TEST_CASE("Kinked closed forms: REFERENCE.md T7 values and quadrature within its algebraic error",
+TEST_CASE("Kinked closed forms: docs/mathematics.md T7 values and quadrature within its algebraic error",
           "[dual]") {
   const auto leaky = ntk::dual(ntk::LeakyRelu{0.1}, 2.0, 0.3, 0.5);
   CHECK(ntk_test::relative_error(leaky.t, 0.22551143495337249) <= 1e-13);
@@ -136,7 +136,7 @@ TEST_CASE("Kinked closed forms: REFERENCE.md T7 values and quadrature within its
   const auto abs = ntk::dual(ntk::Abs{}, 1.0, rho, 1.0);
   CHECK(ntk_test::relative_error(abs.t, 2 / pi * (std::sqrt(1 - rho * rho) + rho * std::asin(rho))) <= 1e-14);
   CHECK(ntk_test::relative_error(abs.t_dot, 2 / pi * std::asin(rho)) <= 1e-14);
-  // Quadrature converges only algebraically for kinks (REFERENCE.md T6): measured, loosely bounded.
+  // Quadrature converges only algebraically for kinks (docs/mathematics.md T6): measured, loosely bounded.
   ntk::DualOptions forced;
   forced.force_quadrature = true;
   forced.quadrature_order = 256;
@@ -145,7 +145,7 @@ TEST_CASE("Kinked closed forms: REFERENCE.md T7 values and quadrature within its
   CHECK(ntk_test::relative_error(quad.t_dot, relu_ref.t_dot[0]) <= 2e-2);
 }
 
-TEST_CASE("Hermite and phi_opt duals: Mehler series at unit variance, REFERENCE.md psi(0.3)", "[dual]") {
+TEST_CASE("Hermite and phi_opt duals: Mehler series at unit variance, docs/mathematics.md psi(0.3)", "[dual]") {
   const ntk::Hermite h({0.2, 0.5, -0.4, 0.3});
   const double rho = -0.35;
   const double expected = 0.04 + 0.25 * rho + 0.16 * rho * rho + 0.09 * rho * rho * rho;
@@ -191,7 +191,7 @@ TEST_CASE("Derivatives are exact: central differences agree", "[activations]") {
   CHECK(ntk::Softplus{}.value(-800.0) >= 0);
 }
 
-TEST_CASE("A user-defined activation works through quadrature (REFERENCE.md T7 sine)", "[dual]") {
+TEST_CASE("A user-defined activation works through quadrature (docs/mathematics.md T7 sine)", "[dual]") {
   static_assert(!ntk::has_closed_form_dual_v<ShiftedSine, double>, "no closed form declared");
   const auto d = ntk::dual(ShiftedSine{}, 2.0, 0.3, 0.5);
   CHECK(ntk_test::relative_error(d.t, 0.16879671538357267) <= 1e-12);
@@ -332,7 +332,7 @@ TEST_CASE("Stax activations: kinked closed forms against quadrature (measured al
   forced.force_quadrature = true;
   forced.quadrature_order = 512;
   const std::vector<Cov> cases = {{1, 0.5, 1}, {2, 0.3, 0.5}, {1, -0.7, 1}, {0.25, 0.1, 3}};
-  // Measured at order 512: ReLU-like kinks give about 1e-4 on T and 1e-2 on T_dot (REFERENCE.md T6);
+  // Measured at order 512: ReLU-like kinks give about 1e-4 on T and 1e-2 on T_dot (docs/mathematics.md T6);
   // smoother kinks (z₊², z₊³) converge faster; jumps (sign, step) slowest.
   const auto close = [&](const auto& phi, double tol_t, double tol_dot) {
     for (const auto& cv : cases) {

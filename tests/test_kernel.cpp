@@ -62,7 +62,7 @@ double min_eigenvalue(const Matrix& m) {
 
 }  // namespace
 
-TEST_CASE("Kernel recursion matches REFERENCE.md T5 (depth 2): closed forms to 1e-12", "[kernel]") {
+TEST_CASE("Kernel recursion matches docs/mathematics.md T5 (depth 2): closed forms to 1e-12", "[kernel]") {
   check_t5(ntk::Relu{}, 1, 1,
            {{{1, 1.525334738367956, 1.910308010286648, 1.768869528399335, 2.597912775429742},
              {2, 1.503849651906118, 1.693471837320015, 1.795577676685438, 2.439925980209534},
@@ -101,7 +101,7 @@ TEST_CASE("Kernel recursion matches REFERENCE.md T5 (depth 2): closed forms to 1
            1e-12);
 }
 
-TEST_CASE("Kernel recursion matches REFERENCE.md T5 for tanh (quadrature) to 1e-10", "[kernel]") {
+TEST_CASE("Kernel recursion matches docs/mathematics.md T5 for tanh (quadrature) to 1e-10", "[kernel]") {
   check_t5(ntk::Tanh{}, 1, 1,
            {{{1, 1.320301321768247, 1.673530753079059, 1.412953407662475, 2.035235318267619},
              {2, 1.142337599450625, 1.287193351503835, 1.335624528325843, 1.756548907044199},
@@ -116,7 +116,7 @@ TEST_CASE("Kernel recursion matches REFERENCE.md T5 for tanh (quadrature) to 1e-
            1e-10);
 }
 
-TEST_CASE("Jacot et al. Fig. 1 limiting curve (REFERENCE.md T4) to 1e-12", "[kernel]") {
+TEST_CASE("Jacot et al. Fig. 1 limiting curve (docs/mathematics.md T4) to 1e-12", "[kernel]") {
   const double pi = 3.141592653589793;
   const std::array<std::array<double, 3>, 6> curve = {{{0, 0.2825, 0.08125},
                                                        {pi / 4, 0.1699705091186006, 0.06986725081949803},
@@ -155,21 +155,27 @@ TEST_CASE("Kernels: closed form and forced quadrature agree to 1e-10 for smooth 
   check(ntk::OptimalActivation(4));
 }
 
-TEST_CASE("Kernels: DualOptions::force_quadrature on a closed-form layer is rejected; Quadrature<Phi> "
-          "keeps value, derivative and name", "[kernel]") {
-  const Matrix x = random_inputs(3, 2, 5);
+TEST_CASE("Kernels: DualOptions::force_quadrature equals wrapping the activation in Quadrature<Phi>",
+          "[kernel]") {
+  const Matrix x = random_inputs(3, 2, 5), x2 = random_inputs(4, 2, 6);
   ntk::KernelOptions forced;
   forced.dual.force_quadrature = true;
-  CHECK_THROWS_AS(ntk::kernel(ntk::mlp(ntk::Erf{}, 2), x, ntk::KernelKind::both, forced),
-                  std::invalid_argument);
-  // Activations without a closed form are quadrature anyway: the flag changes nothing.
-  const auto tanh_net = ntk::mlp(ntk::Tanh{}, 2);
-  CHECK((ntk::ntk_kernel(tanh_net, x, forced) - ntk::ntk_kernel(tanh_net, x)).cwiseAbs().maxCoeff() == 0);
-  const ntk::Quadrature<ntk::Gelu> wrapped{};
+  const auto net = ntk::mlp(ntk::Erf{}, 2, 0, 1.1, 0.2);
+  const auto wrapped = ntk::mlp(ntk::Quadrature<ntk::Erf>{}, 2, 0, 1.1, 0.2);
+  CHECK((ntk::ntk_kernel(net, x, x2, forced) - ntk::ntk_kernel(wrapped, x, x2)).cwiseAbs().maxCoeff() == 0);
+  const auto serial_net = ntk::serial(ntk::Dense(1.0, 0.5), ntk::activation(ntk::Gelu{}), ntk::Dense(1.0, 0.5));
+  const auto serial_wrapped =
+      ntk::serial(ntk::Dense(1.0, 0.5), ntk::activation(ntk::Quadrature<ntk::Gelu>{}), ntk::Dense(1.0, 0.5));
+  CHECK((ntk::kernel_diagonal(serial_net, x, forced).ntk - ntk::kernel_diagonal(serial_wrapped, x).ntk)
+            .cwiseAbs().maxCoeff() == 0);
+  // The closed form differs from quadrature by the quadrature error only.
+  const Matrix exact = ntk::ntk_kernel(net, x, x2), quad = ntk::ntk_kernel(wrapped, x, x2);
+  CHECK((exact - quad).cwiseAbs().maxCoeff() <= 1e-10 * exact.cwiseAbs().maxCoeff());
+  const ntk::Quadrature<ntk::Gelu> gelu{};
   static_assert(!ntk::has_closed_form_dual_v<ntk::Quadrature<ntk::Gelu>, double>);
-  CHECK(wrapped.name() == "gelu");
-  CHECK(wrapped.value(0.7) == ntk::Gelu{}.value(0.7));
-  CHECK(wrapped.derivative(-0.3) == ntk::Gelu{}.derivative(-0.3));
+  CHECK(gelu.name() == "gelu");
+  CHECK(gelu.value(0.7) == ntk::Gelu{}.value(0.7));
+  CHECK(gelu.derivative(-0.3) == ntk::Gelu{}.derivative(-0.3));
 }
 
 // At sigma_w = sqrt(2) (the ReLU edge of chaos) correlations approach 1 only polynomially in depth;
@@ -466,4 +472,26 @@ TEST_CASE("Kernels: bad input is rejected with the function and the problem", "[
   options.dual.quadrature_order = -2;
   REQUIRE_THROWS_AS(ntk::kernel(net, x, ntk::KernelKind::both, options), std::invalid_argument);
   REQUIRE_THROWS_AS(ntk::kernel_block(net, x, x, 0, 4, 0, 1), std::invalid_argument);
+}
+
+TEST_CASE("Named forms: mlp(phi, MlpShape) and kernel_block with RowRange/ColumnRange equal the "
+          "positional ones", "[kernel]") {
+  ntk::MlpShape shape;
+  shape.depth = 3;
+  shape.sigma_w = 1.3;
+  shape.sigma_b = 0.2;
+  const auto named = ntk::mlp(ntk::Erf{}, shape), positional = ntk::mlp(ntk::Erf{}, 3, 0, 1.3, 0.2);
+  REQUIRE(named.dense.size() == positional.dense.size());
+  for (std::size_t l = 0; l < named.dense.size(); ++l) {
+    CHECK(named.dense[l].sigma_w == positional.dense[l].sigma_w);
+    CHECK(named.dense[l].sigma_b == positional.dense[l].sigma_b);
+    CHECK(named.dense[l].width == positional.dense[l].width);
+  }
+  const Matrix x1 = random_inputs(7, 3, 11), x2 = random_inputs(6, 3, 12);
+  const auto a = ntk::kernel_block(named, x1, x2, ntk::RowRange{2, 6}, ntk::ColumnRange{1, 4});
+  const auto b = ntk::kernel_block(positional, x1, x2, 2, 6, 1, 4);
+  CHECK((a.ntk - b.ntk).cwiseAbs().maxCoeff() == 0);
+  CHECK((a.nngp - b.nngp).cwiseAbs().maxCoeff() == 0);
+  CHECK_THROWS_AS(ntk::kernel_block(named, x1, x2, ntk::RowRange{6, 2}, ntk::ColumnRange{1, 4}),
+                  std::invalid_argument);
 }

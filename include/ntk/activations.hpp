@@ -21,7 +21,7 @@
 /// detected (has_closed_form_dual, has_unit_dual, has_means, has_value_and_derivative).
 ///
 /// The closed forms below are exact for all q1, q2 >= 0 and |c| <= sqrt(q1 q2) (correlations are
-/// clamped into [-1, 1]); the derivation sources are listed in REFERENCE.md §1b.
+/// clamped into [-1, 1]); the derivation sources are listed in docs/mathematics.md §1b.
 
 #include <algorithm>
 #include <cmath>

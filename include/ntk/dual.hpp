@@ -24,9 +24,9 @@ namespace ntk {
 struct DualOptions {
   /// Gauss–Hermite order per dimension; 0 chooses adaptive_quadrature_order(max(s11, s22)).
   int quadrature_order = 0;
-  /// ntk::dual() only: use quadrature even where the activation has a closed form.  The kernels
-  /// take ntk::Quadrature<Phi> instead (a type, so closed-form builds never compile quadrature)
-  /// and reject this flag when a layer has a closed form.
+  /// Use quadrature even where the activation has a closed form.  The kernels honour it by
+  /// evaluating the architecture with its activations wrapped in ntk::Quadrature<Phi>, the
+  /// compile-time form (which code can also name directly).
   bool force_quadrature = false;
   /// Kernels only (adaptive order, inputs of different norms): the Hermite series of the dual is
   /// cut where its tail is at most this fraction of E[φ²] (and of E[φ'²]) for every variance, which
@@ -49,8 +49,8 @@ struct DualOptions {
 
 /// The default Gauss–Hermite order for variances up to q: 64 + 130 q nodes per dimension, at most
 /// 512.  For tanh (poles at distance π/2, the slowest common smooth case) the error of E[φφ] is
-/// about 45 exp(-π sqrt(n / q)) and that of E[φ'φ'] ten times larger (REFERENCE.md T6), so this
-/// order gives <= 1e-12 relative for q <= 3.4 (and <= 1e-10 at q = 4, REFERENCE.md T3 C5); entire
+/// about 45 exp(-π sqrt(n / q)) and that of E[φ'φ'] ten times larger (docs/mathematics.md T6), so this
+/// order gives <= 1e-12 relative for q <= 3.4 (and <= 1e-10 at q = 4, docs/mathematics.md T3 C5); entire
 /// activations (erf, GELU, sin) are at the 1e-15 floor.  Beyond that the cap (which bounds the cost
 /// at 512² evaluations per dual) makes the result a looser approximation, still finite: about
 /// 450 exp(−π sqrt(512 / q)) relative for tanh's E[φ'φ'].

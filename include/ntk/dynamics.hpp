@@ -223,7 +223,7 @@ class LinearizedDynamics {
   }
 
   /// θ_t − θ_0 = −J0ᵀ G0⁻¹(I − e^{−η G0 t})(f0(X) − Y) (eq. 24, with the lecture's transpose
-  /// corrected; REFERENCE.md §2) for the Jacobian J0 ((n k) x p, rows i k + o).
+  /// corrected; docs/mathematics.md §2) for the Jacobian J0 ((n k) x p, rows i k + o).
   template <class D>
   Vector parameter_change(const Eigen::MatrixBase<D>& jacobian, double t) const {
     check_rows("LinearizedDynamics::parameter_change", "jacobian", jacobian, m_n * m_k);
@@ -239,7 +239,7 @@ class LinearizedDynamics {
     return change;
   }
 
-  /// NTK-GP covariance of the test outputs at time t (Lee et al. 2019; REFERENCE.md §2), for a
+  /// NTK-GP covariance of the test outputs at time t (Lee et al. 2019; docs/mathematics.md §2), for a
   /// dynamics built on Θ(X, X) with f0 ~ GP(0, K): with A = Θ(x, X) Θ⁻¹(I − e^{−ηΘt}),
   ///   Σ_t = K(x, x) + A K(X, X) Aᵀ − A K(X, x) − K(x, X) Aᵀ.   (m x m; shared kernel only)
   Matrix ntk_gp_covariance(const TestProjection<Scalar>& theta_test, const Matrix& nngp_train_train,

@@ -1,6 +1,6 @@
 #pragma once
 /// \file kernel.hpp
-/// Infinite-width NNGP Σ^L and NTK Θ^L Gram matrices (lecture eqs. 9–16; REFERENCE.md §1a):
+/// Infinite-width NNGP Σ^L and NTK Θ^L Gram matrices (lecture eqs. 9–16; docs/mathematics.md §1a):
 ///   Σ^1 = σ_w² xᵀx'/d + σ_b²,  Σ^{l+1} = σ_w² L^φ(Σ^l) + σ_b²,  Θ^1 = Σ^1,
 ///   Θ^{l+1} = Σ^{l+1} + σ_w² L^φ'(Σ^l) Θ^l.
 /// Data matrices hold one sample per row (n x d).  The output for a k-output network is
@@ -106,6 +106,24 @@ Kernels<typename D1::Scalar> kernel_block(const Arch& arch, const Eigen::MatrixB
                                         ", columns [", c0, ", ", c1, ") of ", x2.rows(), ")");
   return detail::compute_block("kernel_block", arch, x1.middleRows(r0, r1 - r0),
                                x2.middleRows(c0, c1 - c0), false, kind, options);
+}
+
+/// Half-open ranges of rows of x1 and of x2 (the block's columns), for kernel_block.
+struct RowRange {
+  Eigen::Index begin, end;
+};
+struct ColumnRange {
+  Eigen::Index begin, end;
+};
+
+/// kernel_block with named ranges: kernel_block(arch, x1, x2, ntk::RowRange{0, 100},
+/// ntk::ColumnRange{200, 300}).
+template <class Arch, class D1, class D2>
+Kernels<typename D1::Scalar> kernel_block(const Arch& arch, const Eigen::MatrixBase<D1>& x1,
+                                          const Eigen::MatrixBase<D2>& x2, RowRange rows,
+                                          ColumnRange columns, KernelKind kind = KernelKind::both,
+                                          const KernelOptions& options = {}) {
+  return kernel_block(arch, x1, x2, rows.begin, rows.end, columns.begin, columns.end, kind, options);
 }
 
 /// Diagonals Σ^L(x, x) and Θ^L(x, x) only, as n x 1 matrices: O(n L).  kernel()'s exceptions.

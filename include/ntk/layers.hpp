@@ -1,6 +1,6 @@
 #pragma once
 /// \file layers.hpp
-/// The one description of an architecture that both worlds use (DESIGN.md):
+/// The one description of an architecture that both worlds use (docs/architecture.md):
 ///   Dense            z = σ_w w x / sqrt(m_in) + σ_b β   (NTK parametrization, lecture eq. 2,
 ///                    with the fan-in m_in as divisor; the first layer divides by d)
 ///                    kernel state: Σ' = σ_w² Σ + σ_b²,  κ' = Σ' + σ_w² κ
@@ -141,6 +141,25 @@ Mlp<Phi> mlp(Phi phi, long depth, Eigen::Index width = 0, double sigma_w = 1, do
   net.dense.back().width = outputs;
   for (const auto& layer : net.dense) layer.check("mlp");
   return net;
+}
+
+/// The shape of an MLP by name, for mlp(phi, shape):
+///   ntk::MlpShape shape;
+///   shape.depth = 10;
+///   shape.sigma_w = 1.5;
+///   const auto net = ntk::mlp(ntk::Relu{}, shape);
+struct MlpShape {
+  long depth = 1;               ///< hidden (Dense, Activation) pairs before the readout
+  Eigen::Index width = 0;       ///< hidden units (finite networks only)
+  double sigma_w = 1;           ///< weight scale of every layer
+  double sigma_b = 1;           ///< bias scale of every layer
+  Eigen::Index outputs = 1;     ///< readout units
+};
+
+/// mlp() with every parameter named; the same checks.
+template <class Phi>
+Mlp<Phi> mlp(Phi phi, const MlpShape& shape) {
+  return mlp(std::move(phi), shape.depth, shape.width, shape.sigma_w, shape.sigma_b, shape.outputs);
 }
 
 namespace detail {

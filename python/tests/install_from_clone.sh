@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's install command for the Python package, run exactly as documented in a clean clone
 # of the committed tree, into a throwaway user base (PYTHONUSERBASE); then an import and a kernel
-# from another directory, against the C++ reference value (REFERENCE.md T5, pair P1).
+# from another directory, against the C++ reference value (docs/mathematics.md T5, pair P1).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)

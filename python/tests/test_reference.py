@@ -1,5 +1,5 @@
 """The bindings return exactly what the C++ library returns on the same inputs (bit for bit), and the
-reference values the C++ tests use (REFERENCE.md T5) pass through Python too."""
+reference values the C++ tests use (docs/mathematics.md T5) pass through Python too."""
 import numpy as np
 import pytest
 
@@ -114,7 +114,7 @@ def test_deep_limit_bit_for_bit(reference):
     exact(log_abs, reference["deep log_abs"])
 
 
-# REFERENCE.md T5 (depth 2, d = 3): Sigma^3 and Theta^3 for the pairs P1 and P2, the values the C++
+# docs/mathematics.md T5 (depth 2, d = 3): Sigma^3 and Theta^3 for the pairs P1 and P2, the values the C++
 # tests check (closed forms to 1e-12 relative; tanh by quadrature to 1e-10).
 T5 = [  # activation, sigma_w^2, sigma_b^2, pair, Sigma^3(x, x'), Theta^3(x, x')
     ("relu", 1.0, 1.0, "P1", 1.768869528399335, 2.597912775429742),

@@ -91,7 +91,7 @@ class DualTable {
     return d;
   }
 
-  /// The same for T correlations at once: the Clenshaw recurrences of independent entries
+  /// The same for T correlations at once: the Horner loops of independent entries
   /// interleave (and vectorize), where one entry alone is a chain of dependent steps.
   template <int T>
   void evaluate(const Scalar* rho, Scalar* t_out, Scalar* t_dot_out) const {
