@@ -9,6 +9,7 @@
 
 #include "args.hpp"
 #include "commands.hpp"
+#include "image.hpp"
 #include "io.hpp"
 
 #if defined(_OPENMP)
@@ -35,8 +36,9 @@ std::set<std::string> with_architecture(std::set<std::string> extra) {
 }  // namespace
 
 int run_kernel(const Words& words) {
-  const Args args(words, with_architecture({"x", "x2", "kind", "out"}), {});
+  const Args args(words, with_architecture({"x", "x2", "kind", "out", "architecture", "shape"}), {});
   const Architecture arch = Architecture::from(args);
+  const std::optional<ntk::ImageArchitecture> image = image_architecture(args);
   set_threads(arch.threads);
   const std::string kind = args.text("kind", "ntk");
   if (kind != "ntk" && kind != "nngp") throw CliError("--kind must be ntk or nngp (got '" + kind + "')");
@@ -54,6 +56,12 @@ int run_kernel(const Words& words) {
   }
   const auto which = kind == "ntk" ? ntk::KernelKind::ntk : ntk::KernelKind::nngp;
   const auto compute = [&](auto& out) {
+    if (image) {
+      const auto k = two ? ntk::image_kernel(*image, x, x2, which, image_options(arch))
+                         : ntk::image_kernel(*image, x, which, image_options(arch));
+      out = which == ntk::KernelKind::ntk ? k.ntk : k.nngp;
+      return;
+    }
     with_activation(arch.activation, [&](const auto& phi) {
       const auto net = ntk::mlp(phi, arch.depth, 0, arch.sigma_w, arch.sigma_b);
       if (two)

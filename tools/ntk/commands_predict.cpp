@@ -10,6 +10,7 @@
 
 #include "args.hpp"
 #include "commands.hpp"
+#include "image.hpp"
 #include "io.hpp"
 
 #if defined(_OPENMP)
@@ -65,9 +66,12 @@ std::vector<double> parse_times(const std::string& text) {
 }  // namespace
 
 int run_predict(const Words& words) {
-  const Args args(words, with_architecture({"train", "test", "outputs", "kernel", "lr", "time", "diag-reg", "out"}),
+  const Args args(words,
+                  with_architecture({"train", "test", "outputs", "kernel", "lr", "time", "diag-reg", "out",
+                                     "architecture", "shape"}),
                   {"discrete", "variance"});
   const Architecture arch = Architecture::from(args);
+  const std::optional<ntk::ImageArchitecture> image = image_architecture(args);
 #if defined(_OPENMP)
   if (arch.threads > 0) omp_set_num_threads(arch.threads);
 #endif
@@ -97,12 +101,8 @@ int run_predict(const Words& words) {
   }
   Eigen::MatrixXd out(xt.rows(), static_cast<Eigen::Index>(times.size()) * (k + (variance ? 1 : 0)));
   std::vector<Eigen::MatrixXd> predictions;
-  with_activation(arch.activation, [&](const auto& phi) {
-    const auto net = ntk::mlp(phi, arch.depth, 0, arch.sigma_w, arch.sigma_b);
-    const auto train_k = ntk::kernel(net, x, ntk::KernelKind::both, kernel_options);
-    const auto cross_k = ntk::kernel(net, xt, x, ntk::KernelKind::both, kernel_options);
-    ntk::Kernels<double> test_k;
-    if (variance) test_k = ntk::kernel(net, xt, ntk::KernelKind::nngp, kernel_options);
+  const auto solve = [&](const ntk::Kernels<double>& train_k, const ntk::Kernels<double>& cross_k,
+                         const ntk::Kernels<double>& test_k) {
     const bool use_ntk = which == "ntk";
     ntk::DynamicsOptions options;
     options.learning_rate = lr;
@@ -123,7 +123,22 @@ int run_predict(const Words& words) {
         out.col(column++) = cov.diagonal().cwiseMax(0.0);
       }
     }
-  });
+  };
+  if (image) {
+    const ntk::ImageKernelOptions options = image_options(arch);
+    ntk::Kernels<double> test_k;
+    if (variance) test_k = ntk::image_kernel(*image, xt, ntk::KernelKind::nngp, options);
+    solve(ntk::image_kernel(*image, x, ntk::KernelKind::both, options),
+          ntk::image_kernel(*image, xt, x, ntk::KernelKind::both, options), test_k);
+  } else {
+    with_activation(arch.activation, [&](const auto& phi) {
+      const auto net = ntk::mlp(phi, arch.depth, 0, arch.sigma_w, arch.sigma_b);
+      ntk::Kernels<double> test_k;
+      if (variance) test_k = ntk::kernel(net, xt, ntk::KernelKind::nngp, kernel_options);
+      solve(ntk::kernel(net, x, ntk::KernelKind::both, kernel_options),
+            ntk::kernel(net, xt, x, ntk::KernelKind::both, kernel_options), test_k);
+    });
+  }
   if (!out.allFinite()) throw CliError("numerical failure: predictions are not finite");
   write_matrix(args.text("out"), out);
   if (test.cols() == d + k) {

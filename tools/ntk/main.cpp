@@ -28,6 +28,10 @@ architecture options (every command): --activation NAME (relu) --depth L (3 hidd
   --sigma-w S (1) --sigma-b S (1) --quadrature Q (force quadrature of order Q) --threads T (all)
 activations: relu, leaky_relu:SLOPE, abs, erf, tanh, sigmoid, gelu, identity, sin, cos, softplus,
   hermite:c0,c1,..., opt:D
+image architectures (kernel, predict): --architecture SPEC --shape H,W,C (rows are images, channels
+  last), e.g. --architecture conv:3x3:64,relu,avgpool:2,conv:3x3:64,relu,gap,dense --shape 28,28,1;
+  SPEC layers: conv[:FxF][:C][:same|valid|circular][:stride=S][:sw=W][:sb=B], avgpool[:N][:stride=S],
+  gap, flatten, dense[:WIDTH][:sw=W][:sb=B], and activations (parameters ':'-separated)
 Rows are samples.  In TRAIN/TEST files the last K columns are targets (classify: last column labels).
 --help, --version
 )";
