@@ -425,6 +425,6 @@ TEST_CASE("Stax activations: parameters are validated at construction", "[activa
   CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::Rbf(0); }, "ntk::Rbf: gamma must be positive and finite (got 0)"));
   CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::Monomial(-1); }, "ntk::Monomial: degree must be in [0, 32] (got -1)"));
   CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::RectifiedMonomial(17); }, "ntk::RectifiedMonomial: degree must be in [0, 16] (got 17)"));
-  CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::Polynomial({}); }, "ntk::Polynomial: coefficients must number 1 to 33 (got 0)"));
+  CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::Polynomial(std::vector<double>{}); }, "ntk::Polynomial: coefficients must number 1 to 33 (got 0)"));
   CHECK(zoo_throws<std::invalid_argument>([&] { (void)ntk::Polynomial({1.0, inf}); }, "coefficient 1 must be finite"));
 }

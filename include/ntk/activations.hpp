@@ -707,6 +707,8 @@ class Rbf {
 /// φ(z) = Σ_j c_j z^j (coefficients from the constant term up); dual exact (block comment).
 class Polynomial {
  public:
+  /// φ(z) = z.
+  Polynomial() : Polynomial(std::vector<double>{0.0, 1.0}) {}
   /// Throws std::invalid_argument for an empty list, more than 33 coefficients (degree > 32) or
   /// a non-finite coefficient.
   explicit Polynomial(std::vector<double> coefficients) : m_c(std::move(coefficients)) {

@@ -2,7 +2,9 @@
 /// \file ntk.hpp
 /// The one include users need.
 
+#include "activation_names.hpp"
 #include "activations.hpp"
+#include "conv.hpp"
 #include "deep_limit.hpp"
 #include "dual.hpp"
 #include "dynamics.hpp"
@@ -14,5 +16,6 @@
 #include "network.hpp"
 #include "random.hpp"
 #include "solvers.hpp"
+#include "spec.hpp"
 #include "quadrature.hpp"
 #include "version.hpp"

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Fashion-MNIST subsets (Debian dataset-fashion-mnist): flatten-readout CNTK against the MLP NTK,
+# kernel regression at t = inf through `ntk predict`.  Usage:
+#   benchmarks/fashion_mnist_cntk.sh path/to/ntk [TRAIN] [TEST]      (defaults 1000 1000)
+set -euo pipefail
+ntk=$1 train=${2:-1000} test=${3:-1000}
+dir=$(mktemp -d)
+/usr/bin/python3 - "$dir" "$train" "$test" <<'PY'
+import gzip, sys, numpy as np
+out, n_train, n_test = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+d = '/usr/share/datasets/fashion-mnist/'
+def images(p):
+    with gzip.open(p) as f: return np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784) / 255.0
+def labels(p):
+    with gzip.open(p) as f: return np.frombuffer(f.read(), np.uint8, offset=8)
+rng = np.random.default_rng(0)
+def prep(x):  # per image: zero mean, unit mean square
+    x = x - x.mean(1, keepdims=True)
+    return x / np.sqrt((x ** 2).mean(1, keepdims=True))
+def onehot(y):
+    o = -0.1 * np.ones((len(y), 10)); o[np.arange(len(y)), y] = 0.9; return o
+for name, n, img, lab in (('train', n_train, 'train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),
+                          ('test', n_test, 't10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')):
+    x, y = images(d + img), labels(d + lab)
+    pick = rng.permutation(len(x))[:n]
+    np.save(f'{out}/{name}.npy', np.hstack([prep(x[pick]), onehot(y[pick])]))
+PY
+accuracy() { /usr/bin/python3 -c "
+import numpy as np, sys
+y = np.load('$dir/test.npy')[:, -10:].argmax(1); p = np.loadtxt('$1', delimiter=',')
+print('accuracy', (p.argmax(1) == y).mean())"; }
+echo "MLP NTK (relu, depth 3)"
+time "$ntk" predict --train "$dir/train.npy" --test "$dir/test.npy" --outputs 10 --out "$dir/mlp.csv"
+accuracy "$dir/mlp.csv"
+echo "flatten CNTK"
+time "$ntk" predict --train "$dir/train.npy" --test "$dir/test.npy" --outputs 10 --threads 2 \
+  --architecture conv:3x3,relu,conv:3x3,relu,conv:3x3,relu,flatten,dense --shape 28,28,1 --out "$dir/cntk.csv"
+accuracy "$dir/cntk.csv"
+rm -rf "$dir"
