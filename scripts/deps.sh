@@ -22,7 +22,7 @@ ntk_ensure_packages() {
     "${missing[@]}" >/dev/null
 }
 
-NTK_BASE_PACKAGES=(cmake g++ make libeigen3-dev catch2 libbenchmark-dev)
+NTK_BASE_PACKAGES=(cmake g++ make libeigen3-dev catch2 libbenchmark-dev libcli11-dev)
 
 # Configures (once) and builds build/ in Release with -Werror.
 ntk_build() {
