@@ -51,24 +51,29 @@ void run_kernel(const KernelArgs& a) {
   if (two && x2.cols() != x.cols())
     throw CliError("--x and --x2 must have the same number of columns (got " + std::to_string(x.cols()) +
                    " and " + std::to_string(x2.cols()) + ")");
+  const Eigen::Index columns = two ? x2.rows() : x.rows();
+  const double entries = static_cast<double>(x.rows()) * static_cast<double>(columns);
+  Destination out(a.out);
+  if (!out.is_npy_file()) check_memory(8 * entries, "the " + std::to_string(x.rows()) + " x " +
+                                                        std::to_string(columns) + " kernel");
+  else if (entries * 8 > 9e18) throw CliError(a.out + ": the output is too large for a file");
   const ntk::KernelOptions options = kernel_options(a.arch);
   const auto which = a.kernel == "ntk" ? ntk::KernelKind::ntk : ntk::KernelKind::nngp;
-  const auto compute = [&](auto& out) {
+  const auto compute = [&](auto& result) {
     with_activation(a.arch.activation, [&](const auto& phi) {
       const auto net = ntk::mlp(phi, a.arch.depth, 0, a.arch.sigma_w, a.arch.sigma_b);
       if (two)
-        ntk::kernel_into(net, x, x2, which, out, options);
+        ntk::kernel_into(net, x, x2, which, result, options);
       else
-        ntk::kernel_into(net, x, which, out, options);
+        ntk::kernel_into(net, x, which, result, options);
     });
   };
-  const Eigen::Index columns = two ? x2.rows() : x.rows();
-  if (ends_with(a.out, ".npy")) {  // computed straight into the output file's pages
-    write_npy_computed(a.out, x.rows(), columns, compute);
+  if (out.is_npy_file()) {  // computed straight into the output file's pages
+    write_npy_computed(out.file(), x.rows(), columns, compute);
   } else {
-    Eigen::MatrixXd out(x.rows(), columns);
-    compute(out);
-    write_matrix(a.out, out);
+    Eigen::MatrixXd result(x.rows(), columns);
+    compute(result);
+    out.write(result);
   }
 }
 
@@ -86,6 +91,14 @@ void run_empirical(const EmpiricalArgs& a) {
   if (x2.cols() != x.cols())
     throw CliError("--x and --x2 must have the same number of columns (got " + std::to_string(x.cols()) +
                    " and " + std::to_string(x2.cols()) + ")");
+  // Parameters, the forward/backward states of both input sets and the output.
+  const double w = static_cast<double>(a.width), k = static_cast<double>(a.outputs);
+  const double depth = static_cast<double>(a.arch.depth);
+  const double parameters = w * static_cast<double>(x.cols()) + (depth - 1) * w * w + w * k + depth * w + k;
+  const double states = static_cast<double>(x.rows() + x2.rows()) * w * depth * (k + 2);
+  check_memory(8 * (parameters + states + static_cast<double>(x.rows()) * static_cast<double>(x2.rows())),
+               "the width-" + std::to_string(a.width) + " network");
+  Destination destination(a.out);
   Eigen::MatrixXd out;
   with_activation(a.arch.activation, [&](const auto& phi) {
     using Phi = std::decay_t<decltype(phi)>;
@@ -93,7 +106,7 @@ void run_empirical(const EmpiricalArgs& a) {
     const ntk::Network<ntk::Mlp<Phi>> net(arch, x.cols(), static_cast<std::uint64_t>(a.seed));
     out = net.empirical_ntk(x, x2);
   });
-  write_matrix(a.out, out);
+  destination.write(out);
 }
 
 void run_constants(const Architecture& arch) {

@@ -3,6 +3,7 @@
 #include <ntk/dynamics.hpp>
 #include <ntk/kernel.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -94,6 +95,15 @@ void run_predict(const PredictArgs& a) {
     kernel_options.dual.force_quadrature = true;
     kernel_options.dual.quadrature_order = arch.quadrature;
   }
+  // Bounds before work: the kernels (train both kinds, cross both kinds, test NNGP for the
+  // variance), the eigendecomposition, and the output with one prediction matrix per time.
+  const double n = static_cast<double>(x.rows()), nt = static_cast<double>(xt.rows());
+  const double nk = static_cast<double>(k), nt_times = static_cast<double>(times.size());
+  check_memory(8 * (5 * n * n + 2 * n * nt + (variance ? 2 * nt * nt : 0) +
+                    2 * nt * nt_times * (nk + (variance ? 1 : 0))),
+               "predict on " + std::to_string(x.rows()) + " training and " + std::to_string(xt.rows()) +
+                   " test rows at " + std::to_string(times.size()) + " times");
+  Destination destination(a.out);
   Eigen::MatrixXd out(xt.rows(), static_cast<Eigen::Index>(times.size()) * (k + (variance ? 1 : 0)));
   std::vector<Eigen::MatrixXd> predictions;
   with_activation(arch.activation, [&](const auto& phi) {
@@ -124,7 +134,7 @@ void run_predict(const PredictArgs& a) {
     }
   });
   if (!out.allFinite()) throw CliError("numerical failure: predictions are not finite");
-  write_matrix(a.out, out);
+  destination.write(out);
   if (test.cols() == d + k) {
     const Eigen::MatrixXd targets = test.rightCols(k);
     for (std::size_t i = 0; i < times.size(); ++i) {
@@ -155,29 +165,51 @@ void run_classify(const ClassifyArgs& a) {
   if (test.cols() != d && test.cols() != d + 1)
     throw CliError("TEST must have " + std::to_string(d) + " feature columns, optionally followed by a label (got " +
                    std::to_string(test.cols()) + " columns)");
+  // Labels: integers (any range); class ids are mapped to dense ids 0..C-1 so the work is
+  // O(n C) whatever the values, ±1 labels stay a binary problem.  TEST's labels are checked too,
+  // before any work.
   auto labels_of = [](const Eigen::VectorXd& column, const char* file) {
-    std::vector<int> labels;
+    std::vector<long long> labels;
     for (Eigen::Index i = 0; i < column.size(); ++i) {
       const double v = column[i];
-      if (v != std::round(v) || std::fabs(v) > 1e6)
-        throw CliError(std::string(file) + ": labels must be integers (±1 or class ids), got " + std::to_string(v));
-      labels.push_back(static_cast<int>(v));
+      if (v != std::round(v) || std::fabs(v) > 2147483647.0)
+        throw CliError(std::string(file) + ": labels must be integers (got " + std::to_string(v) + " on row " +
+                       std::to_string(i + 1) + ")");
+      labels.push_back(static_cast<long long>(v));
     }
     return labels;
   };
-  const std::vector<int> y = labels_of(train.col(d), "TRAIN");
+  const std::vector<long long> y = labels_of(train.col(d), "TRAIN");
+  const std::vector<long long> truth = test.cols() == d + 1 ? labels_of(test.col(d), "TEST") : std::vector<long long>();
+  std::vector<long long> classes(y);
+  std::sort(classes.begin(), classes.end());
+  classes.erase(std::unique(classes.begin(), classes.end()), classes.end());
+  const bool binary = std::all_of(classes.begin(), classes.end(), [](long long v) { return v == 1 || v == -1; });
+  std::vector<int> dense(y.size());
+  for (std::size_t i = 0; i < y.size(); ++i)
+    dense[i] = binary ? static_cast<int>(y[i])
+                      : static_cast<int>(std::lower_bound(classes.begin(), classes.end(), y[i]) - classes.begin());
+  const double n = static_cast<double>(train.rows()), nt = static_cast<double>(test.rows());
+  check_memory(8 * (4 * n * n + 2 * n * nt + (n + nt) * static_cast<double>(classes.size())),
+               "classify on " + std::to_string(train.rows()) + " training rows");
+  Destination destination(a.out);
   std::vector<int> predicted;
   with_activation(arch.activation, [&](const auto& phi) {
     using Phi = std::decay_t<decltype(phi)>;
     ntk::DeepKernelClassifier<Phi> clf(phi, arch.depth, which == "ntk" ? ntk::DeepKind::ntk : ntk::DeepKind::nngp);
-    clf.fit(train.leftCols(d), y);
+    clf.fit(train.leftCols(d), dense);
     predicted = clf.predict(test.leftCols(d));
   });
   Eigen::MatrixXd out(static_cast<Eigen::Index>(predicted.size()), 1);
-  for (std::size_t i = 0; i < predicted.size(); ++i) out(static_cast<Eigen::Index>(i), 0) = predicted[i];
-  write_matrix(a.out, out);
-  if (test.cols() == d + 1)
-    std::fprintf(stderr, "accuracy=%.4f\n", ntk::accuracy(predicted, labels_of(test.col(d), "TEST")));
+  std::size_t hits = 0;
+  for (std::size_t i = 0; i < predicted.size(); ++i) {
+    const long long label = binary ? predicted[i] : classes[static_cast<std::size_t>(predicted[i])];
+    out(static_cast<Eigen::Index>(i), 0) = static_cast<double>(label);
+    if (!truth.empty()) hits += label == truth[i];
+  }
+  destination.write(out);
+  if (!truth.empty())
+    std::fprintf(stderr, "accuracy=%.4f\n", static_cast<double>(hits) / static_cast<double>(truth.size()));
 }
 
 }  // namespace

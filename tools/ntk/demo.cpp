@@ -9,12 +9,16 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <numeric>
 #include <string>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <cerrno>
+#include <cstring>
 #include <vector>
 
 #include "args.hpp"
@@ -102,21 +106,46 @@ struct Row {
 };
 
 void write_csv_file(const std::string& path, const std::string& header, const Matrix& m) {
-  std::ofstream out(path);
-  if (!out) throw CliError(path + ": cannot write file");
-  out << header << "\n";
-  write_csv(out, m);
+  OutputFile out(path);
+  out.append(header + "\n");
+  csv_rows(m, [&](const std::string& line) { out.append(line); });
+  out.commit();
 }
 
+/// Writes `name`.gp into `dir` and runs gnuplot on it inside `dir`, without a shell: the folder's
+/// name never reaches a command line or a script (the scripts name their files relative to it).
+/// Returns false when gnuplot is not installed; throws when it fails or writes no PNG.
 bool plot(const std::string& dir, const std::string& name, const std::string& script) {
-  const std::string gp = dir + "/" + name + ".gp";
   {
-    std::ofstream out(gp);
-    out << "set terminal pngcairo size 900,600 font ',11'\nset output '" << dir << "/" << name << ".png'\n"
-        << "set datafile separator ','\nset key autotitle columnhead\nset grid\n" << script;
+    OutputFile out(dir + "/" + name + ".gp");
+    out.append("set terminal pngcairo size 900,600 font ',11'\nset output '" + name + ".png'\n" +
+               "set datafile separator ','\nset key autotitle columnhead\nset grid\n" + script);
+    out.commit();
   }
-  const std::string command = "gnuplot '" + gp + "' 2>/dev/null";
-  return std::system(command.c_str()) == 0;
+  const std::string gp = name + ".gp";
+  std::fflush(nullptr);
+  const pid_t child = ::fork();
+  if (child < 0) throw CliError(std::string("cannot start gnuplot (") + std::strerror(errno) + ")");
+  if (child == 0) {
+    const int null = ::open("/dev/null", O_WRONLY);
+    if (null >= 0) {
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+    }
+    if (::chdir(dir.c_str()) != 0) ::_exit(126);
+    char* const argv[] = {const_cast<char*>("gnuplot"), const_cast<char*>(gp.c_str()), nullptr};
+    ::execvp("gnuplot", argv);
+    ::_exit(127);  // not installed
+  }
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0)
+    if (errno != EINTR) throw CliError(std::string("gnuplot: ") + std::strerror(errno));
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 127) return false;
+  struct stat st;
+  const std::string png = dir + "/" + name + ".png";
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || ::stat(png.c_str(), &st) != 0 || st.st_size == 0)
+    throw CliError(png + ": gnuplot failed to write the figure");
+  return true;
 }
 
 /// Lecture Fig. 1 (Jacot et al.): Θ of the depth-3 ReLU net (σ_w = 1, σ_b = 0.1) between
@@ -170,8 +199,8 @@ void figure_ntk_vs_angle(const std::string& dir, const std::vector<long>& widths
   write_csv_file(dir + "/fig1_ntk_vs_angle.csv", header, table);
   std::string script =
       "set title 'NTK of a depth-3 ReLU network: analytic vs empirical (Jacot et al. Fig. 1)'\n"
-      "set xlabel 'angle gamma'\nset ylabel 'Theta(x0, x(gamma))'\nplot '" + dir +
-      "/fig1_ntk_vs_angle.csv' using 1:2 with lines lw 3 lc 'black'";
+      "set xlabel 'angle gamma'\nset ylabel 'Theta(x0, x(gamma))'\nplot "
+      "'fig1_ntk_vs_angle.csv' using 1:2 with lines lw 3 lc 'black'";
   for (std::size_t w = 0; w < widths.size(); ++w)
     script += ", '' using 1:" + std::to_string(3 + 2 * w) + " with lines dt 2, '' using 1:" +
               std::to_string(4 + 2 * w) + " with lines";
@@ -221,13 +250,13 @@ void figure_function_vs_linearization(const std::string& dir, long width, const 
   for (int i = 0; i < 4; ++i) train.row(i) << train_angles[i], targets[i];
   write_csv_file(dir + "/fig2_training_points.csv", "gamma,target", train);
   std::string script = "set title 'Network (solid) and its linearization (dashed) during training, width " +
-                       std::to_string(width) + "'\nset xlabel 'angle gamma'\nset ylabel 'f'\nplot '" + dir +
-                       "/fig2_function_vs_linearization.csv' using 1:2 with lines lw 2";
+                       std::to_string(width) + "'\nset xlabel 'angle gamma'\nset ylabel 'f'\nplot "
+                       "'fig2_function_vs_linearization.csv' using 1:2 with lines lw 2";
   for (std::size_t k = 0; k < times.size(); ++k) {
     if (k > 0) script += ", '' using 1:" + std::to_string(2 + 2 * k) + " with lines lw 2";
     script += ", '' using 1:" + std::to_string(3 + 2 * k) + " with lines dt 2 lw 2";
   }
-  script += ", '" + dir + "/fig2_training_points.csv' using 1:2 with points pt 7 ps 2 title 'training points'\n";
+  script += ", 'fig2_training_points.csv' using 1:2 with points pt 7 ps 2 title 'training points'\n";
   plotted = plot(dir, "fig2_function_vs_linearization", script) && plotted;
 }
 
@@ -249,9 +278,9 @@ void figure_phi_opt(const std::string& dir, bool& plotted) {
   }
   write_csv_file(dir + "/fig4_phi_opt.csv", header, table);
   std::string script = "set multiplot layout 1,2 title 'Bayes-optimal activations phi^{opt}_d (lecture eq. 32)'\n"
-                       "set xlabel 'z'\nset title 'phi'\nplot '" + dir + "/fig4_phi_opt.csv' using 1:2 with lines lw 2";
+                       "set xlabel 'z'\nset title 'phi'\nplot 'fig4_phi_opt.csv' using 1:2 with lines lw 2";
   for (int k = 1; k < 4; ++k) script += ", '' using 1:" + std::to_string(2 + 2 * k) + " with lines lw 2";
-  script += "\nset title \"phi'\"\nplot '" + dir + "/fig4_phi_opt.csv' using 1:3 with lines lw 2";
+  script += "\nset title \"phi'\"\nplot 'fig4_phi_opt.csv' using 1:3 with lines lw 2";
   for (int k = 1; k < 4; ++k) script += ", '' using 1:" + std::to_string(3 + 2 * k) + " with lines lw 2";
   script += "\nunset multiplot\n";
   plotted = plot(dir, "fig4_phi_opt", script) && plotted;
@@ -274,12 +303,13 @@ void run_demo(const DemoArgs& a) {
   const auto start = Clock::now();
   const Matrix data = read_matrix(path);
   const Split s = prepare(data);
-  mkdir(dir.c_str(), 0755);
+  if (::mkdir(dir.c_str(), 0777) != 0 && errno != EEXIST)
+    throw CliError(dir + ": cannot create the output folder (" + std::strerror(errno) + ")");
   {
-    std::ofstream probe(dir + "/.probe");
-    if (!probe) throw CliError(dir + ": cannot write to the output folder");
+    struct stat st;
+    if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) throw CliError(dir + ": not a folder");
+    OutputFile probe(dir + "/.probe");  // can we write there at all?  (removed again)
   }
-  std::remove((dir + "/.probe").c_str());
   std::printf("ntk demo: %s (%ld x %ld), train %ld / validation %ld / test %ld, features standardized\n\n",
               path.c_str(), static_cast<long>(data.rows()), static_cast<long>(data.cols() - 1),
               static_cast<long>(s.x_train.rows()), static_cast<long>(s.x_val.rows()),
@@ -416,8 +446,8 @@ void run_demo(const DemoArgs& a) {
   figure_phi_opt(dir, plotted);
   plotted = plot(dir, "fig3_accuracy_vs_time",
                  "set title 'Test accuracy of the closed-form dynamics (depth " + std::to_string(best_depth) +
-                     ")'\nset logscale x\nset xlabel 'eta t lambda_max'\nset ylabel 'test accuracy'\nplot '" + dir +
-                     "/fig3_accuracy_vs_time.csv' using 1:2 with linespoints lw 2, '' using 1:3 with linespoints lw 2\n") &&
+                     ")'\nset logscale x\nset xlabel 'eta t lambda_max'\nset ylabel 'test accuracy'\nplot "
+                     "'fig3_accuracy_vs_time.csv' using 1:2 with linespoints lw 2, '' using 1:3 with linespoints lw 2\n") &&
             plotted;
   std::printf("\nfigures (CSV%s) in %s/: fig1_ntk_vs_angle, fig2_function_vs_linearization, "
               "fig3_accuracy_vs_time, fig4_phi_opt\n",

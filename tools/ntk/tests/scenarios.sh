@@ -31,3 +31,129 @@ npy_output_roundtrip() {
     ntk empirical --x r.csv --width 3 --depth 1 --activation identity --sigma-b 0 --out r3.csv &&
     compare r2.csv r3.csv 1e-15
 }
+
+# Runs a command with stdout on /dev/full (a full disk): the lost output must be an error.
+to_dev_full() { "$@" >/dev/full; }
+
+# Writes rows x cols of deterministic numbers to a CSV file.
+make_rows() {
+  awk -v n="$2" -v d="$3" 'BEGIN { for (i = 1; i <= n; i++) { line = ""; for (j = 1; j <= d; j++)
+    line = line (j > 1 ? "," : "") sin(i * 7.1 + j * 3.3); print line } }' >"$1"
+}
+
+# Two runs writing the same --out at once each write a whole file: the result is one run's
+# complete output (the old shared "<out>.partial" gave SIGBUS or an all-zero Gram).
+concurrent_writers() {
+  make_rows in.csv 1500 3
+  ntk kernel --x in.csv --depth 40 --out ref.npy || return 1
+  for trial in 1 2 3; do
+    "$NTK" kernel --x in.csv --depth 40 --out C.npy & a=$!
+    "$NTK" kernel --x in.csv --depth 40 --out C.npy & b=$!
+    wait $a || { echo "trial $trial: first writer failed" >&2; return 1; }
+    wait $b || { echo "trial $trial: second writer failed" >&2; return 1; }
+    cmp -s C.npy ref.npy || { echo "trial $trial: C.npy differs from a single run" >&2; return 1; }
+    rm -f C.npy
+  done
+  [ -z "$(find . -name '.*ntk-*')" ] || { echo "temporary left behind" >&2; return 1; }
+}
+
+# A planted symlink at the old predictable temporary name, and an unrelated X.partial file: both
+# stay untouched; the symlink's target is not overwritten.
+setup_planted_symlink() { echo precious >victim && ln -s victim out.csv.partial && echo mine >k.csv.partial; }
+planted_symlink() {
+  ntk kernel --x "$D/x.csv" --out out.csv && ntk kernel --x "$D/x.csv" --out k.csv || return 1
+  [ "$(cat victim)" = precious ] || { echo "the symlink's target was overwritten" >&2; return 1; }
+  [ -L out.csv.partial ] && [ "$(cat k.csv.partial)" = mine ] || { echo "a planted file was changed" >&2; return 1; }
+  [ -f out.csv ] && [ ! -L out.csv ] && grep -q , out.csv || { echo "no output" >&2; return 1; }
+}
+
+# A symlinked --out is followed: the file it names gets the result, the link stays a link.
+setup_symlinked_out() { echo old >real.csv && ln -s real.csv out.csv; }
+symlinked_out() {
+  ntk kernel --x "$D/x.csv" --out out.csv || return 1
+  [ -L out.csv ] && [ "$(readlink out.csv)" = real.csv ] || { echo "the link was replaced" >&2; return 1; }
+  grep -q , real.csv && ! grep -q old real.csv || { echo "the link's target did not get the result" >&2; return 1; }
+}
+setup_dangling_symlink_out() { ln -s nowhere/k.csv out.csv; }
+setup_readonly_out() { echo keep >ro.csv && chmod 444 ro.csv; }
+setup_out_is_directory() { mkdir outdir; }
+setup_out_onto_input() { cp "$D/x.csv" in.csv; }
+setup_out_onto_input_npy() { cp "$D/x.npy" in.npy; }
+setup_out_onto_input_link() { cp "$D/x.csv" in.csv && ln -s in.csv link.csv; }
+
+# A device is written in place, never replaced by a regular file.
+out_dev_null() { ntk kernel --x "$D/x.csv" --out /dev/null && [ -c /dev/null ]; }
+
+# The existing file's permission bits are kept when it is replaced.
+setup_keeps_mode() { echo old >k.csv && chmod 640 k.csv; }
+keeps_mode() { ntk kernel --x "$D/x.csv" --out k.csv && [ "$(stat -c %a k.csv)" = 640 ] && grep -q , k.csv; }
+
+# SIGTERM and SIGHUP during a long run remove the temporary (the old code left a full-size
+# .partial).  The run is long enough to be interrupted: 3000 rows at depth 3000.
+interrupted_run() {
+  local signal=$1 out=$2
+  make_rows in.csv 3000 3
+  "$NTK" kernel --x in.csv --depth 3000 --out "$out" & pid=$!  # the tool itself, not a subshell
+  for _ in $(seq 1 200); do [ -n "$(find . -name ".$out.ntk-*")" ] && break; sleep 0.05; done
+  [ -n "$(find . -name ".$out.ntk-*")" ] || { echo "no temporary appeared" >&2; kill $pid; return 1; }
+  kill -s "$signal" $pid
+  wait $pid
+  status=$?
+  rm -f in.csv
+  [ -z "$(ls -A)" ] || { echo "left behind: $(ls -A)" >&2; return 1; }
+  [ $status -gt 128 ] || { echo "exit status $status, expected death by signal" >&2; return 1; }
+}
+sigterm_removes_temporary() { interrupted_run TERM K.npy; }
+sighup_removes_temporary() { interrupted_run HUP K.csv; }
+
+# A 40 MB line of 20 million cells is refused by its column count, without gigabytes of memory.
+long_line() {
+  head -c 40000000 /dev/zero | tr '\0' '1' | sed 's/1/1,/g' | head -c 40000000 >"$W.line.csv"
+  echo 1 >>"$W.line.csv"
+  ntk kernel --x "$W.line.csv" --out out.csv
+  local status=$?
+  rm -f "$W.line.csv"
+  return $status
+}
+
+# Huge n: 200,000 rows make a 320 GB kernel, refused before any work; as .npy, the file's blocks
+# are refused by the file system.
+setup_huge_kernel() { make_rows big.csv 200000 2; }
+setup_huge_kernel_npy() { make_rows big.csv 200000 2; }
+setup_huge_time_list() { make_rows big.csv 200000 3; }
+huge_time_list() {
+  ntk predict --train "$D/train.csv" --test big.csv --time "$(seq -s, 1 20000)" --out out.csv
+}
+
+# The demo with a hostile --out-dir: no shell ever sees the folder's name.
+demo_hostile_out_dir() {
+  ntk demo --quick --out-dir "d';touch PWNED;echo '" >/dev/null || return 1
+  [ ! -e PWNED ] && [ ! -e "d';touch PWNED;echo '/PWNED" ] || { echo "injected command ran" >&2; return 1; }
+  [ -s "d';touch PWNED;echo '/fig1_ntk_vs_angle.csv" ] || { echo "no figure" >&2; return 1; }
+}
+
+# The demo on a full disk (file size limit 8 KB, SIGXFSZ ignored so writes fail with EFBIG): an
+# error, and no empty or partial figure files.  Its folder lives beside $W and is removed.
+demo_full_disk() {
+  local dir="$W.aux"
+  rm -rf "$dir"
+  (ulimit -f 8 && trap '' XFSZ && ntk demo --quick --out-dir "$dir" 2>"$W.err")
+  local status=$?
+  grep -v '^\[demo\]' "$W.err" >&2  # the error line without the progress lines
+  local bad
+  bad=$(find "$dir" -type f \( -empty -o -name '.*ntk-*' \) 2>/dev/null)
+  rm -rf "$dir" "$W.err"
+  [ -z "$bad" ] || { echo "empty or temporary files: $bad" >&2; return 1; }
+  return $status
+}
+
+# The demo with stdout on a full disk fails (exit 2) once its results cannot be printed.
+demo_stdout_full() {
+  local dir="$W.aux"
+  rm -rf "$dir"
+  ntk demo --quick --out-dir "$dir" >/dev/full 2>"$W.err"
+  local status=$?
+  grep -v '^\[demo\]' "$W.err" >&2
+  rm -rf "$dir" "$W.err"
+  return $status
+}
