@@ -220,7 +220,11 @@ class ScalapackDynamics {
       : m_comm(comm), m_grid(comm), m_options(options), m_n(x.rows()), m_k(y.cols()) {
     static_assert(std::is_same_v<typename D::Scalar, double>, "ntk::ScalapackDynamics: double only");
     const char* fn = "ScalapackDynamics";
-    const int block = scalapack_options.block;
+    // pdsyevd mis-sizes its workspace when a block is larger than a process's share of the rows:
+    // blocks no larger than n / (grid side).
+    const int side = std::max(m_grid.rows(), m_grid.cols());
+    const int block = static_cast<int>(std::max<Eigen::Index>(
+        1, std::min<Eigen::Index>(scalapack_options.block, (x.rows() + side - 1) / side)));
     std::unique_ptr<BlockCyclicMatrix> a;
     collective(comm, [&] {
       options.check(fn);

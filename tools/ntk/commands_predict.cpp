@@ -13,6 +13,9 @@
 #include "args.hpp"
 #include "commands.hpp"
 #include "io.hpp"
+#if defined(NTK_CLI_MPI)
+#include "mpi_main.hpp"
+#endif
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -70,6 +73,11 @@ struct PredictArgs {
 };
 
 void run_predict(const PredictArgs& a) {
+#if defined(NTK_CLI_MPI)
+  if (mpi_distributed())  // mpirun -np P, P > 1: the distributed path (tools/ntk/mpi_predict.cpp)
+    return run_predict_mpi({a.train, a.test, a.kernel, a.out, a.outputs, a.lr, a.diag_reg, a.times,
+                            a.discrete, a.variance, a.arch});
+#endif
   const Architecture& arch = a.arch;
 #if defined(_OPENMP)
   if (arch.threads > 0) omp_set_num_threads(arch.threads);

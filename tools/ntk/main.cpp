@@ -37,7 +37,15 @@ std::string parse_message(const CLI::ParseError& e) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+// Built with NTK_MPI the real main is tools/ntk/mpi_main.cpp, which calls this on every rank.
+#if defined(NTK_CLI_MPI)
+#define NTK_CLI_MAIN ntk_cli_tool_main
+#include "mpi_main.hpp"
+#else
+#define NTK_CLI_MAIN main
+#endif
+
+int NTK_CLI_MAIN(int argc, char** argv) {
   CLI::App app("ntk " + std::string(ntk::version_string) +
                    " - Neural Tangent Kernel tool (CSV or .npy in, CSV or .npy out)",
                "ntk");

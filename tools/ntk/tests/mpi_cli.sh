@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# mpi_cli.sh NTK DATA WORK MPIEXEC [MPIEXEC FLAGS...]: the tool built with NTK_MPI under mpiexec at
+# 2 and 3 ranks.  `ntk predict` gives the single-process predictions to 1e-9 (eigendecomposition
+# path: times 1, 10, inf; Cholesky path: t = inf with a ridge; NNGP, discrete time), writes them
+# once and prints its results once; every error is one "ntk: error:" line, status 2, no output file,
+# and nothing hangs (each run is bounded by `timeout`).
+set -u
+ntk=$1 data=$2 work=$3
+shift 3
+mpiexec=("$@")
+mkdir -p "$work"
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+run() { timeout 120 "${mpiexec[@]}" -n "$1" "$ntk" "${@:2}"; }
+
+for ranks in 2 3; do
+  for case in "--time 1,10,inf" "--time inf --diag-reg 0.01" "--kernel nngp --discrete --lr 0.01 --time 5,inf"; do
+    # shellcheck disable=SC2086
+    "$ntk" predict --train "$data/train.csv" --test "$data/test.csv" $case --out "$work/serial.csv" 2>/dev/null ||
+      fail "serial predict $case"
+    rm -f "$work/mpi.csv"
+    # shellcheck disable=SC2086
+    run "$ranks" predict --train "$data/train.csv" --test "$data/test.csv" $case --out "$work/mpi.csv" \
+      2>"$work/err.txt"
+    status=$?
+    [ "$status" -eq 0 ] || fail "$ranks ranks, $case: status $status: $(cat "$work/err.txt")"
+    bash "$(dirname "$0")/compare.sh" "$work/serial.csv" "$work/mpi.csv" 1e-9 ||
+      fail "$ranks ranks, $case: predictions differ from the single-process ones"
+    times=$(echo "$case" | sed 's/.*--time \([^ ]*\).*/\1/' | tr ',' '\n' | wc -l)
+    [ "$(grep -c '^t=' "$work/err.txt")" -eq "$times" ] ||
+      fail "$ranks ranks, $case: results not printed once per time: $(cat "$work/err.txt")"
+  done
+  # Every error: one line, status 2, no file left behind.
+  check_error() {
+    local pattern=$1
+    shift
+    rm -f "$work/bad.csv"
+    run "$ranks" "$@" 2>"$work/err.txt" >"$work/out.txt"
+    status=$?
+    [ "$status" -eq 2 ] || fail "$ranks ranks, $*: status $status (expected 2)"
+    [ "$(grep -c '^ntk: error:' "$work/err.txt")" -eq 1 ] || fail "$ranks ranks, $*: not one error line: $(cat "$work/err.txt")"
+    grep -q "^ntk: error: .*$pattern" "$work/err.txt" || fail "$ranks ranks, $*: no '$pattern' in $(cat "$work/err.txt")"
+    [ ! -e "$work/bad.csv" ] || fail "$ranks ranks, $*: output file left behind"
+  }
+  check_error "cannot open" predict --train "$data/nope.csv" --test "$data/test.csv" --out "$work/bad.csv"
+  check_error "non-numeric cell" predict --train "$data/nonnumeric.csv" --test "$data/test.csv" --out "$work/bad.csv"
+  check_error "unknown option" predict --train "$data/train.csv" --test "$data/test.csv" --bogus 1 --out "$work/bad.csv"
+  check_error "variance is not available" predict --train "$data/train.csv" --test "$data/test.csv" --variance --out "$work/bad.csv"
+  check_error "cannot write" predict --train "$data/train.csv" --test "$data/test.csv" --out "$work/no-such-dir/p.csv"
+  # Other commands run once, on rank 0.
+  rows=$(run "$ranks" kernel --x "$data/x.csv" 2>/dev/null | wc -l)
+  [ "$rows" -eq "$("$ntk" kernel --x "$data/x.csv" | wc -l)" ] || fail "$ranks ranks: ntk kernel output not written once ($rows lines)"
+done
+[ "$failures" -eq 0 ] && echo "all MPI CLI checks passed"
+exit $((failures > 0))
