@@ -2,10 +2,14 @@
 #include <ntk/deep_limit.hpp>
 #include <ntk/dynamics.hpp>
 #include <ntk/kernel.hpp>
+#include <ntk/solvers.hpp>
 
 #include <algorithm>
+#include <cctype>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <limits>
 #include <memory>
@@ -63,12 +67,138 @@ std::vector<double> parse_times(const std::string& text) {
 }
 
 
+/// Progress lines on stderr (never in the output): tiles with an ETA, iterations with the
+/// residual, at most one line a second.  Quiet runs stay quiet: nothing is printed during the first
+/// second of a command (notes wait and come out with the first later line) unless --progress;
+/// --quiet turns everything off.
+class Progress {
+ public:
+  Progress(bool quiet, bool immediate)
+      : m_quiet(quiet), m_immediate(immediate), m_program(std::chrono::steady_clock::now()) {}
+  void start(const std::string& label) {
+    m_label = label;
+    m_start = std::chrono::steady_clock::now();
+    m_printed = false;
+  }
+  void tiles(double done, double total) {
+    const double elapsed = seconds(m_start);
+    const double eta = done > 0 ? elapsed * (total - done) / done : 0;
+    char line[256];
+    std::snprintf(line, sizeof line, "ntk: %s %5.1f%% (%.1f s, ETA %.0f s)", m_label.c_str(), 100 * done / total,
+                  elapsed, eta);
+    emit(line, done >= total);
+  }
+  void iteration(Eigen::Index it, double residual) {
+    char line[256];
+    std::snprintf(line, sizeof line, "ntk: %s iteration %ld residual %.3e (%.1f s)", m_label.c_str(),
+                  static_cast<long>(it), residual, seconds(m_start));
+    emit(line, false);
+  }
+  void note(const std::string& text) {
+    if (m_quiet) return;
+    m_pending.push_back("ntk: " + text);
+    if (active()) flush();
+  }
+
+ private:
+  static double seconds(std::chrono::steady_clock::time_point since) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+  }
+  bool active() const { return m_immediate || seconds(m_program) >= 1; }
+  void flush() {
+    for (const auto& line : m_pending) std::fprintf(stderr, "%s\n", line.c_str());
+    m_pending.clear();
+  }
+  void emit(const char* line, bool last) {
+    if (m_quiet || !active()) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (!last && m_printed && std::chrono::duration<double>(now - m_last).count() < 1) return;
+    flush();
+    std::fprintf(stderr, "%s\n", line);
+    m_last = now;
+    m_printed = true;
+  }
+
+  bool m_quiet, m_immediate;
+  std::chrono::steady_clock::time_point m_program, m_start, m_last;
+  std::string m_label;
+  std::vector<std::string> m_pending;
+  bool m_printed = false;
+};
+
+/// "123", "500M", "22G" (binary units) as bytes; "0" = no limit.
+std::size_t parse_memory(const std::string& text) {
+  double value;
+  std::string number = text;
+  double unit = 1;
+  if (!text.empty()) {
+    const char last = static_cast<char>(std::toupper(static_cast<unsigned char>(text.back())));
+    if (last == 'K' || last == 'M' || last == 'G' || last == 'T') {
+      unit = last == 'K' ? 1024.0 : last == 'M' ? 1048576.0 : last == 'G' ? 1073741824.0 : 1099511627776.0;
+      number = text.substr(0, text.size() - 1);
+    }
+  }
+  if (!parse_double(number, value) || !(value >= 0) || !std::isfinite(value))
+    throw CliError("--memory-limit must be a size such as 2G, 500M or 0 for none (got '" + text + "')");
+  return static_cast<std::size_t>(value * unit);
+}
+
+/// MemAvailable from /proc/meminfo, 0 (no limit) when unknown.
+std::size_t available_memory() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  std::size_t kib;
+  std::string unit;
+  while (in >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024;
+  return 0;
+}
+
+/// One integer column of class ids → the sorted classes.
+std::vector<long> integer_labels(const Eigen::MatrixXd& m, const std::string& what) {
+  if (m.cols() != 1) throw CliError(what + ": --labels needs one column of integer class ids (got " + std::to_string(m.cols()) + " columns)");
+  std::vector<long> labels;
+  for (Eigen::Index i = 0; i < m.rows(); ++i) {
+    const double v = m(i, 0);
+    if (v != std::round(v) || std::fabs(v) > 1e9)
+      throw CliError(what + ": labels must be integers (got " + std::to_string(v) + " in row " + std::to_string(i + 1) + ")");
+    labels.push_back(static_cast<long>(v));
+  }
+  return labels;
+}
+
+/// The train-train Gram matrix by block columns (progress per tile), mirrored.
+template <class Net>
+Eigen::MatrixXd dense_gram(const Net& net, const Eigen::MatrixXd& x, ntk::KernelKind kind,
+                           const ntk::KernelOptions& options, Progress& progress) {
+  const Eigen::Index n = x.rows(), b = 1024;
+  Eigen::MatrixXd g(n, n);
+  const double total = 0.5 * static_cast<double>(n) * static_cast<double>(n + b);
+  double done = 0;
+  progress.start("kernel tiles");
+  for (Eigen::Index c0 = 0; c0 < n; c0 += b) {
+    const Eigen::Index c1 = std::min(n, c0 + b);
+    Eigen::Map<Eigen::MatrixXd, 0, Eigen::OuterStride<>> block(g.data() + c0 * n, c1, c1 - c0, Eigen::OuterStride<>(n));
+    Eigen::MatrixXd tile(c1, c1 - c0);
+    ntk::kernel_into(net, x.topRows(c1), x.middleRows(c0, c1 - c0), kind, tile, options);
+    block = tile;
+    done += static_cast<double>(c1) * static_cast<double>(c1 - c0);
+    progress.tiles(std::min(done, total), total);
+  }
+  g.triangularView<Eigen::StrictlyLower>() = g.transpose();
+  return g;
+}
+
 struct PredictArgs {
-  std::string train, test, kernel = "ntk", out;
+  std::string train, test, kernel = "ntk", out, solver = "auto", train_targets, test_targets;
   long outputs = 1;
-  double lr = 1, diag_reg = 0;
+  bool outputs_given = false;
+  double lr = 1, diag_reg = 0, tolerance = 1e-8;
+  long max_iterations = 1000, preconditioner_rank = 1000;
+  std::size_t memory_limit = 0;
+  bool memory_limit_given = false;
   std::vector<double> times{std::numeric_limits<double>::infinity()};
-  bool discrete = false, variance = false;
+  bool discrete = false, variance = false, labels = false, quiet = false, progress = false;
   Architecture arch;
 };
 
@@ -82,74 +212,264 @@ void run_predict(const PredictArgs& a) {
 #if defined(_OPENMP)
   if (arch.threads > 0) omp_set_num_threads(arch.threads);
 #endif
-  const long k = a.outputs;
   const std::string& which = a.kernel;
-  const double lr = a.lr, reg = a.diag_reg;
+  const double lr = a.lr, reg = a.diag_reg, tolerance = a.tolerance;
   const std::vector<double>& times = a.times;
-  const bool discrete = a.discrete, variance = a.variance;
+  const bool discrete = a.discrete, variance = a.variance, labels = a.labels;
+  const std::string& solver = a.solver;
+  const long max_iterations = a.max_iterations, rank = a.preconditioner_rank;
+  const std::size_t memory_limit = a.memory_limit_given ? a.memory_limit : available_memory();
+  Progress progress(a.quiet, a.progress);
+
+  // Inputs and targets: targets are the last --outputs columns of TRAIN/TEST, or separate files.
   const Eigen::MatrixXd train = read_matrix(a.train);
   const Eigen::MatrixXd test = read_matrix(a.test);
-  if (k < 1 || k >= train.cols())
-    throw CliError("--outputs must be between 1 and the number of TRAIN columns - 1 (got " +
-                   std::to_string(k) + " for " + std::to_string(train.cols()) + " columns)");
-  const Eigen::Index d = train.cols() - k;
-  if (test.cols() != d && test.cols() != d + k)
-    throw CliError("TEST must have " + std::to_string(d) + " feature columns, optionally followed by " +
-                   std::to_string(k) + " targets (got " + std::to_string(test.cols()) + " columns)");
-  const Eigen::MatrixXd x = train.leftCols(d), y = train.rightCols(k), xt = test.leftCols(d);
+  const bool separate = !a.train_targets.empty();
+  if (!a.test_targets.empty() && !separate) throw CliError("--test-targets needs --train-targets");
+  Eigen::MatrixXd x, xt, y_raw, yt_raw;
+  bool have_test_targets = false;
+  if (separate) {
+    if (a.outputs_given) throw CliError("--outputs does not apply with --train-targets (the file's columns are the outputs)");
+    x = train;
+    xt = test;
+    y_raw = read_matrix(a.train_targets);
+    if (y_raw.rows() != x.rows())
+      throw CliError("--train-targets must have one row per TRAIN row (got " + std::to_string(y_raw.rows()) + " for " +
+                     std::to_string(x.rows()) + ")");
+    if (xt.cols() != x.cols())
+      throw CliError("TEST must have " + std::to_string(x.cols()) + " feature columns like TRAIN (got " +
+                     std::to_string(xt.cols()) + ")");
+    if (!a.test_targets.empty()) {
+      yt_raw = read_matrix(a.test_targets);
+      if (yt_raw.rows() != xt.rows() || yt_raw.cols() != y_raw.cols())
+        throw CliError("--test-targets must be " + std::to_string(xt.rows()) + " x " + std::to_string(y_raw.cols()) +
+                       " (got " + std::to_string(yt_raw.rows()) + " x " + std::to_string(yt_raw.cols()) + ")");
+      have_test_targets = true;
+    }
+  } else {
+    const long k = a.outputs;
+    if (k < 1 || k >= train.cols())
+      throw CliError("--outputs must be between 1 and the number of TRAIN columns - 1 (got " + std::to_string(k) +
+                     " for " + std::to_string(train.cols()) + " columns)");
+    const Eigen::Index d = train.cols() - k;
+    if (test.cols() != d && test.cols() != d + k)
+      throw CliError("TEST must have " + std::to_string(d) + " feature columns, optionally followed by " +
+                     std::to_string(k) + " targets (got " + std::to_string(test.cols()) + " columns)");
+    x = train.leftCols(d);
+    y_raw = train.rightCols(k);
+    xt = test.leftCols(d);
+    if (test.cols() == d + k) {
+      yt_raw = test.rightCols(k);
+      have_test_targets = true;
+    }
+  }
+  // --labels: one integer column → one-hot targets over the training classes.
+  std::vector<long> classes, test_labels;
+  Eigen::MatrixXd y = y_raw;
+  if (labels) {
+    const std::vector<long> train_labels = integer_labels(y_raw, "train targets");
+    classes = train_labels;
+    std::sort(classes.begin(), classes.end());
+    classes.erase(std::unique(classes.begin(), classes.end()), classes.end());
+    if (classes.size() < 2) throw CliError("--labels needs at least two classes in the training targets");
+    y = Eigen::MatrixXd::Zero(x.rows(), static_cast<Eigen::Index>(classes.size()));
+    for (std::size_t i = 0; i < train_labels.size(); ++i)
+      y(static_cast<Eigen::Index>(i),
+        std::lower_bound(classes.begin(), classes.end(), train_labels[i]) - classes.begin()) = 1;
+    if (have_test_targets) test_labels = integer_labels(yt_raw, "test targets");
+  }
+  const Eigen::Index n = x.rows(), m = xt.rows(), k = y.cols();
+
   ntk::KernelOptions kernel_options;
   kernel_options.threads = arch.threads;
   if (arch.quadrature > 0) {
     kernel_options.dual.force_quadrature = true;
     kernel_options.dual.quadrature_order = arch.quadrature;
   }
-  // Bounds before work: the kernels (train both kinds, cross both kinds, test NNGP for the
-  // variance), the eigendecomposition, and the output with one prediction matrix per time.
-  const double n = static_cast<double>(x.rows()), nt = static_cast<double>(xt.rows());
-  const double nk = static_cast<double>(k), nt_times = static_cast<double>(times.size());
-  check_memory(8 * (5 * n * n + 2 * n * nt + (variance ? 2 * nt * nt : 0) +
-                    2 * nt * nt_times * (nk + (variance ? 1 : 0))),
-               "predict on " + std::to_string(x.rows()) + " training and " + std::to_string(xt.rows()) +
-                   " test rows at " + std::to_string(times.size()) + " times");
-  Destination destination(a.out);
-  Eigen::MatrixXd out(xt.rows(), static_cast<Eigen::Index>(times.size()) * (k + (variance ? 1 : 0)));
+  const ntk::KernelKind kind = which == "ntk" ? ntk::KernelKind::ntk : ntk::KernelKind::nngp;
+
+  // The path: the memory budget decides, before any large allocation.
+  ntk::SolverRequest request;
+  request.n = n;
+  request.k = k;
+  request.test_points = m;
+  request.finite_times = static_cast<Eigen::Index>(std::count_if(times.begin(), times.end(), [](double t) { return std::isfinite(t); }));
+  request.infinite_time = request.finite_times < static_cast<Eigen::Index>(times.size());
+  request.ridge = reg;
+  request.memory_limit = memory_limit;
+  request.covariance = variance;
+  request.preconditioner_rank = rank;
+  ntk::SolverPlan plan;
+  try {
+    if (solver == "cg") {  // the stored triangle if it fits, else matrix-free
+      request.method = ntk::SolverMethod::packed;
+      try {
+        plan = ntk::plan_solver(request);
+      } catch (const std::invalid_argument& e) {
+        if (std::string(e.what()).find("cannot hold") == std::string::npos) throw;
+        request.method = ntk::SolverMethod::matrix_free;
+        plan = ntk::plan_solver(request);
+      }
+    } else {
+      request.method = solver == "eigen"      ? ntk::SolverMethod::eigen
+                       : solver == "cholesky" ? ntk::SolverMethod::cholesky
+                                              : ntk::SolverMethod::automatic;
+      plan = ntk::plan_solver(request);
+    }
+  } catch (const std::invalid_argument& e) {
+    throw CliError(std::string("--solver ") + solver + ": " + e.what());
+  }
+  progress.note(std::string("solver ") + ntk::method_name(plan.method) + " (" + plan.reason + "; about " +
+                std::to_string(plan.bytes >> 20) + " MiB)");
+
+  Destination destination(a.out);  // the output is checked before any work
+  const Eigen::Index columns = static_cast<Eigen::Index>(times.size()) * (k + (variance ? 1 : 0));
+  Eigen::MatrixXd out(m, columns);
   std::vector<Eigen::MatrixXd> predictions;
+  ntk::TimeModel model = discrete ? ntk::TimeModel::discrete : ntk::TimeModel::continuous;
   with_activation(arch.activation, [&](const auto& phi) {
     const auto net = ntk::mlp(phi, arch.depth, 0, arch.sigma_w, arch.sigma_b);
-    const auto train_k = ntk::kernel(net, x, ntk::KernelKind::both, kernel_options);
-    const auto cross_k = ntk::kernel(net, xt, x, ntk::KernelKind::both, kernel_options);
-    ntk::Kernels<double> test_k;
-    if (variance) test_k = ntk::kernel(net, xt, ntk::KernelKind::nngp, kernel_options);
-    const bool use_ntk = which == "ntk";
+    auto cross_times = [&](const Eigen::MatrixXd& c) {  // κ(x_test, X) C in blocks of test points
+      progress.start("test kernel tiles");
+      return ntk::cross_kernel_times(net, xt, x, kind, c, kernel_options, 1024,
+                                     [&](double done, double total) { progress.tiles(done, total); });
+    };
     ntk::DynamicsOptions options;
     options.learning_rate = lr;
     options.diag_reg = reg;
-    options.time = discrete ? ntk::TimeModel::discrete : ntk::TimeModel::continuous;
-    const ntk::LinearizedDynamics<> dyn(use_ntk ? train_k.ntk : train_k.nngp, y, options);
-    const auto projection = dyn.project(use_ntk ? cross_k.ntk : cross_k.nngp);
-    Eigen::Index column = 0;
-    for (double t : times) {
-      const Eigen::MatrixXd p = dyn.test_predictions(projection, t);
-      predictions.push_back(p);
-      out.middleCols(column, k) = p;
-      column += k;
+    options.time = model;
+    bool dense_eigen = plan.method == ntk::SolverMethod::eigen;
+    if (plan.method == ntk::SolverMethod::cholesky) {
+      Eigen::MatrixXd g = dense_gram(net, x, kind, kernel_options, progress);
+      Eigen::MatrixXd alpha = y;
+      const auto start = std::chrono::steady_clock::now();
+      if (ntk::cholesky_solve_in_place<double>(g, reg, alpha)) {
+        progress.note("cholesky " + std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()) + " s");
+        g.resize(0, 0);
+        predictions.push_back(cross_times(alpha));
+      } else {
+        progress.note("the Gram matrix is not positive definite: eigendecomposition (pseudo-inverse) instead");
+        dense_eigen = true;
+      }
+    } else if (plan.method == ntk::SolverMethod::packed || plan.method == ntk::SolverMethod::matrix_free) {
+      auto iterate = [&](const auto& op) {
+        std::vector<Eigen::MatrixXd> factors;
+        std::vector<double> finite;
+        for (double t : times)
+          if (std::isfinite(t)) finite.push_back(t);
+        if (!finite.empty()) {
+          ntk::ChebyshevOptions cheb;
+          cheb.tolerance = tolerance;
+          cheb.max_degree = max_iterations;
+          progress.start("chebyshev");
+          cheb.progress = [&](Eigen::Index it, double r) { progress.iteration(it, r); };
+          ntk::SolverInfo info;
+          factors = ntk::dynamics_factor(op, -y, finite, lr, model, reg, cheb, &info);
+          progress.note("chebyshev degree " + std::to_string(info.iterations) + ", estimated error " +
+                        std::to_string(info.residual) + ", " + std::to_string(info.solve_seconds) + " s");
+        }
+        Eigen::MatrixXd alpha;
+        if (request.infinite_time) {
+          ntk::CgOptions cg;
+          cg.tolerance = tolerance;
+          cg.max_iterations = max_iterations;
+          cg.preconditioner_rank = rank;
+          progress.start("cg");
+          cg.progress = [&](Eigen::Index it, double r) { progress.iteration(it, r); };
+          ntk::SolverInfo info;
+          alpha = ntk::cg_solve(op, y, reg, cg, &info);
+          progress.note("cg " + std::to_string(info.iterations) + " iterations, residual " + std::to_string(info.residual) +
+                        ", preconditioner rank " + std::to_string(info.preconditioner_rank) + " " +
+                        std::to_string(info.preconditioner_seconds) + " s, iterations " +
+                        std::to_string(info.solve_seconds) + " s");
+        }
+        // every time's coefficients side by side: one pass over the test kernel
+        Eigen::MatrixXd c(n, static_cast<Eigen::Index>(times.size()) * k);
+        std::size_t f = 0;
+        for (std::size_t i = 0; i < times.size(); ++i)
+          c.middleCols(static_cast<Eigen::Index>(i) * k, k) = std::isfinite(times[i]) ? Eigen::MatrixXd(-factors[f++]) : alpha;
+        const Eigen::MatrixXd all = cross_times(c);
+        for (std::size_t i = 0; i < times.size(); ++i) predictions.push_back(all.middleCols(static_cast<Eigen::Index>(i) * k, k));
+      };
+      if (plan.method == ntk::SolverMethod::packed) {
+        progress.start("kernel tiles");
+        const auto op = ntk::packed_gram(net, x, kind, kernel_options, ntk::PackedGramOptions{},
+                                         [&](double done, double total) { progress.tiles(done, total); });
+        iterate(op);
+      } else {
+        iterate(ntk::MatrixFreeGram(net, x, kind, kernel_options));
+      }
+    }
+    if (dense_eigen) {
+      Eigen::MatrixXd train_k, cross_k, cross_nngp, train_nngp, test_nngp;
       if (variance) {
-        const Eigen::MatrixXd cov =
-            use_ntk ? dyn.ntk_gp_covariance(projection, train_k.nngp, cross_k.nngp, test_k.nngp, t)
-                    : dyn.nngp_gp_covariance(projection, test_k.nngp, t);
-        out.col(column++) = cov.diagonal().cwiseMax(0.0);
+        const auto both = ntk::kernel(net, x, ntk::KernelKind::both, kernel_options);
+        const auto cross = ntk::kernel(net, xt, x, ntk::KernelKind::both, kernel_options);
+        train_k = kind == ntk::KernelKind::ntk ? both.ntk : both.nngp;
+        cross_k = kind == ntk::KernelKind::ntk ? cross.ntk : cross.nngp;
+        train_nngp = both.nngp;
+        cross_nngp = cross.nngp;
+        test_nngp = ntk::kernel(net, xt, ntk::KernelKind::nngp, kernel_options).nngp;
+      } else {
+        train_k = dense_gram(net, x, kind, kernel_options, progress);
+        cross_k.resize(m, n);
+        ntk::kernel_into(net, xt, x, kind, cross_k, kernel_options);
+      }
+      progress.note("eigendecomposition of the " + std::to_string(n) + " x " + std::to_string(n) + " Gram matrix");
+      const ntk::LinearizedDynamics<> dyn(train_k, y, options);
+      const auto projection = dyn.project(cross_k);
+      for (double t : times) {
+        predictions.push_back(dyn.test_predictions(projection, t));
+        if (variance) {
+          const Eigen::MatrixXd cov =
+              kind == ntk::KernelKind::ntk ? dyn.ntk_gp_covariance(projection, train_nngp, cross_nngp, test_nngp, t)
+                                           : dyn.nngp_gp_covariance(projection, test_nngp, t);
+          predictions.push_back(cov.diagonal().cwiseMax(0.0));
+        }
       }
     }
   });
+  // Columns: per time its k predictions (or, with --labels, one predicted class) and the variance.
+  const std::size_t per_time = variance ? 2 : 1;
+  const Eigen::Index width = labels ? static_cast<Eigen::Index>(times.size()) * (1 + (variance ? 1 : 0)) : columns;
+  out.resize(m, width);
+  Eigen::Index column = 0;
+  std::vector<Eigen::MatrixXd> means;
+  for (std::size_t i = 0; i < times.size(); ++i) {
+    const Eigen::MatrixXd& p = predictions[i * per_time];
+    means.push_back(p);
+    if (labels) {
+      for (Eigen::Index r = 0; r < m; ++r) {
+        Eigen::Index best;
+        p.row(r).maxCoeff(&best);
+        out(r, column) = static_cast<double>(classes[static_cast<std::size_t>(best)]);
+      }
+      ++column;
+    } else {
+      out.middleCols(column, k) = p;
+      column += k;
+    }
+    if (variance) out.col(column++) = predictions[i * per_time + 1].col(0);
+  }
   if (!out.allFinite()) throw CliError("numerical failure: predictions are not finite");
   destination.write(out);
-  if (test.cols() == d + k) {
-    const Eigen::MatrixXd targets = test.rightCols(k);
+  if (have_test_targets) {
     for (std::size_t i = 0; i < times.size(); ++i) {
-      const double mse = (predictions[i] - targets).squaredNorm() / static_cast<double>(targets.size());
-      const double acc = target_accuracy(predictions[i], targets);
-      std::fprintf(stderr, "t=%g mse=%.6g", times[i], mse);
-      if (!std::isnan(acc)) std::fprintf(stderr, " accuracy=%.4f", acc);
+      std::fprintf(stderr, "t=%g", times[i]);
+      if (labels) {
+        std::size_t hits = 0;
+        for (Eigen::Index r = 0; r < m; ++r) {
+          Eigen::Index best;
+          means[i].row(r).maxCoeff(&best);
+          hits += classes[static_cast<std::size_t>(best)] == test_labels[static_cast<std::size_t>(r)];
+        }
+        std::fprintf(stderr, " accuracy=%.4f", static_cast<double>(hits) / static_cast<double>(m));
+      } else {
+        const double mse = (means[i] - yt_raw).squaredNorm() / static_cast<double>(yt_raw.size());
+        const double acc = target_accuracy(means[i], yt_raw);
+        std::fprintf(stderr, " mse=%.6g", mse);
+        if (!std::isnan(acc)) std::fprintf(stderr, " accuracy=%.4f", acc);
+      }
       std::fprintf(stderr, "\n");
     }
   }
@@ -242,10 +562,30 @@ void add_predict(CLI::App& app) {
         if (!(a->diag_reg >= 0)) throw CliError("--diag-reg must be >= 0 (got " + v + ")");
       })
       .flag("variance", a->variance, "also print the predictive variance per test row")
-      .text("out", a->out, "output file, .npy or CSV (default: stdout)");
+      .text("out", a->out, "output file, .npy or CSV (default: stdout)")
+      .text("train-targets", a->train_targets, "training targets in their own file (TRAIN is then features only)")
+      .text("test-targets", a->test_targets, "test targets in their own file (needs --train-targets)")
+      .flag("labels", a->labels, "targets are one column of integer class ids: one-hot fit, predicted class out")
+      .choice("solver", a->solver, {"auto", "eigen", "cholesky", "cg"},
+              "eigendecomposition, Cholesky (t = inf), conjugate gradients / Chebyshev, or chosen by size (auto)")
+      .custom("tolerance", "NUMBER", "relative residual of the iterative solvers (1e-8)", [a](const std::string& v) {
+        a->tolerance = parse_finite(v, "--tolerance");
+        if (!(a->tolerance > 0)) throw CliError("--tolerance must be positive (got " + v + ")");
+      })
+      .integer("max-iterations", a->max_iterations, 1, 1L << 30, "CG iterations / Chebyshev degree at most (1000)")
+      .integer("preconditioner-rank", a->preconditioner_rank, 0, 1L << 30,
+               "rank of the randomly pivoted Cholesky preconditioner of CG, 0 for none (1000)")
+      .custom("memory-limit", "SIZE", "memory budget such as 2G or 500M, 0 for none (default: MemAvailable)",
+              [a](const std::string& v) {
+                a->memory_limit = parse_memory(v);
+                a->memory_limit_given = true;
+              })
+      .flag("quiet", a->quiet, "no progress lines on stderr")
+      .flag("progress", a->progress, "progress lines on stderr from the start (default: after the first second)");
   a->arch.add_to(*o);
   o->app()->callback([a, o] {
     o->finish();
+    a->outputs_given = o->app()->count("--outputs") > 0;
     run_predict(*a);
   });
 }

@@ -157,3 +157,25 @@ demo_stdout_full() {
   rm -rf "$dir" "$W.err"
   return $status
 }
+
+# ntk predict: the same fit from targets in their own files as from target columns of TRAIN/TEST,
+# and the dense and iterative solvers against the eigendecomposition.
+predict_separate() { ntk predict --train "$D/train_x.csv" --train-targets "$D/train_y.csv" --test "$D/test_x.csv" "$@"; }
+
+predict_separate_targets_match_columns() {
+  ntk predict --train "$D/train.csv" --test "$D/test.csv" --out p1.csv &&
+    predict_separate --test-targets "$D/test_y.csv" --out p2.csv && compare p1.csv p2.csv 1e-14
+}
+
+predict_cholesky_and_cg_match_eigen_at_inf() {
+  predict_separate --diag-reg 0.01 --solver eigen --out e.csv &&
+    predict_separate --diag-reg 0.01 --solver cholesky --out c.csv &&
+    predict_separate --diag-reg 0.01 --solver cg --tolerance 1e-13 --out g.csv &&
+    compare e.csv c.csv 1e-8 && compare e.csv g.csv 1e-8
+}
+
+predict_cg_finite_times_match_eigen() {
+  predict_separate --lr 0.05 --time 1,10,inf --diag-reg 0.01 --solver eigen --out e.csv &&
+    predict_separate --lr 0.05 --time 1,10,inf --diag-reg 0.01 --solver cg --tolerance 1e-12 --out g.csv &&
+    compare e.csv g.csv 1e-6
+}
