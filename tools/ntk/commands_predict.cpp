@@ -11,6 +11,7 @@
 
 #include "args.hpp"
 #include "commands.hpp"
+#include "image.hpp"
 #include "io.hpp"
 
 #if defined(_OPENMP)
@@ -66,6 +67,8 @@ struct PredictArgs {
   std::vector<double> times{std::numeric_limits<double>::infinity()};
   bool discrete = false, variance = false;
   Architecture arch;
+  ImageArgs image_args;
+  std::optional<ntk::ImageArchitecture> image;
 };
 
 void run_predict(const PredictArgs& a) {
@@ -98,10 +101,10 @@ void run_predict(const PredictArgs& a) {
   std::vector<Eigen::MatrixXd> predictions;
   with_activation(arch.activation, [&](const auto& phi) {
     const auto net = ntk::mlp(phi, arch.depth, 0, arch.sigma_w, arch.sigma_b);
-    const auto train_k = ntk::kernel(net, x, ntk::KernelKind::both, kernel_options);
-    const auto cross_k = ntk::kernel(net, xt, x, ntk::KernelKind::both, kernel_options);
+    const auto train_k = kernels(a.image, net, x, ntk::KernelKind::both, kernel_options);
+    const auto cross_k = kernels(a.image, net, xt, x, ntk::KernelKind::both, kernel_options);
     ntk::Kernels<double> test_k;
-    if (variance) test_k = ntk::kernel(net, xt, ntk::KernelKind::nngp, kernel_options);
+    if (variance) test_k = kernels(a.image, net, xt, ntk::KernelKind::nngp, kernel_options);
     const bool use_ntk = which == "ntk";
     ntk::DynamicsOptions options;
     options.learning_rate = lr;
@@ -204,8 +207,10 @@ void add_predict(CLI::App& app) {
       .flag("variance", a->variance, "also print the predictive variance per test row")
       .text("out", a->out, "output file, .npy or CSV (default: stdout)");
   a->arch.add_to(*o);
+  a->image_args.add_to(*o);
   o->app()->callback([a, o] {
     o->finish();
+    a->image = a->image_args.resolve(*o->app());
     run_predict(*a);
   });
 }
