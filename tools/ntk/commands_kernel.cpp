@@ -10,6 +10,7 @@
 
 #include "args.hpp"
 #include "commands.hpp"
+#include "image.hpp"
 #include "io.hpp"
 
 #if defined(_OPENMP)
@@ -41,6 +42,8 @@ ntk::KernelOptions kernel_options(const Architecture& arch) {
 struct KernelArgs {
   std::string x, x2, kernel = "ntk", out;
   Architecture arch;
+  ImageArgs image_args;
+  std::optional<ntk::ImageArchitecture> image;
 };
 
 void run_kernel(const KernelArgs& a) {
@@ -60,6 +63,12 @@ void run_kernel(const KernelArgs& a) {
   const ntk::KernelOptions options = kernel_options(a.arch);
   const auto which = a.kernel == "ntk" ? ntk::KernelKind::ntk : ntk::KernelKind::nngp;
   const auto compute = [&](auto& result) {
+    if (a.image) {
+      const ntk::Kernels<double> k = two ? ntk::image_kernel(*a.image, x, x2, which, image_options(options))
+                                         : ntk::image_kernel(*a.image, x, which, image_options(options));
+      result = which == ntk::KernelKind::ntk ? k.ntk : k.nngp;
+      return;
+    }
     with_activation(a.arch.activation, [&](const auto& phi) {
       const auto net = ntk::mlp(phi, a.arch.depth, 0, a.arch.sigma_w, a.arch.sigma_b);
       if (two)
@@ -134,8 +143,10 @@ void add_kernel(CLI::App& app) {
       .choice("kernel,kind", a->kernel, {"ntk", "nngp"}, "which kernel (ntk); --kind is an alias")
       .text("out", a->out, "output file, .npy or CSV (default: stdout)");
   a->arch.add_to(*o);
+  a->image_args.add_to(*o);
   o->app()->callback([a, o] {
     o->finish();
+    a->image = a->image_args.resolve(*o->app());
     run_kernel(*a);
   });
 }

@@ -9,6 +9,14 @@ compare() {
     END { exit bad }' >&2
 }
 
+# Dense layers on 1x1x3 "images" are the MLP of depth 2 (sigma_b = 1 in both).
+architecture_dense_equals_mlp() {
+  ntk kernel --x "$D/x.csv" --x2 "$D/x2.csv" --depth 2 --out mlp.csv &&
+    ntk kernel --x "$D/x.csv" --x2 "$D/x2.csv" --architecture dense:sb=1,relu,dense:sb=1,relu,dense:sb=1 \
+      --shape 1,1,3 --out arch.csv &&
+    compare mlp.csv arch.csv 1e-13
+}
+
 kernel_from_stdin() { ntk kernel --x - --depth 2 <"$D/x.csv"; }
 
 npy_float32_fortran_matches_float64() {
