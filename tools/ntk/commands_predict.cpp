@@ -322,6 +322,11 @@ void run_predict(const PredictArgs& a) {
   progress.note(std::string("solver ") + ntk::method_name(plan.method) + " (" + plan.reason + "; about " +
                 std::to_string(plan.bytes >> 20) + " MiB)");
 
+  // The output (one prediction matrix per time, plus its copy in the written table) must fit.
+  check_memory(16 * static_cast<double>(m) * static_cast<double>(times.size()) *
+                   static_cast<double>(k + (variance ? 1 : 0)),
+               "predict on " + std::to_string(n) + " training and " + std::to_string(m) + " test rows at " +
+                   std::to_string(times.size()) + " times");
   Destination destination(a.out);  // the output is checked before any work
   const Eigen::Index columns = static_cast<Eigen::Index>(times.size()) * (k + (variance ? 1 : 0));
   Eigen::MatrixXd out(m, columns);
