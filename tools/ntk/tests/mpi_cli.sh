@@ -5,6 +5,8 @@
 # once and prints its results once; every error is one "ntk: error:" line, status 2, no output file,
 # and nothing hangs (each run is bounded by `timeout`).
 set -u
+# shellcheck source=scenarios.sh
+source "$(dirname "$0")/scenarios.sh"  # compare
 ntk=$1 data=$2 work=$3
 shift 3
 mpiexec=("$@")
@@ -24,7 +26,7 @@ for ranks in 2 3; do
       2>"$work/err.txt"
     status=$?
     [ "$status" -eq 0 ] || fail "$ranks ranks, $case: status $status: $(cat "$work/err.txt")"
-    bash "$(dirname "$0")/compare.sh" "$work/serial.csv" "$work/mpi.csv" 1e-9 ||
+    compare "$work/serial.csv" "$work/mpi.csv" 1e-9 ||
       fail "$ranks ranks, $case: predictions differ from the single-process ones"
     times=$(echo "$case" | sed 's/.*--time \([^ ]*\).*/\1/' | tr ',' '\n' | wc -l)
     [ "$(grep -c '^t=' "$work/err.txt")" -eq "$times" ] ||
