@@ -28,10 +28,10 @@ NTK_PYTHON_PACKAGES=(git pybind11-dev python3-dev python3-pybind11 python3-numpy
                      python3-pytest python3-pip python3-setuptools python3-wheel)
 NTK_MPI_PACKAGES=(openmpi-bin libopenmpi-dev libscalapack-openmpi-dev)  # NTK_MPI=ON
 
-# Configures (once) and builds build/ in Release with -Werror.
+# Configures (once) and builds build/ with the "default" preset (Release, -Werror, native).
 ntk_build() {
   if [ ! -f build/CMakeCache.txt ] || [ $# -gt 0 ]; then
-    cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DNTK_WERROR=ON "$@" >/dev/null
+    cmake --preset default "$@" >/dev/null
   fi
-  cmake --build build -j "$(nproc)"
+  cmake --build --preset default
 }

@@ -29,10 +29,6 @@
 #include <omp.h>
 #endif
 
-#ifndef NTK_DEMO_DATA
-#define NTK_DEMO_DATA "data/breast_cancer.csv"
-#endif
-
 namespace ntk_cli {
 
 namespace {
@@ -287,8 +283,23 @@ void figure_phi_opt(const std::string& dir, bool& plotted) {
 }
 
 
+// The shipped data set, found relative to the executable (nothing of the build host is compiled in):
+// <prefix>/bin/ntk reads <prefix>/share/ntk/breast_cancer.csv, and the build tree mirrors that
+// (tools/ntk/ntk next to tools/share/ntk/, copied there by CMake).
+std::string shipped_data() {
+  std::vector<char> buffer(4096);
+  const ssize_t length = ::readlink("/proc/self/exe", buffer.data(), buffer.size() - 1);
+  std::string exe = length > 0 ? std::string(buffer.data(), static_cast<std::size_t>(length)) : std::string();
+  const std::size_t slash = exe.rfind('/');
+  const std::string dir = slash == std::string::npos ? std::string(".") : exe.substr(0, slash);
+  const std::string path = dir + "/../share/ntk/breast_cancer.csv";
+  if (::access(path.c_str(), R_OK) != 0)
+    throw CliError("the shipped data set is not at " + path + " (pass --data FILE.csv)");
+  return path;
+}
+
 struct DemoArgs {
-  std::string data = NTK_DEMO_DATA, out_dir = "demo-output";
+  std::string data, out_dir = "demo-output";  // data empty: the shipped data set
   bool quick = false;
   int threads = 0;
 };
@@ -299,7 +310,7 @@ void run_demo(const DemoArgs& a) {
 #endif
   const bool quick = a.quick;
   const std::string& dir = a.out_dir;
-  const std::string& path = a.data;
+  const std::string path = a.data.empty() ? shipped_data() : a.data;
   const auto start = Clock::now();
   const Matrix data = read_matrix(path);
   const Split s = prepare(data);

@@ -96,8 +96,8 @@ class DualTable {
   template <int T>
   void evaluate(const Scalar* rho, Scalar* t_out, Scalar* t_dot_out) const {
     constexpr int m = degree + 1;
-    const Scalar* poly[T];
-    Scalar x[T], t[T], d[T];
+    const Scalar* poly[std::size_t{T}];
+    Scalar x[std::size_t{T}], t[std::size_t{T}], d[std::size_t{T}];
     for (int i = 0; i < T; ++i) {
       const Scalar r = rho[i] > -1 ? (rho[i] < 1 ? rho[i] : Scalar(1)) : Scalar(-1);  // NaN -> -1
       int p = static_cast<int>((r + 1) * (static_cast<Scalar>(panels) / 2));

@@ -150,7 +150,7 @@ class LayerDual {
   template <int T>
   NTK_NOINLINE void generic_tile(const TileVariances<Scalar>& v, Scalar* s, Scalar* k, Scalar* t_dot) const {
     if (m_mode == Mode::table) {  // one variance: the table in ρ, for the whole tile at once
-      Scalar rho[T], t_value[T];
+      Scalar rho[std::size_t{T}], t_value[std::size_t{T}];
       for (int t = 0; t < T; ++t) rho[t] = s[t] * v.inverse_root_i[t] * v.inverse_root_j;
       m_table.template evaluate<T>(rho, t_value, t_dot);
       for (int t = 0; t < T; ++t) {

@@ -1,0 +1,72 @@
+// PackedGram::apply against the memory-bandwidth bound of one pass over the stored triangle.
+// BM_stream_read sums an array of the triangle's size (the bound); BM_packed_apply/k/storage
+// multiplies the packed Gram matrix by n x k right-hand sides (k = 1 for CG on one target, 10 for
+// one-hot Fashion-MNIST).  The ratio bytes/s(apply) / bytes/s(stream) is the fraction of the
+// bound reached; compare within one run.  n from NTK_BENCH_GRAM_N (default 20,000: 1.6 GB double).
+#include <benchmark/benchmark.h>
+
+#include <ntk/gram.hpp>
+
+#include <cstdlib>
+#include <memory>
+#include <vector>
+
+namespace {
+
+Eigen::Index gram_n() {
+  const char* s = std::getenv("NTK_BENCH_GRAM_N");
+  return s ? std::atol(s) : 20000;
+}
+
+template <class Storage>
+const ntk::PackedGram<double, Storage>& packed() {
+  static const auto gram = [] {
+    auto g = std::make_unique<ntk::PackedGram<double, Storage>>(gram_n());
+    // Any symmetric content: the product's cost does not depend on the values.
+    g->fill([](Eigen::Index c0, Eigen::Index c1, Eigen::Ref<Eigen::MatrixXd> out) {
+      for (Eigen::Index j = 0; j < c1 - c0; ++j)
+        for (Eigen::Index i = 0; i < c1; ++i)
+          out(i, j) = 1.0 / (1.0 + static_cast<double>(i > c0 + j ? i - c0 - j : c0 + j - i));
+    });
+    return g;
+  }();
+  return *gram;
+}
+
+template <class Storage>
+void BM_stream_read(benchmark::State& state) {
+  const auto& g = packed<Storage>();
+  const std::size_t count = g.bytes() / sizeof(Storage);
+  const Storage* data = g.block_data(0);
+  for (auto _ : state) {
+    double total = 0;
+#if defined(_OPENMP)
+#pragma omp parallel for reduction(+ : total) schedule(static)
+#endif
+    for (std::ptrdiff_t i = 0; i < static_cast<std::ptrdiff_t>(count); ++i) total += data[i];
+    benchmark::DoNotOptimize(total);
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(g.bytes()));
+}
+
+template <class Storage>
+void BM_packed_apply(benchmark::State& state) {
+  const auto& g = packed<Storage>();
+  const Eigen::Index k = state.range(0);
+  const Eigen::MatrixXd v = Eigen::MatrixXd::Random(g.rows(), k);
+  Eigen::MatrixXd out(g.rows(), k);
+  for (auto _ : state) {
+    g.apply(v, out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(g.bytes()));
+}
+
+BENCHMARK_TEMPLATE(BM_stream_read, double)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_packed_apply, double)->Arg(1)->Arg(10)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_stream_read, float)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_packed_apply, float)->Arg(1)->Arg(10)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();
