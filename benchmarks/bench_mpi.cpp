@@ -33,13 +33,7 @@ namespace {
 
 using Matrix = Eigen::MatrixXd;
 
-Matrix inputs(Eigen::Index n, Eigen::Index d, std::uint64_t seed) {
-  ntk::NormalGenerator g(seed);
-  Matrix x(n, d);
-  for (Eigen::Index i = 0; i < n; ++i)
-    for (Eigen::Index j = 0; j < d; ++j) x(i, j) = g.normal();
-  return x;
-}
+Matrix inputs(Eigen::Index n, Eigen::Index d, std::uint64_t seed) { return ntk::normal_matrix(n, d, seed); }
 
 double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();

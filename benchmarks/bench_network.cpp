@@ -9,13 +9,7 @@ namespace {
 
 using Matrix = Eigen::MatrixXd;
 
-Matrix inputs(Eigen::Index n, Eigen::Index d) {
-  ntk::NormalGenerator g(3);
-  Matrix x(n, d);
-  for (Eigen::Index i = 0; i < n; ++i)
-    for (Eigen::Index j = 0; j < d; ++j) x(i, j) = g.normal();
-  return x;
-}
+Matrix inputs(Eigen::Index n, Eigen::Index d) { return ntk::normal_matrix(n, d, 3); }
 
 const auto architecture = ntk::mlp(ntk::Relu{}, 3, 512, 1.0, 0.1, 1);
 

@@ -21,12 +21,5 @@ inline long scaled(long full, long minimum = 1) {
 inline double relative_error(double a, double b) {
   return std::fabs(a - b) / std::max(std::fabs(b), 1e-300);
 }
-/// An n x d matrix of N(0, 1) draws from the library's reproducible generator.
-inline Eigen::MatrixXd normal_matrix(Eigen::Index n, Eigen::Index d, std::uint64_t seed) {
-  ntk::NormalGenerator g(seed);
-  Eigen::MatrixXd x(n, d);
-  for (Eigen::Index i = 0; i < n; ++i)
-    for (Eigen::Index j = 0; j < d; ++j) x(i, j) = g.normal();
-  return x;
-}
+using ntk::normal_matrix;  // n x d N(0, 1) draws from the library's reproducible generator
 }  // namespace ntk_test

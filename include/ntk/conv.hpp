@@ -375,6 +375,37 @@ struct AxisMap {
   Eigen::Index at(Eigen::Index o, Eigen::Index d) const { return tap[static_cast<std::size_t>(o * taps + d)]; }
 };
 
+/// One tap d of a convolution along an axis, on a row of Σ and one of Θ: ds[o] += ss[i] and
+/// dt[o] += st[i] for every output o whose tap d reads input i (none where it reads padding).
+inline void add_tap(const AxisMap& cols, Eigen::Index d, const double* __restrict ss, const double* __restrict st,
+                    Eigen::Index in_width, double* __restrict ds, double* __restrict dt) {
+  const Eigen::Index out = cols.out;
+  if (cols.contiguous) {  // i = o + d − pad
+    const Eigen::Index shift = d - cols.pad;
+    const Eigen::Index lo = std::max<Eigen::Index>(0, -shift), hi = std::min<Eigen::Index>(out, in_width - shift);
+    for (Eigen::Index o = lo; o < hi; ++o) {
+      ds[o] += ss[o + shift];
+      dt[o] += st[o + shift];
+    }
+    return;
+  }
+  for (Eigen::Index o = 0; o < out; ++o) {
+    const Eigen::Index i = cols.at(o, d);
+    if (i >= 0) {
+      ds[o] += ss[i];
+      dt[o] += st[i];
+    }
+  }
+}
+
+/// The affine step after the taps: Σ' = scale Σ + bias, Θ' = scale Θ + Σ' (n entries).
+inline void finish_affine(double* __restrict ds, double* __restrict dt, Eigen::Index n, double scale, double bias) {
+  for (Eigen::Index o = 0; o < n; ++o) {
+    ds[o] = scale * ds[o] + bias;
+    dt[o] = scale * dt[o] + ds[o];
+  }
+}
+
 inline AxisMap axis_map(Eigen::Index in, Eigen::Index taps, Eigen::Index stride, Padding padding) {
   AxisMap m;
   m.in = in;
@@ -831,29 +862,9 @@ class ImagePairEngine {
       for (Eigen::Index d = 0; d < cols.taps; ++d) {
         const Eigen::Index i1 = cols.at(o1, d);
         if (i1 < 0) continue;
-        const double* __restrict ss = in_s + i1 * W;
-        const double* __restrict st = in_t + i1 * W;
-        if (cols.contiguous) {  // i2 = o2 + d − pad
-          const Eigen::Index shift = d - cols.pad;
-          const Eigen::Index lo = std::max<Eigen::Index>(0, -shift), hi = std::min<Eigen::Index>(Wo, W - shift);
-          for (Eigen::Index o2 = lo; o2 < hi; ++o2) {
-            ds[o2] += ss[o2 + shift];
-            dt[o2] += st[o2 + shift];
-          }
-        } else {
-          for (Eigen::Index o2 = 0; o2 < Wo; ++o2) {
-            const Eigen::Index i2 = cols.at(o2, d);
-            if (i2 >= 0) {
-              ds[o2] += ss[i2];
-              dt[o2] += st[i2];
-            }
-          }
-        }
+        add_tap(cols, d, in_s + i1 * W, in_t + i1 * W, W, ds, dt);
       }
-      for (Eigen::Index o2 = 0; o2 < Wo; ++o2) {
-        ds[o2] = scale * ds[o2] + bias;
-        dt[o2] = scale * dt[o2] + ds[o2];
-      }
+      finish_affine(ds, dt, Wo, scale, bias);
     }
   }
 
@@ -1414,28 +1425,8 @@ class ImagePairEngine {
         double* __restrict dt = m_next_theta.data() + o * Wo;
         std::fill(ds, ds + Wo, 0.0);
         std::fill(dt, dt + Wo, 0.0);
-        for (Eigen::Index d = 0; d < cols.taps; ++d) {
-          if (cols.contiguous) {
-            const Eigen::Index shift = d - cols.pad;
-            const Eigen::Index lo = std::max<Eigen::Index>(0, -shift), hi = std::min<Eigen::Index>(Wo, W - shift);
-            for (Eigen::Index w = lo; w < hi; ++w) {
-              ds[w] += ss[w + shift];
-              dt[w] += st[w + shift];
-            }
-          } else {
-            for (Eigen::Index w = 0; w < Wo; ++w) {
-              const Eigen::Index i = cols.at(w, d);
-              if (i >= 0) {
-                ds[w] += ss[i];
-                dt[w] += st[i];
-              }
-            }
-          }
-        }
-        for (Eigen::Index w = 0; w < Wo; ++w) {
-          ds[w] = scale * ds[w] + bias;
-          dt[w] = scale * dt[w] + ds[w];
-        }
+        for (Eigen::Index d = 0; d < cols.taps; ++d) add_tap(cols, d, ss, st, W, ds, dt);
+        finish_affine(ds, dt, Wo, scale, bias);
       }
       m_sigma.swap(m_next_sigma);
       m_theta.swap(m_next_theta);

@@ -6,6 +6,8 @@
 /// Normals go through std::log, std::sqrt and std::cos, so libraries whose log/cos are not
 /// correctly rounded may differ in the last bit.
 
+#include <Eigen/Core>
+
 #include <cmath>
 #include <cstdint>
 
@@ -66,5 +68,15 @@ class NormalGenerator {
   double m_spare = 0;
   bool m_has_spare = false;
 };
+
+/// A rows x cols matrix of N(0, 1) draws from NormalGenerator(seed), filled row by row (so the
+/// first rows of a larger matrix are the same draws).
+inline Eigen::MatrixXd normal_matrix(Eigen::Index rows, Eigen::Index cols, std::uint64_t seed) {
+  NormalGenerator g(seed);
+  Eigen::MatrixXd x(rows, cols);
+  for (Eigen::Index i = 0; i < rows; ++i)
+    for (Eigen::Index j = 0; j < cols; ++j) x(i, j) = g.normal();
+  return x;
+}
 
 }  // namespace ntk

@@ -470,7 +470,11 @@ std::vector<Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic>> 
       if (!std::isfinite(floor))
         detail::fail<std::overflow_error>(fn, "g_t is not finite on the spectrum interval (t = ", t, ")");
       const bool resolved = scale == 0 || floor <= options.tolerance * scale * 1e-2;
-      const bool stalled = N > 32 && floor > previous_floor / 2;  // rounding level reached
+      // Rounding level reached: the tail stops shrinking *and* sits at the level of rounding errors
+      // in the interpolated values.  (A tail that stops shrinking above that level only means N is
+      // still below the degree g_t needs, e.g. for large η t λ_max: keep doubling.)
+      const double rounding = 64 * std::numeric_limits<double>::epsilon() * std::sqrt(static_cast<double>(N)) * scale;
+      const bool stalled = N > 32 && floor > previous_floor / 2 && floor <= rounding;
       previous_floor = floor;
       if (resolved || stalled || N >= 2 * options.max_degree) {
         // degree m: every later coefficient below tolerance / 8; the error estimate sums the
@@ -597,6 +601,9 @@ struct SolverRequest {
   Eigen::Index block = 1024;          ///< test-point block and tile width
   SolverMethod method = SolverMethod::automatic;  ///< force a path
   std::size_t scalar_bytes = sizeof(double);
+  /// Bytes per stored entry of the packed triangle: sizeof(double), or sizeof(float) for
+  /// PackedGram<double, float> (half the memory; every entry rounded to 2⁻²⁴ relative).
+  std::size_t storage_bytes = sizeof(double);
 };
 
 /// The path chosen, its memory estimate and the reason.
@@ -632,8 +639,9 @@ inline std::size_t method_bytes(SolverMethod method, const SolverRequest& q) {
     case SolverMethod::eigen: bytes = 4 * n * n * s + 2 * m * n * s; break;
     case SolverMethod::cholesky: bytes = n * n * s + b * n * s; break;
     case SolverMethod::packed:
-      bytes = static_cast<double>(PackedGram<double>::storage_bytes(q.n, PackedGramOptions{})) / 8 * s + 2 * n * r * s +
-              b * n * s;
+      bytes = static_cast<double>(PackedGram<double>::storage_bytes(q.n, PackedGramOptions{})) / 8 *
+                  static_cast<double>(q.storage_bytes) +
+              2 * n * r * s + b * n * s;
       break;
     case SolverMethod::matrix_free: bytes = 2 * n * r * s + 2 * b * n * s; break;
     case SolverMethod::automatic: break;
@@ -653,6 +661,8 @@ inline SolverPlan plan_solver(const SolverRequest& q) {
   check_at_least<Eigen::Index>(fn, "n", q.n, 1);
   check_at_least<Eigen::Index>(fn, "k", q.k, 1);
   check_nonnegative(fn, "ridge", q.ridge);
+  if (q.storage_bytes != sizeof(double) && q.storage_bytes != sizeof(float))
+    detail::fail<std::invalid_argument>(fn, "storage_bytes must be 8 (double) or 4 (float) (got ", q.storage_bytes, ")");
   const std::size_t limit = q.memory_limit == 0 ? std::numeric_limits<std::size_t>::max() : q.memory_limit;
   auto fits = [&](SolverMethod m) { return method_bytes(m, q) <= limit; };
   auto make = [&](SolverMethod m, std::string why) {

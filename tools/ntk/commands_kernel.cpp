@@ -12,6 +12,7 @@
 #include "commands.hpp"
 #include "image.hpp"
 #include "io.hpp"
+#include "progress.hpp"
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -41,6 +42,7 @@ ntk::KernelOptions kernel_options(const Architecture& arch) {
 
 struct KernelArgs {
   std::string x, x2, kernel = "ntk", out;
+  bool quiet = false, progress = false;
   Architecture arch;
   ImageArgs image_args;
   std::optional<ntk::ImageArchitecture> image;
@@ -69,12 +71,13 @@ void run_kernel(const KernelArgs& a) {
       result = which == ntk::KernelKind::ntk ? k.ntk : k.nngp;
       return;
     }
+    Progress progress(a.quiet, a.progress);  // per block column of 1024 (MLP kernels)
     with_activation(a.arch.activation, [&](const auto& phi) {
       const auto net = ntk::mlp(phi, a.arch.depth, 0, a.arch.sigma_w, a.arch.sigma_b);
       if (two)
-        ntk::kernel_into(net, x, x2, which, result, options);
+        cross_into(net, x, x2, which, options, progress, result);
       else
-        ntk::kernel_into(net, x, which, result, options);
+        gram_into(net, x, which, options, progress, result);
     });
   };
   if (out.is_npy_file()) {  // computed straight into the output file's pages
@@ -141,7 +144,9 @@ void add_kernel(CLI::App& app) {
   o->required_text("x", a->x, "rows of the first input set (CSV, .npy, - for stdin)")
       .text("x2", a->x2, "rows of the second input set (default: --x)")
       .choice("kernel,kind", a->kernel, {"ntk", "nngp"}, "which kernel (ntk); --kind is an alias")
-      .text("out", a->out, "output file, .npy or CSV (default: stdout)");
+      .text("out", a->out, "output file, .npy or CSV (default: stdout)")
+      .flag("quiet", a->quiet, "no progress lines on stderr")
+      .flag("progress", a->progress, "progress lines on stderr from the start (default: after the first second)");
   a->arch.add_to(*o);
   a->image_args.add_to(*o);
   o->app()->callback([a, o] {

@@ -17,6 +17,7 @@
 #include "args.hpp"
 #include "commands.hpp"
 #include "io.hpp"
+#include "progress.hpp"
 #if defined(NTK_CLI_MPI)
 #include "mpi_main.hpp"
 #endif
@@ -67,65 +68,6 @@ std::vector<double> parse_times(const std::string& text) {
 }
 
 
-/// Progress lines on stderr (never in the output): tiles with an ETA, iterations with the
-/// residual, at most one line a second.  Quiet runs stay quiet: nothing is printed during the first
-/// second of a command (notes wait and come out with the first later line) unless --progress;
-/// --quiet turns everything off.
-class Progress {
- public:
-  Progress(bool quiet, bool immediate)
-      : m_quiet(quiet), m_immediate(immediate), m_program(std::chrono::steady_clock::now()) {}
-  void start(const std::string& label) {
-    m_label = label;
-    m_start = std::chrono::steady_clock::now();
-    m_printed = false;
-  }
-  void tiles(double done, double total) {
-    const double elapsed = seconds(m_start);
-    const double eta = done > 0 ? elapsed * (total - done) / done : 0;
-    char line[256];
-    std::snprintf(line, sizeof line, "ntk: %s %5.1f%% (%.1f s, ETA %.0f s)", m_label.c_str(), 100 * done / total,
-                  elapsed, eta);
-    emit(line, done >= total);
-  }
-  void iteration(Eigen::Index it, double residual) {
-    char line[256];
-    std::snprintf(line, sizeof line, "ntk: %s iteration %ld residual %.3e (%.1f s)", m_label.c_str(),
-                  static_cast<long>(it), residual, seconds(m_start));
-    emit(line, false);
-  }
-  void note(const std::string& text) {
-    if (m_quiet) return;
-    m_pending.push_back("ntk: " + text);
-    if (active()) flush();
-  }
-
- private:
-  static double seconds(std::chrono::steady_clock::time_point since) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
-  }
-  bool active() const { return m_immediate || seconds(m_program) >= 1; }
-  void flush() {
-    for (const auto& line : m_pending) std::fprintf(stderr, "%s\n", line.c_str());
-    m_pending.clear();
-  }
-  void emit(const char* line, bool last) {
-    if (m_quiet || !active()) return;
-    const auto now = std::chrono::steady_clock::now();
-    if (!last && m_printed && std::chrono::duration<double>(now - m_last).count() < 1) return;
-    flush();
-    std::fprintf(stderr, "%s\n", line);
-    m_last = now;
-    m_printed = true;
-  }
-
-  bool m_quiet, m_immediate;
-  std::chrono::steady_clock::time_point m_program, m_start, m_last;
-  std::string m_label;
-  std::vector<std::string> m_pending;
-  bool m_printed = false;
-};
-
 /// "123", "500M", "22G" (binary units) as bytes; "0" = no limit.
 std::size_t parse_memory(const std::string& text) {
   double value;
@@ -167,30 +109,17 @@ std::vector<long> integer_labels(const Eigen::MatrixXd& m, const std::string& wh
   return labels;
 }
 
-/// The train-train Gram matrix by block columns (progress per tile), mirrored.
+/// The train-train Gram matrix by block columns (progress per tile).
 template <class Net>
 Eigen::MatrixXd dense_gram(const Net& net, const Eigen::MatrixXd& x, ntk::KernelKind kind,
                            const ntk::KernelOptions& options, Progress& progress) {
-  const Eigen::Index n = x.rows(), b = 1024;
-  Eigen::MatrixXd g(n, n);
-  const double total = 0.5 * static_cast<double>(n) * static_cast<double>(n + b);
-  double done = 0;
-  progress.start("kernel tiles");
-  for (Eigen::Index c0 = 0; c0 < n; c0 += b) {
-    const Eigen::Index c1 = std::min(n, c0 + b);
-    Eigen::Map<Eigen::MatrixXd, 0, Eigen::OuterStride<>> block(g.data() + c0 * n, c1, c1 - c0, Eigen::OuterStride<>(n));
-    Eigen::MatrixXd tile(c1, c1 - c0);
-    ntk::kernel_into(net, x.topRows(c1), x.middleRows(c0, c1 - c0), kind, tile, options);
-    block = tile;
-    done += static_cast<double>(c1) * static_cast<double>(c1 - c0);
-    progress.tiles(std::min(done, total), total);
-  }
-  g.triangularView<Eigen::StrictlyLower>() = g.transpose();
+  Eigen::MatrixXd g(x.rows(), x.rows());
+  gram_into(net, x, kind, options, progress, g);
   return g;
 }
 
 struct PredictArgs {
-  std::string train, test, kernel = "ntk", out, solver = "auto", train_targets, test_targets;
+  std::string train, test, kernel = "ntk", out, solver = "auto", train_targets, test_targets, storage = "double";
   long outputs = 1;
   bool outputs_given = false;
   double lr = 1, diag_reg = 0, tolerance = 1e-8;
@@ -299,6 +228,8 @@ void run_predict(const PredictArgs& a) {
   request.memory_limit = memory_limit;
   request.covariance = variance;
   request.preconditioner_rank = rank;
+  const bool float_storage = a.storage == "float";
+  request.storage_bytes = float_storage ? sizeof(float) : sizeof(double);
   ntk::SolverPlan plan;
   try {
     if (solver == "cg") {  // the stored triangle if it fits, else matrix-free
@@ -398,9 +329,11 @@ void run_predict(const PredictArgs& a) {
       };
       if (plan.method == ntk::SolverMethod::packed) {
         progress.start("kernel tiles");
-        const auto op = ntk::packed_gram(net, x, kind, kernel_options, ntk::PackedGramOptions{},
-                                         [&](double done, double total) { progress.tiles(done, total); });
-        iterate(op);
+        const auto tiles = [&](double done, double total) { progress.tiles(done, total); };
+        if (float_storage)
+          iterate(ntk::packed_gram<float>(net, x, kind, kernel_options, ntk::PackedGramOptions{}, tiles));
+        else
+          iterate(ntk::packed_gram(net, x, kind, kernel_options, ntk::PackedGramOptions{}, tiles));
       } else {
         iterate(ntk::MatrixFreeGram(net, x, kind, kernel_options));
       }
@@ -577,6 +510,9 @@ void add_predict(CLI::App& app) {
         a->tolerance = parse_finite(v, "--tolerance");
         if (!(a->tolerance > 0)) throw CliError("--tolerance must be positive (got " + v + ")");
       })
+      .choice("storage", a->storage, {"double", "float"},
+              "entries of the stored Gram triangle of --solver cg: float halves its memory, each entry "
+              "rounded to 2^-24 relative (double)")
       .integer("max-iterations", a->max_iterations, 1, 1L << 30, "CG iterations / Chebyshev degree at most (1000)")
       .integer("preconditioner-rank", a->preconditioner_rank, 0, 1L << 30,
                "rank of the randomly pivoted Cholesky preconditioner of CG, 0 for none (1000)")

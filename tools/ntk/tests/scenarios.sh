@@ -49,6 +49,17 @@ make_rows() {
     line = line (j > 1 ? "," : "") sin(i * 7.1 + j * 3.3); print line } }' >"$1"
 }
 
+# n = 2500 > one block column of 1024: the tiled Gram (rectangles above the diagonal blocks, the
+# diagonal blocks by the symmetric path, mirrored) equals the cross kernel of the set with itself,
+# and a run past the first second reports its tiles (to 100 %) on stderr, never in the output.
+kernel_tiles_match_cross_kernel() {
+  make_rows in.csv 2500 3
+  ntk kernel --x in.csv --depth 2 --progress --out g.csv 2>err.txt &&
+    ntk kernel --x in.csv --x2 in.csv --depth 2 --quiet --out c.csv &&
+    compare g.csv c.csv 1e-12 && grep -q '^ntk: kernel tiles 100\.0% ' err.txt &&
+    [ "$(wc -l <g.csv)" -eq 2500 ]
+}
+
 # Two runs writing the same --out at once each write a whole file: the result is one run's
 # complete output (the old shared "<out>.partial" gave SIGBUS or an all-zero Gram).
 concurrent_writers() {
@@ -180,6 +191,14 @@ predict_cholesky_and_cg_match_eigen_at_inf() {
     predict_separate --diag-reg 0.01 --solver cholesky --out c.csv &&
     predict_separate --diag-reg 0.01 --solver cg --tolerance 1e-13 --out g.csv &&
     compare e.csv c.csv 1e-8 && compare e.csv g.csv 1e-8
+}
+
+# Float storage of the triangle: entries rounded to 2^-24, so predictions move by about
+# cond(G + 0.01 I) * 6e-8 (here well under 1e-4) and are not bit-identical to double storage.
+predict_cg_float_storage() {
+  predict_separate --diag-reg 0.01 --solver cg --tolerance 1e-12 --out d.csv &&
+    predict_separate --diag-reg 0.01 --solver cg --tolerance 1e-12 --storage float --out f.csv &&
+    compare d.csv f.csv 1e-4 && ! compare d.csv f.csv 1e-15 2>/dev/null
 }
 
 predict_cg_finite_times_match_eigen() {
