@@ -3,7 +3,9 @@
 Conventions (as in the C++ headers): rows are samples (x is n x d), the NTK parametrization, the
 summed loss 1/2 sum_i ||f(x_i) - y_i||^2, ``depth`` counts hidden (Dense, activation) pairs before
 the readout.  Activations are names (``ntk.activation_names``), a vectorized callable ``phi``
-(derivative by finite differences), or a pair ``(phi, dphi)`` of vectorized callables.
+(derivative by finite differences), or a pair ``(phi, dphi)`` of vectorized callables; those are
+called a few times per layer on 1-D float64 arrays (never per kernel entry: a computation that would
+need that, e.g. a kinked phi or variances beyond about 4 at different input norms, is a ValueError).
 
 Kernels read float64 and float32 arrays in C or Fortran order without copying them and return
 arrays of the input's dtype; other inputs (integers, non-contiguous views, mixed layouts) are
@@ -121,7 +123,7 @@ def kernel(x1, x2=None, *, activation="relu", depth=3, sigma_w=1.0, sigma_b=1.0,
     x2=None computes the symmetric x1 x x1 matrix (one triangle).  ``sigma_w`` and ``sigma_b`` are one
     number or a list of depth + 1 numbers (one per affine layer, readout last).  ``kind`` is "ntk",
     "nngp" (an n1 x n2 array) or "both" (``Kernels(nngp, ntk)``).  ``quadrature`` forces Gauss-Hermite
-    quadrature of that order (a checking mode; refused for Python callables).  ``divide_by_dimension``:
+    quadrature of that order (a checking mode; for Python callables only with inputs of a common norm).  ``divide_by_dimension``:
     Sigma^0 = x.x'/d (default) or x.x'.  ``threads``: OpenMP threads (None: all).
     The result has the dtype of x1 (float32 or float64); other dtypes compute in float64."""
     a, b = _pair(x1, x2)
