@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "activations.hpp"
+#include "detail/batch_values.hpp"
 #include "layers.hpp"
 
 namespace ntk {

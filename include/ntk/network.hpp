@@ -298,7 +298,7 @@ class Network {
         h = std::move(z);
       } else {
         const auto& phi = layer.phi;
-        h = h.unaryExpr([&phi](Scalar v) { return static_cast<Scalar>(phi.value(v)); });
+        h = detail::activation_values(phi, h);  // one call for batch activations (batch_values.hpp)
       }
     });
     return h;
@@ -320,9 +320,7 @@ class Network {
         }
       } else {
         const auto& phi = layer.phi;
-        delta.array() *= inputs[l].unaryExpr([&phi](Scalar v) {
-          return static_cast<Scalar>(phi.derivative(v));
-        }).array();
+        delta.array() *= detail::activation_derivatives(phi, inputs[l]).array();
       }
     });
   }

@@ -3,7 +3,9 @@
 Conventions (as in the C++ headers): rows are samples (x is n x d), the NTK parametrization, the
 summed loss 1/2 sum_i ||f(x_i) - y_i||^2, ``depth`` counts hidden (Dense, activation) pairs before
 the readout.  Activations are names (``ntk.activation_names``), a vectorized callable ``phi``
-(derivative by finite differences), or a pair ``(phi, dphi)`` of vectorized callables.
+(derivative by finite differences), or a pair ``(phi, dphi)`` of vectorized callables; those are
+called a few times per layer on 1-D float64 arrays (never per kernel entry: a computation that would
+need that, e.g. a kinked phi or variances beyond about 4 at different input norms, is a ValueError).
 
 Kernels read float64 and float32 arrays in C or Fortran order without copying them and return
 arrays of the input's dtype; other inputs (integers, non-contiguous views, mixed layouts) are
@@ -26,10 +28,12 @@ activation_names = _core.activation_names
 
 Kernels = namedtuple("Kernels", ["nngp", "ntk"])
 LayerKernels = namedtuple("LayerKernels", ["nngp", "nngp_dot", "ntk"])
+SolverInfo = namedtuple("SolverInfo", ["method", "reason", "memory_estimate", "iterations", "residual", "converged",
+                                       "chebyshev_degree", "chebyshev_error", "preconditioner_rank"])
 LimitConstants = namedtuple("LimitConstants", ["E_phi", "E_dphi", "E_dphi2", "E_phi2", "A", "A_prime", "B",
                                                "alpha", "regime"])
 
-__all__ = ["kernel", "kernel_layers", "kernel_diagonal", "Network", "LinearizedDynamics", "limit_constants",
+__all__ = ["kernel", "kernel_layers", "kernel_diagonal", "kernel_regression", "SolverInfo", "Network", "LinearizedDynamics", "limit_constants",
            "deep_kernel", "DeepKernelClassifier", "majority_vote", "nearest_neighbor", "singular_kernel",
            "numerical_derivative_step", "activation_names", "Kernels", "LayerKernels", "LimitConstants"]
 
@@ -119,7 +123,7 @@ def kernel(x1, x2=None, *, activation="relu", depth=3, sigma_w=1.0, sigma_b=1.0,
     x2=None computes the symmetric x1 x x1 matrix (one triangle).  ``sigma_w`` and ``sigma_b`` are one
     number or a list of depth + 1 numbers (one per affine layer, readout last).  ``kind`` is "ntk",
     "nngp" (an n1 x n2 array) or "both" (``Kernels(nngp, ntk)``).  ``quadrature`` forces Gauss-Hermite
-    quadrature of that order (a checking mode; refused for Python callables).  ``divide_by_dimension``:
+    quadrature of that order (a checking mode; for Python callables only with inputs of a common norm).  ``divide_by_dimension``:
     Sigma^0 = x.x'/d (default) or x.x'.  ``threads``: OpenMP threads (None: all).
     The result has the dtype of x1 (float32 or float64); other dtypes compute in float64."""
     a, b = _pair(x1, x2)
@@ -150,6 +154,52 @@ def kernel_diagonal(x, *, activation="relu", depth=3, sigma_w=1.0, sigma_b=1.0, 
     return Kernels(*_core.kernel_diagonal(a, activation, _depth(depth), _sigmas(sigma_w, "sigma_w"),
                                           _sigmas(sigma_b, "sigma_b"), _threads(threads), _quadrature(quadrature),
                                           bool(divide_by_dimension)))
+
+
+def _memory(limit):
+    if limit is None:
+        return 0
+    if not isinstance(limit, numbers.Integral) or isinstance(limit, bool) or limit < 1:
+        raise ValueError(f"ntk.kernel_regression: memory_limit must be None or a positive number of bytes "
+                         f"(got {limit!r})")
+    return int(limit)
+
+
+def kernel_regression(x_train, y_train, x_test, *, activation="relu", depth=3, sigma_w=1.0, sigma_b=1.0,
+                      kind="ntk", time=float("inf"), diag_reg=0.0, solver="auto", tolerance=1e-10,
+                      max_iterations=1000, preconditioner_rank=1000, memory_limit=None, learning_rate=1.0,
+                      threads=None, return_info=False):
+    """Mean predictions at x_test of the infinite-width network trained for ``time`` by gradient flow on
+    the summed squared loss from f0 = 0 (the C++ solvers, chosen as ``ntk predict`` chooses them):
+    f_t(x) = k(x, X) K^-1 (I - e^(-eta K t)) Y with K = Theta (``kind="ntk"``) or Sigma (``"nngp"``) plus
+    ``diag_reg`` I (absolute ridge); ``time=inf`` is kernel (ridge) regression.
+
+    ``time`` is a number (one m x k array) or a list (a list of arrays, one per time).  ``solver``:
+    "auto" (ntk::plan_solver: Cholesky for t = inf when it fits and n <= 40,000, eigendecomposition for
+    finite times when n <= 20,000, else the iterative paths), "eigen" (dense eigendecomposition: exact,
+    any time), "cholesky" (t = inf only; a G + diag_reg I that is not positive definite falls back to
+    eigen), "cg" (conjugate gradients with the RPCholesky preconditioner of rank
+    ``preconditioner_rank`` on the stored triangle, matrix-free when ``memory_limit`` cannot hold it;
+    finite times by a Chebyshev expansion; needs diag_reg > 0 at t = inf), "packed" or "matrix-free".
+    ``tolerance``: CG's relative residual per column, Chebyshev's relative error of g_t;
+    ``max_iterations``: CG iterations / Chebyshev degree.  Errors: ValueError for bad arguments or a
+    memory limit no path fits, RuntimeError (ntk::NotConverged) when CG does not converge.
+    With ``return_info`` the result is (predictions, SolverInfo)."""
+    a = _f64(x_train, "x_train")
+    t = _f64(x_test, "x_test")
+    y = _targets(y_train)
+    one_column = np.ndim(y_train) == 1
+    times, scalar = _times(time)
+    if not isinstance(solver, str):
+        raise ValueError(f"ntk.kernel_regression: solver must be a string (got {solver!r})")
+    predictions, info = _core.kernel_regression(
+        a, _f64(y, "y_train"), t, activation, _depth(depth), _sigmas(sigma_w, "sigma_w"),
+        _sigmas(sigma_b, "sigma_b"), kind, times, float(diag_reg), solver, float(tolerance), int(max_iterations),
+        int(preconditioner_rank), _memory(memory_limit), _threads(threads), float(learning_rate))
+    if one_column:
+        predictions = [p[:, 0] for p in predictions]
+    result = predictions[0] if scalar else predictions
+    return (result, SolverInfo(**info)) if return_info else result
 
 
 class Network:

@@ -11,7 +11,11 @@
 
 Hyperparameters (constructor arguments): activation, depth, sigma_w, sigma_b, time (gradient-flow
 time, learning rate 1), ridge (added to the kernel's diagonal, relative to its mean diagonal),
-solver ("eigh": one eigendecomposition, any time; "cholesky": time=inf only).
+solver ("eigh": one eigendecomposition, any time; "cholesky": time=inf only; "cg": the C++
+conjugate-gradient solver with the RPCholesky preconditioner at time=inf (needs ridge > 0) and
+Chebyshev for finite times, to the relative tolerance ``tolerance``; "auto": the C++ plan, as
+``ntk.kernel_regression``).  With "cg" and "auto" predict() runs ``ntk.kernel_regression`` on the
+stored training set (the solve is repeated per call).
 """
 
 import numpy as np
@@ -26,7 +30,7 @@ import ntk
 
 __all__ = ["NTKRegressor", "NNGPRegressor", "NTKClassifier", "NNGPClassifier", "NTKKernel"]
 
-_SOLVERS = ("eigh", "cholesky")
+_SOLVERS = ("eigh", "cholesky", "cg", "auto")
 
 
 class NTKKernel(Kernel):
@@ -100,6 +104,10 @@ def _check_hyperparameters(est):
         raise ValueError(f"time must be > 0 (got {est.time!r})")
     if not (est.ridge >= 0) or not np.isfinite(est.ridge):
         raise ValueError(f"ridge must be a finite number >= 0 (got {est.ridge!r})")
+    if not (isinstance(est.tolerance, float) or isinstance(est.tolerance, int)) or not (0 < est.tolerance < 1):
+        raise ValueError(f"tolerance must be a number in (0, 1) (got {est.tolerance!r})")
+    if est.solver == "cg" and np.isinf(est.time) and not est.ridge > 0:
+        raise ValueError("solver='cg' needs ridge > 0 at time=inf (a singular kernel has no unique solution)")
     if est.solver == "cholesky" and np.isfinite(est.time):
         raise ValueError("solver='cholesky' solves the converged (time=inf) problem only; use solver='eigh'")
 
@@ -110,7 +118,7 @@ class _KernelModel(BaseEstimator):
     _kind = "ntk"
 
     def __init__(self, activation="relu", depth=3, sigma_w=1.0, sigma_b=1.0, time=np.inf, ridge=0.0,
-                 solver="eigh"):
+                 solver="eigh", tolerance=1e-10):
         self.activation = activation
         self.depth = depth
         self.sigma_w = sigma_w
@@ -118,6 +126,7 @@ class _KernelModel(BaseEstimator):
         self.time = time
         self.ridge = ridge
         self.solver = solver
+        self.tolerance = tolerance
 
     def _kernel(self, X, Y=None):
         return ntk.kernel(X, Y, activation=self.activation, depth=self.depth, sigma_w=self.sigma_w,
@@ -126,6 +135,13 @@ class _KernelModel(BaseEstimator):
     def _fit_targets(self, X, Y):
         _check_hyperparameters(self)
         self.X_fit_ = X
+        if self.solver in ("cg", "auto"):
+            d = ntk.kernel_diagonal(X, activation=self.activation, depth=self.depth, sigma_w=self.sigma_w,
+                                    sigma_b=self.sigma_b)
+            self.diag_reg_ = float(self.ridge * np.mean(d.ntk if self._kind == "ntk" else d.nngp))
+            self.targets_ = Y
+            self.dual_coef_ = None  # the C++ solver runs per predict (kernel_regression)
+            return self
         g = self._kernel(X)
         if self.solver == "cholesky":
             n = g.shape[0]
@@ -141,6 +157,11 @@ class _KernelModel(BaseEstimator):
     def _decision(self, X):
         check_is_fitted(self, "dual_coef_")
         X = self._validate_data(X, reset=False, dtype=np.float64)
+        if self.dual_coef_ is None:
+            return ntk.kernel_regression(self.X_fit_, self.targets_, X, activation=self.activation, depth=self.depth,
+                                         sigma_w=self.sigma_w, sigma_b=self.sigma_b, kind=self._kind,
+                                         time=float(self.time), diag_reg=self.diag_reg_, solver=self.solver,
+                                         tolerance=float(self.tolerance))
         return self._kernel(X, self.X_fit_) @ self.dual_coef_
 
 

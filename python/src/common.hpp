@@ -129,5 +129,6 @@ void bind_kernel(py::module_& m);
 void bind_network(py::module_& m);
 void bind_dynamics(py::module_& m);
 void bind_deep_limit(py::module_& m);
+void bind_solvers(py::module_& m);
 
 }  // namespace ntk_python

@@ -170,4 +170,5 @@ PYBIND11_MODULE(_core, m) {
   ntk_python::bind_network(m);
   ntk_python::bind_dynamics(m);
   ntk_python::bind_deep_limit(m);
+  ntk_python::bind_solvers(m);
 }

@@ -15,7 +15,8 @@ import ntk
 from ntk.sklearn import NNGPClassifier, NNGPRegressor, NTKClassifier, NTKKernel, NTKRegressor
 
 ESTIMATORS = [NTKRegressor(), NNGPRegressor(), NTKClassifier(), NNGPClassifier(),
-              NTKRegressor(time=5.0, ridge=1e-3, depth=2), NTKClassifier(solver="cholesky", ridge=1e-8)]
+              NTKRegressor(time=5.0, ridge=1e-3, depth=2), NTKClassifier(solver="cholesky", ridge=1e-8),
+              NTKRegressor(solver="cg", ridge=1e-3, tolerance=1e-8), NNGPClassifier(solver="auto", ridge=1e-6)]
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS, ids=repr)
@@ -43,6 +44,10 @@ def test_bad_hyperparameters_are_reported_at_fit():
     x, y = np.ones((3, 2)) * [[1], [2], [3]], np.array([0.0, 1.0, 2.0])
     with pytest.raises(ValueError, match="solver"):
         NTKRegressor(solver="lu").fit(x, y)
+    with pytest.raises(ValueError, match="needs ridge > 0"):
+        NTKRegressor(solver="cg").fit(x, y)
+    with pytest.raises(ValueError, match="tolerance"):
+        NTKRegressor(solver="cg", ridge=1e-3, tolerance=0.0).fit(x, y)
     with pytest.raises(ValueError, match=r"\(time=inf\) problem only"):
         NTKRegressor(solver="cholesky", time=1.0).fit(x, y)
     with pytest.raises(ValueError, match="sigma_w must be positive"):

@@ -5,9 +5,11 @@
 
 #include <cmath>
 #include <cstddef>
+#include <type_traits>
 #include <vector>
 
 #include "../activations.hpp"
+#include "batch_values.hpp"
 
 namespace ntk {
 namespace detail {
@@ -23,25 +25,52 @@ class DualTable {
 
   DualTable() = default;
 
-  /// Samples `f(rho) -> Dual<Scalar>` at Chebyshev points of every panel.
-  template <class F>
-  explicit DualTable(F&& f) {
-    m_t.resize(panels * (degree + 1));
-    m_t_dot.resize(panels * (degree + 1));
+  /// The correlations the table samples (Chebyshev points of every panel), in the order the
+  /// constructor from values expects.
+  static std::vector<Scalar> sample_points() {
     const int m = degree + 1;
     const Scalar pi = pi_v<Scalar>;
-    std::vector<Scalar> values(static_cast<std::size_t>(panels * m) * 2);
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(dynamic)
-#endif
+    std::vector<Scalar> rho(static_cast<std::size_t>(panels * m));
     for (int index = 0; index < panels * m; ++index) {
       const int p = index / m, k = index % m;
       const Scalar x = std::cos(pi * (static_cast<Scalar>(k) + Scalar(0.5)) / static_cast<Scalar>(m));  // Chebyshev point on [-1, 1]
       const Scalar a = -1 + Scalar(2) * static_cast<Scalar>(p) / static_cast<Scalar>(panels),
                    b = -1 + Scalar(2) * static_cast<Scalar>(p + 1) / static_cast<Scalar>(panels);
-      const Dual<Scalar> value = f((a + b) / 2 + (b - a) / 2 * x);
-      values[static_cast<std::size_t>(2 * index)] = value.t;
-      values[static_cast<std::size_t>(2 * index + 1)] = value.t_dot;
+      rho[static_cast<std::size_t>(index)] = (a + b) / 2 + (b - a) / 2 * x;
+    }
+    return rho;
+  }
+
+  /// Samples `f(rho) -> Dual<Scalar>` at sample_points() (in parallel with OpenMP; an exception
+  /// from f is rethrown after the loop).
+  template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, std::vector<Dual<Scalar>>>>>
+  explicit DualTable(F&& f) {
+    const std::vector<Scalar> rho = sample_points();
+    std::vector<Dual<Scalar>> values(rho.size());
+    ParallelExceptions errors;
+    const int count = static_cast<int>(rho.size());
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(dynamic)
+#endif
+    for (int index = 0; index < count; ++index)
+      errors.run([&] { values[static_cast<std::size_t>(index)] = f(rho[static_cast<std::size_t>(index)]); });
+    errors.rethrow();
+    fit(values);
+  }
+
+  /// The table of the dual values at sample_points() (computed by the caller, e.g. in one batch).
+  explicit DualTable(const std::vector<Dual<Scalar>>& values) { fit(values); }
+
+ private:
+  void fit(const std::vector<Dual<Scalar>>& dual_values) {
+    m_t.resize(panels * (degree + 1));
+    m_t_dot.resize(panels * (degree + 1));
+    const int m = degree + 1;
+    const Scalar pi = pi_v<Scalar>;
+    std::vector<Scalar> values(static_cast<std::size_t>(panels * m) * 2);
+    for (std::size_t index = 0; index < dual_values.size(); ++index) {
+      values[2 * index] = dual_values[index].t;
+      values[2 * index + 1] = dual_values[index].t_dot;
     }
     for (int p = 0; p < panels; ++p)
       for (int j = 0; j < m; ++j) {
@@ -83,6 +112,7 @@ class DualTable {
     }
   }
 
+ public:
   /// The interpolated dual at ρ (clamped into [-1, 1]); NaN in, NaN out (an overflow upstream
   /// must reach the caller's finiteness check, not an out-of-range panel index).
   Dual<Scalar> operator()(Scalar rho) const {

@@ -84,16 +84,33 @@ std::vector<HermiteSeries<Scalar>> hermite_series(const Phi& phi, const std::vec
                         std::sqrt(static_cast<Work>(k + 1));
     }
     Matrix f(n, m), g(n, m);  // √w_m φ(√q_p z_m), √w_m φ'(√q_p z_m)
+    if constexpr (has_batch_values_v<Phi, Work>) {  // all n m nodes in a few calls
+      const std::size_t nodes = static_cast<std::size_t>(m);
+      evaluate_in_batches<Phi, Work>(
+          phi, static_cast<std::size_t>(n) * nodes,
+          [&](std::size_t first, std::size_t last, Work* z) {
+            for (std::size_t k = first; k < last; ++k)
+              z[k - first] = std::sqrt(q[k / nodes]) * rule.nodes()[k % nodes];
+          },
+          [&](std::size_t first, std::size_t last, const Work* v, const Work* d) {
+            for (std::size_t k = first; k < last; ++k) {
+              const auto p = static_cast<Eigen::Index>(k / nodes), i = static_cast<Eigen::Index>(k % nodes);
+              f(p, i) = psi(i, 0) * v[k - first];
+              g(p, i) = psi(i, 0) * d[k - first];
+            }
+          });
+    } else {
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static)
 #endif
-    for (Eigen::Index p = 0; p < n; ++p) {
-      const Work root = std::sqrt(q[static_cast<std::size_t>(p)]);
-      for (Eigen::Index i = 0; i < m; ++i) {
-        Work v, d;
-        value_and_derivative(phi, root * rule.nodes()[static_cast<std::size_t>(i)], v, d);
-        f(p, i) = psi(i, 0) * v;
-        g(p, i) = psi(i, 0) * d;
+      for (Eigen::Index p = 0; p < n; ++p) {
+        const Work root = std::sqrt(q[static_cast<std::size_t>(p)]);
+        for (Eigen::Index i = 0; i < m; ++i) {
+          Work v, d;
+          value_and_derivative(phi, root * rule.nodes()[static_cast<std::size_t>(i)], v, d);
+          f(p, i) = psi(i, 0) * v;
+          g(p, i) = psi(i, 0) * d;
+        }
       }
     }
     const Matrix a = f * psi, b = g * psi;

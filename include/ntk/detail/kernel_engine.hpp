@@ -103,12 +103,15 @@ class KernelEngine {
                             {same_inputs ? nullptr : m_chain2.q.data() + l * m_chain2.stride,
                              m_chain2.points});
         m_uses_series = m_uses_series || step.uses_series();
-        for (auto* chain : chains)
+        std::vector<Dual<Scalar>> diagonal;
+        for (auto* chain : chains) {
+          diagonal.resize(chain->points);
+          step.diagonals(chain->q.data() + l * chain->stride, chain->points, diagonal.data());
           for (std::size_t p = 0; p < chain->points; ++p) {
-            const Dual<Scalar> d = step.diagonal(chain->q[l * chain->stride + p]);
-            chain->q[(l + 1) * chain->stride + p] = d.t;
-            chain->ntk[p] *= d.t_dot;
+            chain->q[(l + 1) * chain->stride + p] = diagonal[p].t;
+            chain->ntk[p] *= diagonal[p].t_dot;
           }
+        }
         return step;
       }
     });

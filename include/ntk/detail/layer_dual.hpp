@@ -29,6 +29,7 @@
 #include "../activations.hpp"
 #include "../dual.hpp"
 #include "../quadrature.hpp"
+#include "batch_values.hpp"
 #include "config.hpp"
 #include "dual_table.hpp"
 #include "hermite_series.hpp"
@@ -63,16 +64,29 @@ class LayerDual {
 
   /// Variances differ and the order is adaptive: switch to the Hermite series when it converges
   /// for the variances of the rows and (when they are other points) of the columns.
+  /// A batch-only activation (is_batch_only: a Python callable) must not end in per-entry
+  /// quadrature: std::invalid_argument instead.
   void prepare_series(const DualOptions& options, VarianceSet<Scalar> rows, VarianceSet<Scalar> columns) {
     if constexpr (!closed_form) {
-      if (m_mode != Mode::quadrature || options.quadrature_order > 0) return;
-      std::vector<VarianceSet<Scalar>> sets{rows};
-      if (columns.q != nullptr) sets.push_back(columns);
-      std::vector<HermiteSeries<Scalar>> series = hermite_series(*m_phi, sets, options.series_tolerance);
-      if (!series[0].converged) return;
-      m_series[0] = std::move(series[0]);
-      if (series.size() > 1) m_series[1] = std::move(series[1]);
-      m_mode = Mode::series;
+      if (m_mode == Mode::quadrature && options.quadrature_order == 0) {
+        std::vector<VarianceSet<Scalar>> sets{rows};
+        if (columns.q != nullptr) sets.push_back(columns);
+        std::vector<HermiteSeries<Scalar>> series = hermite_series(*m_phi, sets, options.series_tolerance);
+        if (series[0].converged) {
+          m_series[0] = std::move(series[0]);
+          if (series.size() > 1) m_series[1] = std::move(series[1]);
+          m_mode = Mode::series;
+        }
+      }
+      if constexpr (is_batch_only_v<Phi>)
+        if (m_mode == Mode::quadrature)
+          fail<std::invalid_argument>(
+              "kernel", "this activation is evaluated in batches only (a Python callable) and a layer would need "
+              "a product quadrature per kernel entry: ",
+              options.quadrature_order > 0
+                  ? "an explicit quadrature order with inputs of different norms; use the adaptive order"
+                  : "its Hermite series does not converge within 1024 nodes at these variances (a kinked or "
+                    "fast-growing activation at different norms); normalize the inputs to a common norm");
     } else {
       (void)options;
       (void)rows;
@@ -98,6 +112,46 @@ class LayerDual {
         t_dot += rule.weights()[static_cast<std::size_t>(i)] * d * d;
       }
       return {t, t_dot};
+    }
+  }
+
+  /// diagonal(q[p]) for p < count into out; a batch activation is evaluated on the nodes of all
+  /// distinct variances in a few calls (same arithmetic per variance).
+  void diagonals(const Scalar* q, std::size_t count, Dual<Scalar>* out) const {
+    if constexpr (closed_form || !has_batch_values_v<Phi, Scalar>) {
+      for (std::size_t p = 0; p < count; ++p) out[p] = diagonal(q[p]);
+    } else {
+      std::vector<Scalar> distinct(q, q + count);
+      std::sort(distinct.begin(), distinct.end());
+      distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+      std::vector<Dual<Scalar>> values(distinct.size());
+      std::vector<Scalar> z, v, dv;
+      for (std::size_t first = 0; first < distinct.size();) {
+        std::size_t last = first;
+        z.clear();
+        while (last < distinct.size()) {
+          const auto& rule = gauss_hermite<Scalar>(adaptive_quadrature_order(static_cast<double>(distinct[last])));
+          if (last > first && z.size() + rule.nodes().size() > batch_points) break;
+          const Scalar sd = std::sqrt(distinct[last++]);
+          for (const Scalar node : rule.nodes()) z.push_back(sd * node);
+        }
+        v.resize(z.size());
+        dv.resize(z.size());
+        values_and_derivatives(*m_phi, z.data(), v.data(), dv.data(), z.size());
+        for (std::size_t c = first, offset = 0; c < last; ++c) {
+          const auto& rule = gauss_hermite<Scalar>(adaptive_quadrature_order(static_cast<double>(distinct[c])));
+          Scalar t = 0, t_dot = 0;
+          for (std::size_t i = 0; i < rule.nodes().size(); ++i, ++offset) {
+            t += rule.weights()[i] * v[offset] * v[offset];
+            t_dot += rule.weights()[i] * dv[offset] * dv[offset];
+          }
+          values[c] = {t, t_dot};
+        }
+        first = last;
+      }
+      for (std::size_t p = 0; p < count; ++p)
+        out[p] = values[static_cast<std::size_t>(std::lower_bound(distinct.begin(), distinct.end(), q[p]) -
+                                                 distinct.begin())];
     }
   }
 
@@ -139,10 +193,41 @@ class LayerDual {
     if (q_max > 0 && q_max - q_min <= Scalar(1e-13) * q_max) {
       m_mode = Mode::table;
       const Scalar q = (q_min + q_max) / 2;
-      m_table = DualTable<Scalar>([&](Scalar rho) {
-        return quadrature_dual(*m_phi, Covariance2<Scalar>{q, rho * q, q}, *m_rule);
-      });
+      if constexpr (has_batch_values_v<Phi, Scalar>) {
+        m_table = batch_table(options, q);
+      } else {
+        m_table = DualTable<Scalar>([&](Scalar rho) {
+          return quadrature_dual(*m_phi, Covariance2<Scalar>{q, rho * q, q}, *m_rule);
+        });
+      }
     }
+  }
+
+  /// The table at variance q for a batch activation.  Batch-only types with the adaptive order
+  /// sample the Mehler series Σ_k a_k(q)² ρ^k (and Σ_k b_k(q)² ρ^k) of hermite_series: φ and φ' at
+  /// a few hundred nodes in one call, the truncation error at most series_tolerance T(q, q), as in
+  /// the series mode.  Otherwise (an explicit order, or a series that does not converge) the
+  /// product rule of the quadrature mode at every sample, evaluated in calls of batch_points nodes.
+  DualTable<Scalar> batch_table(const DualOptions& options, Scalar q) const {
+    if (is_batch_only_v<Phi> && options.quadrature_order == 0) {
+      const std::vector<HermiteSeries<Scalar>> series =
+          hermite_series(*m_phi, std::vector<VarianceSet<Scalar>>{{&q, 1}}, options.series_tolerance);
+      if (series[0].converged) {
+        const HermiteSeries<Scalar>& s = series[0];
+        return DualTable<Scalar>([&s](Scalar rho) {
+          Scalar t = 0, t_dot = 0;
+          for (int k = s.terms - 1; k >= 0; --k) t = t * rho + s.a_at(0, k) * s.a_at(0, k);
+          for (int k = s.terms_dot - 1; k >= 0; --k) t_dot = t_dot * rho + s.b_at(0, k) * s.b_at(0, k);
+          return Dual<Scalar>{t, t_dot};
+        });
+      }
+    }
+    const std::vector<Scalar> rho = DualTable<Scalar>::sample_points();
+    std::vector<Covariance2<Scalar>> cov;
+    for (const Scalar r : rho) cov.push_back({q, r * q, q});
+    std::vector<Dual<Scalar>> values(rho.size());
+    quadrature_duals(*m_phi, cov.data(), cov.size(), *m_rule, values.data());
+    return DualTable<Scalar>(values);
   }
 
   /// The table, series and quadrature modes, kept out of line so the closed-form loop above
