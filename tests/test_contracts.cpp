@@ -1,7 +1,7 @@
 // The contract of docs/preconditions.md, row by row: every public entry point and every activation
 // type at edge values (NaN, ±inf, 0, subnormal, 1e±300, sizes that cannot be allocated) either
-// returns a finite result or throws the documented exception.  The first table holds the cases of
-// issue 17 (each failed before the fix); the sweeps below cover every activation at every scale.
+// returns a finite result or throws the documented exception.  The first table holds the cases issue 17
+// reported; the sweeps below cover every activation at every scale.
 #include <ntk/ntk.hpp>
 
 #include <cmath>

@@ -15,6 +15,10 @@
 ///                 (deep-limit constants; else quadrature)
 ///             std::pair<S, S> value_and_derivative(S z) const   both at once, sharing work
 ///             std::string name() const              the name the command-line tool uses
+///             void check(const char* function) const  throws std::invalid_argument naming a bad
+///                 parameter; called by every entry point that takes the activation
+///             double saturation() const             lim φ(z), z → ∞, for an odd saturating φ
+///                 (tanh, sigmoid): large variances then use detail/saturating.hpp
 /// Without dual() every function works through Gauss–Hermite quadrature; ntk::Quadrature<Phi>
 /// forces that path on a type that has one.  kernel(), dual() and Network check the required
 /// members with a static_assert naming what is missing (contracts.hpp); the optional ones are
