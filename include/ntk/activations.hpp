@@ -15,6 +15,10 @@
 ///                 (deep-limit constants; else quadrature)
 ///             std::pair<S, S> value_and_derivative(S z) const   both at once, sharing work
 ///             std::string name() const              the name the command-line tool uses
+///             void check(const char* function) const  throws std::invalid_argument naming a bad
+///                 parameter; called by every entry point that takes the activation
+///             double saturation() const             lim φ(z), z → ∞, for an odd saturating φ
+///                 (tanh, sigmoid): large variances then use detail/saturating.hpp
 /// Without dual() every function works through Gauss–Hermite quadrature; ntk::Quadrature<Phi>
 /// forces that path on a type that has one.  kernel(), dual() and Network check the required
 /// members with a static_assert naming what is missing (contracts.hpp); the optional ones are
@@ -153,9 +157,51 @@ struct has_means<Phi, Scalar,
                  std::void_t<decltype(std::declval<const Phi&>().template means<Scalar>())>>
     : std::true_type {};
 
+/// Compile-time test for a parameter check: `phi.check(function)`, which throws
+/// std::invalid_argument naming the parameter ("ntk::kernel: LeakyRelu slope must be finite
+/// (got nan)").  Every entry point that takes an activation calls it (check_activation_parameters).
+template <class Phi, class = void>
+struct has_parameter_check : std::false_type {};
+template <class Phi>
+struct has_parameter_check<Phi, std::void_t<decltype(std::declval<const Phi&>().check(static_cast<const char*>(nullptr)))>>
+    : std::true_type {};
+
+namespace detail {
+
+/// Calls phi.check(function) when the type has one; activations without parameters pass.
+template <class Phi>
+void check_activation_parameters(const char* function, const Phi& phi) {
+  if constexpr (has_parameter_check<Phi>::value) phi.check(function);
+  (void)function;
+  (void)phi;
+}
+
+/// Throws std::invalid_argument naming `type`'s parameter `name` unless v is finite.
+inline void check_parameter_finite(const char* function, const char* type, const char* name, double v) {
+  if (!std::isfinite(v)) fail<std::invalid_argument>(function, type, " ", name, " must be finite (got ", v, ")");
+}
+
+/// Throws std::invalid_argument naming the parameter unless |v| <= bound: a parameter that large
+/// makes every kernel overflow (or lose every digit) whatever the inputs.
+inline void check_parameter_magnitude(const char* function, const char* type, const char* name, double v,
+                                      double bound) {
+  check_parameter_finite(function, type, name, v);
+  if (!(std::fabs(v) <= bound))
+    fail<std::invalid_argument>(function, type, " ", name, " must have magnitude at most ", bound, " (got ", v, ")");
+}
+
+/// The bound on slopes, scales and coefficients: φ² of such a parameter stays far inside double.
+inline constexpr double parameter_bound = 1e150;
+
+}  // namespace detail
+
 /// Leaky ReLU φ(z) = max(z, 0) + slope min(z, 0); slope = 0 is ReLU, slope = -1 is |z|.
 struct LeakyRelu {
   double slope = 0.01;
+  /// Throws std::invalid_argument unless slope is finite with |slope| <= 1e150.
+  void check(const char* function) const {
+    detail::check_parameter_magnitude(function, "LeakyRelu", "slope", slope, detail::parameter_bound);
+  }
   std::string name() const { return "leaky_relu:" + std::to_string(slope); }
   template <class S>
   S value(S z) const { return z > 0 ? z : static_cast<S>(slope) * z; }
@@ -211,6 +257,10 @@ struct Abs {
 /// φ(z) = erf(scale z); dual: Williams (1997), exact.
 struct Erf {
   double scale = 1;
+  /// Throws std::invalid_argument unless scale is finite with |scale| <= 1e150.
+  void check(const char* function) const {
+    detail::check_parameter_magnitude(function, "Erf", "scale", scale, detail::parameter_bound);
+  }
   std::string name() const { return "erf"; }
   template <class S>
   S value(S z) const { return std::erf(static_cast<S>(scale) * z); }
@@ -234,9 +284,12 @@ struct Erf {
   }
 };
 
-/// φ(z) = tanh(z); no closed-form dual (quadrature).
+/// φ(z) = tanh(z); no closed-form dual (quadrature; above variance 3.4 the saturating rule of
+/// detail/saturating.hpp).
 struct Tanh {
   std::string name() const { return "tanh"; }
+  /// lim φ(z) as z → ∞ (φ is odd and saturates: detail/saturating.hpp).
+  double saturation() const { return 1; }
   template <class S>
   S value(S z) const { return std::tanh(z); }
   template <class S>
@@ -255,6 +308,8 @@ struct Tanh {
 /// The centered logistic φ(z) = 1/(1 + e^{-z}) - 1/2 = tanh(z/2)/2; no closed-form dual.
 struct Sigmoid {
   std::string name() const { return "sigmoid"; }
+  /// lim φ(z) as z → ∞ (φ is odd and saturates: detail/saturating.hpp).
+  double saturation() const { return 0.5; }
   template <class S>
   S value(S z) const { return std::tanh(z / 2) / 2; }
   template <class S>
@@ -335,7 +390,7 @@ struct Sin {
   S derivative(S z) const { return std::cos(z); }
   template <class S>
   Dual<S> dual(S q1, S c, S q2) const {
-    const S m = (q1 + q2) / 2;
+    const S m = q1 / 2 + q2 / 2;  // not (q1 + q2) / 2, which overflows for variances near the type's maximum
     const S plus = std::exp(c - m) / 2, minus = std::exp(-c - m) / 2;
     return {plus - minus, plus + minus};
   }
@@ -350,7 +405,7 @@ struct Cos {
   S derivative(S z) const { return -std::sin(z); }
   template <class S>
   Dual<S> dual(S q1, S c, S q2) const {
-    const S m = (q1 + q2) / 2;
+    const S m = q1 / 2 + q2 / 2;  // not (q1 + q2) / 2, which overflows for variances near the type's maximum
     const S plus = std::exp(c - m) / 2, minus = std::exp(-c - m) / 2;
     return {plus + minus, plus - minus};
   }
@@ -367,15 +422,21 @@ class Hermite {
   explicit Hermite(std::vector<double> coefficients) : m_coefficients(std::move(coefficients)) {
     if (m_coefficients.empty())
       detail::fail<std::invalid_argument>("Hermite", "needs at least one coefficient (got 0)");
-    for (std::size_t k = 0; k < m_coefficients.size(); ++k)
-      if (!std::isfinite(m_coefficients[k]))
-        detail::fail<std::domain_error>("Hermite", "coefficient ", k, " is not finite (got ",
-                                        m_coefficients[k], ")");
+    check("Hermite");
     m_derivative.resize(m_coefficients.size() > 1 ? m_coefficients.size() - 1 : 1, 0.0);
     for (std::size_t k = 1; k < m_coefficients.size(); ++k)
       m_derivative[k - 1] = std::sqrt(static_cast<double>(k)) * m_coefficients[k];
   }
   const std::vector<double>& coefficients() const { return m_coefficients; }
+  /// Throws std::invalid_argument unless every coefficient is finite with magnitude <= 1e150
+  /// (so that E[φ²] = Σ c_k² stays inside double).
+  void check(const char* function) const {
+    for (std::size_t k = 0; k < m_coefficients.size(); ++k)
+      if (!std::isfinite(m_coefficients[k]) || !(std::fabs(m_coefficients[k]) <= detail::parameter_bound))
+        detail::fail<std::invalid_argument>(function, "Hermite coefficient ", k,
+                                            " must be finite with magnitude at most ", detail::parameter_bound,
+                                            " (got ", m_coefficients[k], ")");
+  }
   /// (E[φ(Z)], E[φ'(Z)]) = (c_0, c_1) (the second by Stein's lemma).
   template <class S>
   std::pair<S, S> means() const {
@@ -480,6 +541,13 @@ class OptimalActivation : public Hermite {
 template <class Phi>
 struct Quadrature {
   Phi phi{};
+  /// The wrapped activation's parameter check (a no-op when it has none).
+  void check(const char* function) const { detail::check_activation_parameters(function, phi); }
+  /// The wrapped activation's saturation level, when it has one (detail/saturating.hpp).
+  template <class P = Phi>
+  auto saturation() const -> decltype(std::declval<const P&>().saturation()) {
+    return phi.saturation();
+  }
   std::string name() const { return phi.name(); }
   template <class S>
   S value(S z) const { return phi.value(z); }
@@ -577,6 +645,11 @@ class ABRelu {
   }
   double a() const { return m_a; }
   double b() const { return m_b; }
+  /// Throws std::invalid_argument unless |a|, |b| <= 1e150.
+  void check(const char* function) const {
+    detail::check_parameter_magnitude(function, "ABRelu", "a", m_a, detail::parameter_bound);
+    detail::check_parameter_magnitude(function, "ABRelu", "b", m_b, detail::parameter_bound);
+  }
   std::string name() const { return "abrelu:" + std::to_string(m_a) + "," + std::to_string(m_b); }
   template <class S>
   S value(S z) const { return z > 0 ? static_cast<S>(m_b) * z : static_cast<S>(m_a) * z; }
@@ -623,6 +696,11 @@ class Exp {
     detail::check_finite_parameter("Exp", "a", a);
     detail::check_finite_parameter("Exp", "b", b);
   }
+  /// Throws std::invalid_argument unless |a| <= 1e150 and b is finite.
+  void check(const char* function) const {
+    detail::check_parameter_magnitude(function, "Exp", "a", m_a, detail::parameter_bound);
+    detail::check_parameter_finite(function, "Exp", "b", m_b);
+  }
   std::string name() const { return "exp:" + std::to_string(m_a) + "," + std::to_string(m_b); }
   template <class S>
   S value(S z) const { return static_cast<S>(m_a) * std::exp(static_cast<S>(m_b) * z); }
@@ -650,6 +728,12 @@ class Gaussian {
     detail::check_finite_parameter("Gaussian", "a", a);
     if (!(b <= 0) || !std::isfinite(b))
       detail::fail<std::invalid_argument>("Gaussian", "b must be finite and <= 0 (got ", b, ")");
+  }
+  /// Throws std::invalid_argument unless |a| <= 1e150 and b is finite and <= 0.
+  void check(const char* function) const {
+    detail::check_parameter_magnitude(function, "Gaussian", "a", m_a, detail::parameter_bound);
+    detail::check_parameter_finite(function, "Gaussian", "b", m_b);
+    if (!(m_b <= 0)) detail::fail<std::invalid_argument>(function, "Gaussian b must be <= 0 (got ", m_b, ")");
   }
   std::string name() const { return "gaussian:" + std::to_string(m_a) + "," + std::to_string(m_b); }
   template <class S>
@@ -681,6 +765,11 @@ class Rbf {
   /// Throws std::invalid_argument unless gamma is positive and finite.
   explicit Rbf(double gamma = 1) : m_gamma(gamma) { check_positive("Rbf", "gamma", gamma); }
   double gamma() const { return m_gamma; }
+  /// Throws std::invalid_argument unless gamma is positive and finite.
+  void check(const char* function) const {
+    if (!(m_gamma > 0) || !std::isfinite(m_gamma))
+      detail::fail<std::invalid_argument>(function, "Rbf gamma must be positive and finite (got ", m_gamma, ")");
+  }
   std::string name() const { return "rbf:" + std::to_string(m_gamma); }
   template <class S>
   S value(S z) const {
@@ -725,6 +814,13 @@ class Polynomial {
     m_dual_dot = detail::PolynomialDual(m_d);
   }
   const std::vector<double>& coefficients() const { return m_c; }
+  /// Throws std::invalid_argument unless every coefficient is finite.
+  void check(const char* function) const {
+    for (std::size_t j = 0; j < m_c.size(); ++j)
+      if (!std::isfinite(m_c[j]))
+        detail::fail<std::invalid_argument>(function, "Polynomial coefficient ", j, " must be finite (got ",
+                                            m_c[j], ")");
+  }
   std::string name() const {
     std::string s = "polynomial:";
     for (std::size_t j = 0; j < m_c.size(); ++j) s += (j ? "," : "") + std::to_string(m_c[j]);

@@ -593,11 +593,11 @@ ImageArchitecture image_serial(ImageShape input, Layers... layers) {
 /// Options of image kernels.
 struct ImageKernelOptions {
   DualOptions dual{};
-  /// OpenMP threads over pairs of images; 0 uses the OpenMP default.
+  /// OpenMP threads over pairs of images; 0 uses the OpenMP default; at most max_threads().
   int threads = 0;
   void check(const char* function) const {
     dual.check(function);
-    check_at_least(function, "threads", threads, 0);
+    detail::check_threads(function, threads);
   }
 };
 

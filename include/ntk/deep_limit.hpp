@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "activations.hpp"
+#include "detail/memory.hpp"
 #include "dual.hpp"
 #include "errors.hpp"
 #include "quadrature.hpp"
@@ -74,6 +75,7 @@ inline constexpr double limit_zero_tolerance = 1e-10;
 /// Throws std::domain_error if E[φ²] = 0 (φ = 0 a.s. cannot be normalized).
 template <class Phi>
 LimitConstants limit_constants(const Phi& phi) {
+  detail::check_activation_parameters("limit_constants", phi);
   LimitConstants c;
   const auto& rule = gauss_hermite<double>(detail::moment_order);
   if constexpr (has_means<Phi, double>::value) {
@@ -92,12 +94,19 @@ LimitConstants limit_constants(const Phi& phi) {
     c.E_phi2 = rule.expect([&](double z) { const double v = phi.value(z); return v * v; });
     c.E_dphi2 = rule.expect([&](double z) { const double v = phi.derivative(z); return v * v; });
   }
+  if (!std::isfinite(c.E_phi) || !std::isfinite(c.E_dphi) || !std::isfinite(c.E_phi2) || !std::isfinite(c.E_dphi2))
+    detail::fail<std::overflow_error>("limit_constants", "the Gaussian moments of phi are too large for double (got E[phi] = ",
+                                      c.E_phi, ", E[phi'] = ", c.E_dphi, ", E[phi^2] = ", c.E_phi2,
+                                      ", E[phi'^2] = ", c.E_dphi2, ")");
   if (!(c.E_phi2 > 0))
     detail::fail<std::domain_error>("limit_constants", "E[phi^2] must be positive (got ", c.E_phi2, ")");
   const double scale = std::sqrt(c.E_phi2);
   c.A = c.E_phi / scale;
   c.A_prime = c.E_dphi / scale;
   c.B = c.E_dphi2 / c.E_phi2;
+  if (!std::isfinite(c.B))
+    detail::fail<std::overflow_error>("limit_constants", "B = E[phi'^2] / E[phi^2] is too large for double (got E[phi'^2] = ",
+                                      c.E_dphi2, ", E[phi^2] = ", c.E_phi2, ")");
   const bool a_zero = std::fabs(c.A) <= limit_zero_tolerance;
   const bool a_prime_zero = std::fabs(c.A_prime) <= limit_zero_tolerance;
   if (!a_zero && c.B >= 1 - limit_zero_tolerance) {
@@ -119,7 +128,7 @@ Eigen::MatrixXd project_to_sphere(const Eigen::MatrixBase<D>& x) {
   check_finite("project_to_sphere", "x", x);
   Eigen::MatrixXd out = x.template cast<double>();
   for (Eigen::Index i = 0; i < out.rows(); ++i) {
-    const double norm = out.row(i).norm();
+    const double norm = out.row(i).stableNorm();  // scaled: rows of norm 1e200 or 1e-200 do not over/underflow
     if (!(norm > 0))
       detail::fail<std::invalid_argument>("project_to_sphere", "row ", i,
                                           " of x is zero and has no direction (got norm 0)");
@@ -137,13 +146,18 @@ struct LogNumber {
     return v == 0 ? LogNumber{} : LogNumber{v > 0 ? 1.0 : -1.0, std::log(std::fabs(v))};
   }
   double value() const { return sign * std::exp(log_abs); }
+  /// Zero is sign 0 (log_abs −∞); a magnitude whose logarithm underflowed to −∞ is zero too, so
+  /// no −∞ − (−∞) = NaN reaches log_abs (deep nearest-neighbour kernels, ρ^(2^L) for L = 10⁴).
   friend LogNumber operator*(LogNumber a, LogNumber b) {
     if (a.sign == 0 || b.sign == 0) return {};
-    return {a.sign * b.sign, a.log_abs + b.log_abs};
+    const double log_abs = a.log_abs + b.log_abs;
+    if (std::isnan(log_abs) || log_abs == -std::numeric_limits<double>::infinity()) return {};
+    return {a.sign * b.sign, log_abs};
   }
   friend LogNumber operator+(LogNumber a, LogNumber b) {
-    if (a.sign == 0) return b;
-    if (b.sign == 0) return a;
+    constexpr double minus_infinity = -std::numeric_limits<double>::infinity();
+    if (a.sign == 0 || a.log_abs == minus_infinity) return b.log_abs == minus_infinity ? LogNumber{} : b;
+    if (b.sign == 0 || b.log_abs == minus_infinity) return a;
     if (a.log_abs < b.log_abs) std::swap(a, b);
     const double ratio = std::exp(b.log_abs - a.log_abs);  // <= 1
     const double factor = a.sign == b.sign ? std::log1p(ratio) : std::log1p(-ratio);
@@ -276,6 +290,8 @@ class DeepKernel {
   DeepKernel(const Phi& phi, long depth, DeepKind kind = DeepKind::ntk)
       : m_dual(phi), m_depth(depth), m_kind(kind) {
     check_at_least("DeepKernel", "depth", depth, 1L);
+    detail::check_allocation("DeepKernel", "the per-layer factors (3 (depth + 1) doubles)",
+                             detail::saturating_product(static_cast<std::size_t>(depth) + 1, 3), sizeof(double));
     // log D_l = log K_l(x, x): D_0 = 1, D_{l+1} = 1 + B D_l; the per-layer factors of the
     // normalized recursion r_{l+1} = ψ/D_{l+1} + r_l ψ' D_l/D_{l+1} are precomputed.
     const double b = m_dual.constants().B;

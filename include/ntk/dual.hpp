@@ -15,6 +15,7 @@
 #include "contracts.hpp"
 #include "detail/dual_table.hpp"
 #include "detail/quadrature_dual.hpp"
+#include "detail/saturating.hpp"
 #include "errors.hpp"
 #include "quadrature.hpp"
 
@@ -68,6 +69,10 @@ Dual<S> dual_unchecked(const Phi& phi, const Covariance2<S>& cov, const DualOpti
   if constexpr (has_closed_form_dual_v<Phi, S>) {
     if (!options.force_quadrature) return phi.dual(cov.s11, cov.s12, cov.s22);
   }
+  if constexpr (has_saturation_v<Phi>) {
+    if (options.quadrature_order <= 0 && static_cast<double>(std::max(cov.s11, cov.s22)) > saturating_threshold)
+      return saturating_dual(phi, cov.s11, cov.s12, cov.s22);
+  }
   const int order = options.quadrature_order > 0
                         ? options.quadrature_order
                         : adaptive_quadrature_order(static_cast<double>(std::max(cov.s11, cov.s22)));
@@ -88,6 +93,7 @@ Dual<Scalar> dual(const Phi& phi, Scalar s11, Scalar s12, Scalar s22,
   static_assert(detail::check_activation_contract<Phi, Scalar>(),
                 "ntk::dual: the activation does not meet the contract (see the message above)");
   options.check("dual");
+  detail::check_activation_parameters("dual", phi);
   const Dual<Scalar> d =
       detail::dual_unchecked(phi, detail::checked_covariance("dual", s11, s12, s22), options);
   if (!std::isfinite(d.t) || !std::isfinite(d.t_dot))

@@ -98,6 +98,7 @@ class LinearizedDynamics {
     check_finite(fn, "g0", g0);
     check_finite(fn, "y", y);
     check_symmetric(fn, "g0", g0);
+    m_g0_magnitude = static_cast<Scalar>(g0.cwiseAbs().maxCoeff());
     const Eigen::Index n = y.rows(), k = y.cols(), N = g0.rows();
     if (N == n) {
       m_columns = k;
@@ -233,9 +234,7 @@ class LinearizedDynamics {
     for (Eigen::Index i = 0; i < m_n; ++i)
       for (Eigen::Index o = 0; o < m_k; ++o) flat[i * m_k + o] = weighted(i, o);
     const Vector change = -(jacobian.transpose() * flat);
-    if (!change.allFinite())
-      detail::fail<std::overflow_error>("LinearizedDynamics::parameter_change",
-                                        "the result exceeds the scalar type's range");
+    if (!change.allFinite()) overflow("LinearizedDynamics::parameter_change");
     return change;
   }
 
@@ -324,11 +323,20 @@ class LinearizedDynamics {
 
   /// Finite input can still produce a result beyond the scalar range (kernel entries and targets
   /// near 1e150 multiply); that is an overflow_error, never inf or NaN.
-  static Matrix finite(const char* function, Matrix m) {
-    if (!m.allFinite())
-      detail::fail<std::overflow_error>(function, "the result exceeds the scalar type's range "
-                                                  "(inputs too large for double)");
+  /// The message says which way: a g0 so small that its squared scale underflows (subnormal
+  /// eigenvalues, whose inverses overflow) is "too small"; otherwise the inputs are too large.
+  Matrix finite(const char* function, Matrix m) const {
+    if (!m.allFinite()) overflow(function);
     return m;
+  }
+  [[noreturn]] void overflow(const char* function) const {
+    const Scalar tiny = std::sqrt(std::numeric_limits<Scalar>::min());
+    if (m_g0_magnitude < tiny)
+      detail::fail<std::overflow_error>(function, "the result exceeds the scalar type's range: g0 is too small "
+                                                  "(largest |g0| entry ", m_g0_magnitude,
+                                        ", its inverse overflows; scale g0 up)");
+    detail::fail<std::overflow_error>(function, "the result exceeds the scalar type's range: the inputs are too "
+                                                "large (largest |g0| entry ", m_g0_magnitude, ")");
   }
 
   void require_shared(const char* fn) const {
@@ -411,6 +419,7 @@ class LinearizedDynamics {
   bool m_cholesky = false;
   Matrix m_l, m_alpha;  // Cholesky path: lower factor of G0 + ridge, α = (G0 + ridge)⁻¹ (f0 − Y)
   Scalar m_top = 0;
+  Scalar m_g0_magnitude = 0;  // largest |g0| entry, for the direction of an overflow message
 };
 
 }  // namespace ntk

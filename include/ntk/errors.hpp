@@ -12,6 +12,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "detail/config.hpp"
+
 namespace ntk {
 namespace detail {
 
@@ -25,6 +27,31 @@ template <class Exception, class... Parts>
 }
 
 }  // namespace detail
+
+/// Thrown by Network::train and LinearizedNetwork::train when the loss or the parameters stop being
+/// finite (a learning rate too large for the problem); the parameters are restored to their values
+/// before train() was called.  step() is the first step whose loss or update was not finite
+/// (0: the loss before any update).
+class TrainingDiverged : public std::runtime_error {
+ public:
+  TrainingDiverged(const std::string& what, long step) : std::runtime_error(what), m_step(step) {}
+  long step() const noexcept { return m_step; }
+
+ private:
+  long m_step;
+};
+
+/// Throws std::overflow_error if a result computed from finite input has a non-finite entry: the
+/// true value is beyond the scalar type (too large).
+template <class Derived>
+void check_result_finite(const char* function, const char* name, const Eigen::DenseBase<Derived>& m) {
+  if (m.derived().allFinite()) return;
+  for (Eigen::Index j = 0; j < m.cols(); ++j)
+    for (Eigen::Index i = 0; i < m.rows(); ++i)
+      if (!std::isfinite(static_cast<long double>(m(i, j))))
+        detail::fail<std::overflow_error>(function, name, " is too large for the scalar type at (", i, ", ", j,
+                                          ") (got ", m(i, j), "; scale the inputs or parameters down)");
+}
 
 /// Throws std::domain_error if any entry of `m` is NaN or infinite; names the first bad (row, col).
 template <class Derived>

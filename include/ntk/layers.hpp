@@ -169,7 +169,11 @@ template <class Arch>
 void check_architecture(const char* function, const Arch& arch) {
   if (arch.size() == 0) fail<std::invalid_argument>(function, "architecture has no layers (got 0)");
   arch.for_each_layer([&](std::size_t, const auto& layer) {
-    if constexpr (std::is_same_v<std::decay_t<decltype(layer)>, Dense>) layer.check(function);
+    if constexpr (std::is_same_v<std::decay_t<decltype(layer)>, Dense>) {
+      layer.check(function);
+    } else if constexpr (is_activation_layer<std::decay_t<decltype(layer)>>::value) {
+      check_activation_parameters(function, layer.phi);
+    }
   });
 }
 

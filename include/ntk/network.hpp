@@ -12,12 +12,15 @@
 #include <Eigen/Core>
 #include <cmath>
 #include <cstdint>
+#include <exception>
+#include <limits>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "activations.hpp"
 #include "contracts.hpp"
+#include "detail/memory.hpp"
 #include "errors.hpp"
 #include "layers.hpp"
 #include "random.hpp"
@@ -76,6 +79,14 @@ class Network {
         info.offset = offset;
         info.weight_scale = static_cast<Scalar>(layer.sigma_w / std::sqrt(static_cast<double>(width)));
         info.bias_scale = static_cast<Scalar>(layer.sigma_b);
+        // Refuse a parameter vector that cannot be allocated before the products can overflow.
+        const std::size_t layer_count = detail::saturating_product(static_cast<std::size_t>(layer.width),
+                                                                   static_cast<std::size_t>(width) + 1);
+        detail::check_allocation("Network", "the parameters",
+                                 static_cast<std::size_t>(offset) > std::numeric_limits<std::size_t>::max() - layer_count
+                                     ? std::numeric_limits<std::size_t>::max()
+                                     : static_cast<std::size_t>(offset) + layer_count,
+                                 sizeof(Scalar));
         offset += layer.width * width + layer.width;
       } else {
         info.out = width;
@@ -111,7 +122,9 @@ class Network {
   Matrix forward(const Eigen::MatrixBase<D>& x) const {
     check_input("Network::forward", x);
     std::vector<Matrix> inputs;
-    return run_forward(x, inputs);
+    Matrix out = run_forward(x, inputs);
+    check_result_finite("Network::forward", "the output", out);
+    return out;
   }
 
   /// ∇θ f as an (n k) x p matrix (rows sample-major), by backpropagation.  O(n k p).
@@ -121,6 +134,10 @@ class Network {
     std::vector<Matrix> inputs;
     run_forward(x, inputs);
     const Eigen::Index n = x.rows(), k = m_output;
+    detail::check_allocation("Network::jacobian", "the (n k) x p Jacobian",
+                             detail::saturating_product(static_cast<std::size_t>(n) * static_cast<std::size_t>(k),
+                                                        2 * static_cast<std::size_t>(m_theta.size())),
+                             sizeof(Scalar));
     RowMajor jac = RowMajor::Zero(n * k, m_theta.size());  // filled row by row
     std::vector<Matrix> deltas;
     for (Eigen::Index o = 0; o < k; ++o) {
@@ -141,6 +158,7 @@ class Network {
         }
       }
     }
+    check_result_finite("Network::jacobian", "the Jacobian", jac);
     return Matrix(jac);
   }
 
@@ -154,6 +172,10 @@ class Network {
     check_input("Network::empirical_ntk", x1);
     check_input("Network::empirical_ntk", x2);
     const Eigen::Index n1 = x1.rows(), n2 = x2.rows(), k = m_output;
+    detail::check_allocation("Network::empirical_ntk", "the kernel",
+                             detail::saturating_product(static_cast<std::size_t>(n1) * static_cast<std::size_t>(n2),
+                                                        outputs == NtkOutputs::full ? static_cast<std::size_t>(k * k) : 1),
+                             sizeof(Scalar));
     std::vector<Matrix> in1, in2;
     run_forward(x1, in1);
     run_forward(x2, in2);
@@ -186,6 +208,7 @@ class Network {
           }
         }
     }
+    check_result_finite("Network::empirical_ntk", "the kernel", result);
     return result;
   }
 
@@ -210,7 +233,11 @@ class Network {
   template <class D1, class D2>
   Scalar loss(const Eigen::MatrixBase<D1>& x, const Eigen::MatrixBase<D2>& y) const {
     check_targets("Network::loss", x, y);
-    return (forward(x) - y).squaredNorm() / 2;
+    std::vector<Matrix> inputs;
+    const Scalar value = (run_forward(x, inputs) - y).squaredNorm() / 2;
+    if (!std::isfinite(value))
+      detail::fail<std::overflow_error>("Network::loss", "the loss is too large for the scalar type (got ", value, ")");
+    return value;
   }
 
   /// ∇θ of the loss: J(X)ᵀ (f(X) − Y), by one batched backward pass.  O(n p).
@@ -219,11 +246,15 @@ class Network {
     check_targets("Network::gradient", x, y);
     std::vector<Matrix> inputs, deltas;
     const Matrix residual = run_forward(x, inputs) - y;
-    return gradient_from(residual, inputs, deltas);
+    Vector g = gradient_from(residual, inputs, deltas);
+    check_result_finite("Network::gradient", "the gradient", g);
+    return g;
   }
 
   /// T steps of full-batch gradient descent θ ← θ − η ∇θ L on (x, y), in place.
-  /// Throws std::invalid_argument / std::domain_error for bad shapes, data or options.
+  /// Throws std::invalid_argument / std::domain_error for bad shapes, data or options, and
+  /// ntk::TrainingDiverged (carrying the step) when the loss or θ stops being finite; θ is then
+  /// restored to its value before the call.
   template <class D1, class D2>
   TrainHistory<Scalar> train(const Eigen::MatrixBase<D1>& x, const Eigen::MatrixBase<D2>& y,
                              const TrainOptions& options) {
@@ -233,9 +264,15 @@ class Network {
     if (options.record_ntk) history.ntk_before = empirical_ntk(x, x);
     std::vector<Matrix> inputs, deltas;
     const Scalar eta = static_cast<Scalar>(options.learning_rate);
+    const Vector saved = m_theta;  // strong guarantee: restored if training diverges
     for (long step = 0; step <= options.steps; ++step) {
       const Matrix residual = run_forward(x, inputs) - y;
-      history.loss.push_back(residual.squaredNorm() / 2);
+      const Scalar loss_value = residual.squaredNorm() / 2;
+      if (!std::isfinite(loss_value)) {
+        m_theta = saved;
+        diverged("Network::train", step, options.learning_rate, loss_value);
+      }
+      history.loss.push_back(loss_value);
       if (step == options.steps) break;
       // All deltas first (they need the current weights), then each layer's rank-n update in place:
       // no p-sized gradient buffer, which matters for wide layers.
@@ -249,11 +286,23 @@ class Network {
             (eta * info.bias_scale) * deltas[l].colwise().sum().transpose();
       }
     }
+    if (!m_theta.allFinite()) {
+      m_theta = saved;
+      diverged("Network::train", options.steps, options.learning_rate, history.loss.back());
+    }
     if (options.record_ntk) history.ntk_after = empirical_ntk(x, x);
     return history;
   }
 
  private:
+  [[noreturn]] static void diverged(const char* function, long step, double learning_rate, Scalar loss) {
+    std::ostringstream out;
+    out.precision(17);
+    out << "ntk::" << function << ": training diverged at step " << step << " (got loss " << loss
+        << " at learning_rate " << learning_rate << "; parameters restored, lower the learning rate)";
+    throw TrainingDiverged(out.str(), step);
+  }
+
   struct Info {
     bool dense = false;
     Eigen::Index in = 0, out = 0, offset = 0;
@@ -389,9 +438,19 @@ class LinearizedNetwork {
       }
     TrainHistory<Scalar> history;
     const Scalar eta = static_cast<Scalar>(options.learning_rate);
+    const Vector saved = m_shift;  // strong guarantee: restored if training diverges
     for (long step = 0; step <= options.steps; ++step) {
       const Vector residual = start + j0 * m_shift - target;
-      history.loss.push_back(residual.squaredNorm() / 2);
+      const Scalar loss_value = residual.squaredNorm() / 2;
+      if (!std::isfinite(loss_value) || !m_shift.allFinite()) {
+        m_shift = saved;
+        std::ostringstream out;
+        out.precision(17);
+        out << "ntk::LinearizedNetwork::train: training diverged at step " << step << " (got loss " << loss_value
+            << " at learning_rate " << options.learning_rate << "; parameters restored, lower the learning rate)";
+        throw TrainingDiverged(out.str(), step);
+      }
+      history.loss.push_back(loss_value);
       if (step == options.steps) break;
       m_shift.noalias() -= eta * (j0.transpose() * residual);
     }
@@ -412,15 +471,32 @@ struct MonteCarloEstimate {
 namespace detail {
 
 template <class Scalar, class Draw>
-MonteCarloEstimate<Scalar> monte_carlo(const char* function, long draws, Draw&& draw) {
+MonteCarloEstimate<Scalar> monte_carlo(const char* function, long draws, Eigen::Index n1, Eigen::Index n2,
+                                       Draw&& draw) {
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
   check_at_least(function, "draws", draws, 2L);
+  // Every draw's n1 x n2 sample is kept (so the sums are in a fixed order): refuse before allocating.
+  check_allocation(function, "draws x n1 x n2 samples",
+                   saturating_product(static_cast<std::size_t>(draws),
+                                      saturating_product(static_cast<std::size_t>(n1), static_cast<std::size_t>(n2))),
+                   sizeof(Scalar));
   std::vector<Matrix> samples(static_cast<std::size_t>(draws));
   samples[0] = draw(0);  // outside the parallel region, so bad input throws to the caller
+  std::exception_ptr error;  // an exception may not leave the parallel region
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(dynamic)
 #endif
-  for (long m = 1; m < draws; ++m) samples[static_cast<std::size_t>(m)] = draw(m);
+  for (long m = 1; m < draws; ++m) {
+    try {
+      samples[static_cast<std::size_t>(m)] = draw(m);
+    } catch (...) {
+#if defined(_OPENMP)
+#pragma omp critical(ntk_monte_carlo_error)
+#endif
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
   Matrix sum = Matrix::Zero(samples[0].rows(), samples[0].cols()), squares = sum;
   for (const auto& s : samples) {  // fixed order: identical on any thread count
     sum += s;
@@ -433,6 +509,8 @@ MonteCarloEstimate<Scalar> monte_carlo(const char* function, long draws, Draw&& 
       ((squares.array() / count - estimate.mean.array().square()).max(Scalar(0)) * count /
        (count - 1)).matrix();
   estimate.standard_error = (variance.array() / count).sqrt().matrix();
+  check_result_finite(function, "the estimate", estimate.mean);
+  check_result_finite(function, "the standard error", estimate.standard_error);
   return estimate;
 }
 
@@ -448,7 +526,7 @@ MonteCarloEstimate<typename D1::Scalar> monte_carlo_nngp(const Arch& arch,
                                                          long draws, std::uint64_t seed) {
   using Scalar = typename D1::Scalar;
   const typename Network<Arch, Scalar>::Matrix a = x1, b = x2;
-  return detail::monte_carlo<Scalar>("monte_carlo_nngp", draws, [&](long m) {
+  return detail::monte_carlo<Scalar>("monte_carlo_nngp", draws, a.rows(), b.rows(), [&](long m) {
     const Network<Arch, Scalar> net(arch, a.cols(), NormalGenerator::derive(seed, static_cast<std::uint64_t>(m)));
     return typename Network<Arch, Scalar>::Matrix(net.forward(a) * net.forward(b).transpose() /
                                                   static_cast<Scalar>(net.output_dimension()));
@@ -463,7 +541,7 @@ MonteCarloEstimate<typename D1::Scalar> monte_carlo_ntk(const Arch& arch,
                                                         long draws, std::uint64_t seed) {
   using Scalar = typename D1::Scalar;
   const typename Network<Arch, Scalar>::Matrix a = x1, b = x2;
-  return detail::monte_carlo<Scalar>("monte_carlo_ntk", draws, [&](long m) {
+  return detail::monte_carlo<Scalar>("monte_carlo_ntk", draws, a.rows(), b.rows(), [&](long m) {
     const Network<Arch, Scalar> net(arch, a.cols(), NormalGenerator::derive(seed, static_cast<std::uint64_t>(m)));
     return net.empirical_ntk(a, b);
   });

@@ -349,6 +349,11 @@ Kernels<typename D1::Scalar> compute_block(const char* function, const Arch& arc
       return compute_block(function, quadrature_form(arch), x1, x2, symmetric, kind, options);
   Kernels<Scalar> result;
   const bool want_nngp = kind != KernelKind::ntk, want_ntk = kind != KernelKind::nngp;
+  check_allocation(function, "the n1 x n2 Gram matrices",
+                   saturating_product(saturating_product(static_cast<std::size_t>(x1.rows()),
+                                                         static_cast<std::size_t>(x2.rows())),
+                                      want_nngp && want_ntk ? 2 : 1),
+                   sizeof(Scalar));
   if (want_nngp) allocate_large(result.nngp, x1.rows(), x2.rows());
   if (want_ntk) allocate_large(result.ntk, x1.rows(), x2.rows());
   compute_into(function, arch, x1, x2, symmetric, kind, want_ntk ? result.ntk : result.nngp,
@@ -411,6 +416,11 @@ std::vector<LayerKernels<typename D1::Scalar>> compute_layers(const char* functi
   arch.for_each_layer([&](std::size_t l, const auto& layer) {
     if constexpr (std::is_same_v<std::decay_t<decltype(layer)>, Dense>) slot[l] = affine++;
   });
+  check_allocation(function, "the per-layer Gram matrices",
+                   saturating_product(saturating_product(static_cast<std::size_t>(x1.rows()),
+                                                         static_cast<std::size_t>(x2.rows())),
+                                      3 * affine),
+                   sizeof(Scalar));
   std::vector<LayerKernels<Scalar>> out(affine);
   for (auto& layer : out) {
     layer.nngp.resize(x1.rows(), x2.rows());

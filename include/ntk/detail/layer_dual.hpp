@@ -34,6 +34,7 @@
 #include "dual_table.hpp"
 #include "hermite_series.hpp"
 #include "quadrature_dual.hpp"
+#include "saturating.hpp"
 
 namespace ntk {
 namespace detail {
@@ -102,6 +103,8 @@ class LayerDual {
     if constexpr (closed_form) {
       return m_phi->dual(q, q, q);
     } else {
+      if constexpr (saturating)
+        if (m_adaptive && static_cast<double>(q) > saturating_threshold) return saturating_dual(*m_phi, q, q, q);
       const auto& rule = gauss_hermite<Scalar>(adaptive_quadrature_order(static_cast<double>(q)));
       const Scalar sd = std::sqrt(q);
       Scalar t = 0, t_dot = 0;
@@ -183,6 +186,7 @@ class LayerDual {
 
  private:
   static constexpr bool closed_form = has_closed_form_dual_v<Phi, Scalar>;
+  static constexpr bool saturating = has_saturation_v<Phi>;
 
   void setup_quadrature(const DualOptions& options, Scalar q_min, Scalar q_max) {
     const int order = options.quadrature_order > 0
@@ -190,7 +194,11 @@ class LayerDual {
                           : adaptive_quadrature_order(static_cast<double>(q_max));
     m_rule = &gauss_hermite<Scalar>(order);
     m_mode = Mode::quadrature;
-    if (q_max > 0 && q_max - q_min <= Scalar(1e-13) * q_max) {
+    m_adaptive = options.quadrature_order <= 0;
+    // A saturating φ beyond saturating_threshold is evaluated per entry by its own rule (a table in
+    // ρ would not resolve the asin-like corners at ρ = ±1 of width 1/q).
+    const bool beyond = saturating && m_adaptive && static_cast<double>(q_max) > saturating_threshold;
+    if (!beyond && q_max > 0 && q_max - q_min <= Scalar(1e-13) * q_max) {
       m_mode = Mode::table;
       const Scalar q = (q_min + q_max) / 2;
       if constexpr (has_batch_values_v<Phi, Scalar>) {
@@ -251,7 +259,15 @@ class LayerDual {
     for (int t = 0; t < T; ++t) {  // direct 2-D quadrature, entry by entry
       const Scalar limit = v.root_i[t] * v.root_j;
       const Scalar c = std::min(std::max(s[t], -limit), limit);
-      const Dual<Scalar> d = quadrature_dual(*m_phi, Covariance2<Scalar>{v.q_i[t], c, v.q_j}, *m_rule);
+      Dual<Scalar> d;
+      if constexpr (saturating) {
+        if (m_adaptive && static_cast<double>(std::max(v.q_i[t], v.q_j)) > saturating_threshold)
+          d = saturating_dual(*m_phi, v.q_i[t], c, v.q_j);
+        else
+          d = quadrature_dual(*m_phi, Covariance2<Scalar>{v.q_i[t], c, v.q_j}, *m_rule);
+      } else {
+        d = quadrature_dual(*m_phi, Covariance2<Scalar>{v.q_i[t], c, v.q_j}, *m_rule);
+      }
       s[t] = d.t;
       k[t] *= d.t_dot;
       t_dot[t] = d.t_dot;
@@ -306,6 +322,7 @@ class LayerDual {
   enum class Mode { closed, table, series, quadrature };
   const Phi* m_phi = nullptr;
   Mode m_mode = Mode::closed;
+  bool m_adaptive = true;  // the quadrature order is adaptive (an explicit order is used as given)
   const GaussHermiteRule<Scalar>* m_rule = nullptr;
   DualTable<Scalar> m_table;
   HermiteSeries<Scalar> m_series[2];  // rows' and (when different) columns' variances

@@ -8,15 +8,52 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <limits>
+#include <stdexcept>
+
+#include "../errors.hpp"
+
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
 #if defined(__linux__)
 #include <sys/mman.h>
+#include <unistd.h>
 #endif
 
 namespace ntk {
 namespace detail {
+
+/// The most bytes one request may allocate: the machine's physical memory where the system says
+/// (sysconf), else 2^46 bytes (64 TiB).
+inline std::size_t allocation_limit() {
+  constexpr std::size_t fallback = std::size_t(1) << 46;
+#if defined(__linux__) && defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page > 0 &&
+      static_cast<std::size_t>(pages) <= std::numeric_limits<std::size_t>::max() / static_cast<std::size_t>(page))
+    return std::min(fallback, static_cast<std::size_t>(pages) * static_cast<std::size_t>(page));
+#endif
+  return fallback;
+}
+
+/// count * element_size, or std::length_error naming `function` and `what` when the product
+/// overflows std::size_t or exceeds allocation_limit(): refused before anything is allocated.
+inline std::size_t check_allocation(const char* function, const char* what, std::size_t count,
+                                    std::size_t element_size) {
+  const std::size_t limit = allocation_limit();
+  if (element_size != 0 && count > limit / element_size)
+    fail<std::length_error>(function, what, " needs ", static_cast<long double>(count) * static_cast<long double>(element_size),
+                            " bytes, more than this machine can allocate (limit ", limit, " bytes)");
+  return count * element_size;
+}
+
+/// a * b for non-negative sizes, saturating at the largest std::size_t (so that a product that
+/// overflows is refused by check_allocation rather than wrapping around).
+inline std::size_t saturating_product(std::size_t a, std::size_t b) {
+  if (a != 0 && b > std::numeric_limits<std::size_t>::max() / a) return std::numeric_limits<std::size_t>::max();
+  return a * b;
+}
 
 /// Sizes `m` without initializing it and, on Linux, asks for transparent huge pages for large
 /// buffers before they are first touched (fresh 4 KiB page faults dominate on some VMs).

@@ -1,0 +1,67 @@
+// Fuzzed finite networks: construction, forward, empirical NTK and training either give finite
+// results or throw a documented exception; a diverging training run throws ntk::TrainingDiverged
+// and leaves the parameters exactly as they were.
+#include <ntk/network.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <stdexcept>
+
+#include "fuzz_input.hpp"
+
+namespace {
+
+template <class Compute>
+void finite_or_documented(Compute&& compute) {
+  try {
+    if (!compute()) std::abort();
+  } catch (const std::invalid_argument&) {
+  } catch (const std::domain_error&) {
+  } catch (const std::overflow_error&) {
+  } catch (const std::length_error&) {
+  }
+}
+
+template <class Phi>
+void run(const Phi& phi, ntk_fuzz::Input& in) {
+  const long depth = in.integer(1, 3);
+  const Eigen::Index width = in.integer(0, 7) == 0 ? static_cast<Eigen::Index>(in.value()) : in.integer(1, 8);
+  const double sigma_w = in.value(), sigma_b = in.value();
+  const Eigen::Index n = in.integer(1, 3), d = in.integer(1, 3);
+  Eigen::MatrixXd x(n, d), y(n, 1);
+  for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = in.value();
+  for (Eigen::Index i = 0; i < y.size(); ++i) y.data()[i] = in.value();
+  ntk::TrainOptions options;
+  options.learning_rate = in.value();
+  options.steps = in.integer(0, 20);
+  finite_or_documented([&] {
+    ntk::Network<ntk::Mlp<Phi>> net(ntk::mlp(phi, depth, width, sigma_w, sigma_b), d, in.byte());
+    bool ok = net.forward(x).allFinite() && net.empirical_ntk(x, x).allFinite();
+    const Eigen::VectorXd before = net.parameters();
+    try {
+      const auto history = net.train(x, y, options);
+      for (double l : history.loss) ok = ok && std::isfinite(l);
+      ok = ok && net.parameters().allFinite();
+    } catch (const ntk::TrainingDiverged& e) {
+      ok = ok && e.step() >= 0 && e.step() <= options.steps && net.parameters() == before;
+    }
+    return ok;
+  });
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  ntk_fuzz::Input in(data, size);
+  try {
+    switch (in.integer(0, 4)) {
+      case 0: run(ntk::Relu{}, in); break;
+      case 1: run(ntk::Tanh{}, in); break;
+      case 2: run(ntk::Erf{in.value()}, in); break;
+      case 3: run(ntk::LeakyRelu{in.value()}, in); break;
+      default: run(ntk::Sin{}, in); break;
+    }
+  } catch (const std::invalid_argument&) {  // an activation parameter refused where it is built
+  }
+  return 0;
+}
