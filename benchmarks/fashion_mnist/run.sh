@@ -21,7 +21,7 @@ for n in "${sizes[@]}"; do
   for kind in ntk nngp; do
     /usr/bin/time -v "$ntk" predict --train "$work/train_x_$n.npy" --train-targets "$work/train_labels_$n.npy" \
       --test "$work/test_x.npy" --test-targets "$work/test_labels.npy" --labels --kernel $kind \
-      --depth 3 --sigma-w 1.4142135623730951 --sigma-b 0.1 --diag-reg "$ridge" --solver "$solver" \
+      --depth 3 --sigma-w 1.4142135623730951 --sigma-b 0.1 --diag-reg "$ridge" --solver "$solver" --progress \
       --out "$work/pred_${kind}_$n.csv" 2>"$work/log_${kind}_$n.txt" || true
     acc=$(grep -o "accuracy=[0-9.]*" "$work/log_${kind}_$n.txt" | tail -1)
     wall=$(grep "Elapsed (wall" "$work/log_${kind}_$n.txt" | awk '{print $NF}')

@@ -146,7 +146,7 @@ void add_kernel(CLI::App& app) {
       .choice("kernel,kind", a->kernel, {"ntk", "nngp"}, "which kernel (ntk); --kind is an alias")
       .text("out", a->out, "output file, .npy or CSV (default: stdout)")
       .flag("quiet", a->quiet, "no progress lines on stderr")
-      .flag("progress", a->progress, "progress lines on stderr from the start (default: after the first second)");
+      .flag("progress", a->progress, "progress lines on stderr from the start, wherever stderr goes (default: on a terminal, after the first second)");
   a->arch.add_to(*o);
   a->image_args.add_to(*o);
   o->app()->callback([a, o] {

@@ -16,6 +16,7 @@
 
 #include "args.hpp"
 #include "commands.hpp"
+#include "image.hpp"
 #include "io.hpp"
 #include "progress.hpp"
 #if defined(NTK_CLI_MPI)
@@ -129,10 +130,13 @@ struct PredictArgs {
   std::vector<double> times{std::numeric_limits<double>::infinity()};
   bool discrete = false, variance = false, labels = false, quiet = false, progress = false;
   Architecture arch;
+  ImageArgs image_args;
+  std::optional<ntk::ImageArchitecture> image;  // --architecture: image kernels (dense paths only)
 };
 
 void run_predict(const PredictArgs& a) {
 #if defined(NTK_CLI_MPI)
+  if (mpi_distributed() && a.image) throw CliError("--architecture is not available under mpirun yet");
   if (mpi_distributed())  // mpirun -np P, P > 1: the distributed path (tools/ntk/mpi_predict.cpp)
     return run_predict_mpi({a.train, a.test, a.kernel, a.out, a.outputs, a.lr, a.diag_reg, a.times,
                             a.discrete, a.variance, a.arch});
@@ -250,6 +254,11 @@ void run_predict(const PredictArgs& a) {
   } catch (const std::invalid_argument& e) {
     throw CliError(std::string("--solver ") + solver + ": " + e.what());
   }
+  if (a.image && (plan.method == ntk::SolverMethod::packed || plan.method == ntk::SolverMethod::matrix_free))
+    throw CliError(solver == "cg" ? std::string("--architecture: image kernels are computed dense; --solver cg does "
+                                                "not apply (use auto, eigen or cholesky)")
+                                  : "--architecture: image kernels are computed dense, and the dense path does not fit (" +
+                                        plan.reason + "); use fewer training rows or a larger --memory-limit");
   progress.note(std::string("solver ") + ntk::method_name(plan.method) + " (" + plan.reason + "; about " +
                 std::to_string(plan.bytes >> 20) + " MiB)");
 
@@ -265,8 +274,14 @@ void run_predict(const PredictArgs& a) {
   ntk::TimeModel model = discrete ? ntk::TimeModel::discrete : ntk::TimeModel::continuous;
   with_activation(arch.activation, [&](const auto& phi) {
     const auto net = ntk::mlp(phi, arch.depth, 0, arch.sigma_w, arch.sigma_b);
-    auto cross_times = [&](const Eigen::MatrixXd& c) {  // κ(x_test, X) C in blocks of test points
-      progress.start("test kernel tiles");
+    const auto& image = a.image;
+    auto pick = [&](const ntk::Kernels<double>& k2) { return kind == ntk::KernelKind::ntk ? k2.ntk : k2.nngp; };
+    auto train_gram = [&] {  // the n x n training Gram matrix
+      return image ? pick(kernels(image, net, x, kind, kernel_options)) : dense_gram(net, x, kind, kernel_options, progress);
+    };
+    auto cross_times = [&](const Eigen::MatrixXd& c) -> Eigen::MatrixXd {  // κ(x_test, X) C
+      if (image) return pick(kernels(image, net, xt, x, kind, kernel_options)) * c;
+      progress.start("test kernel tiles");  // in blocks of test points
       return ntk::cross_kernel_times(net, xt, x, kind, c, kernel_options, 1024,
                                      [&](double done, double total) { progress.tiles(done, total); });
     };
@@ -276,7 +291,7 @@ void run_predict(const PredictArgs& a) {
     options.time = model;
     bool dense_eigen = plan.method == ntk::SolverMethod::eigen;
     if (plan.method == ntk::SolverMethod::cholesky) {
-      Eigen::MatrixXd g = dense_gram(net, x, kind, kernel_options, progress);
+      Eigen::MatrixXd g = train_gram();
       Eigen::MatrixXd alpha = y;
       const auto start = std::chrono::steady_clock::now();
       if (ntk::cholesky_solve_in_place<double>(g, reg, alpha)) {
@@ -341,15 +356,18 @@ void run_predict(const PredictArgs& a) {
     if (dense_eigen) {
       Eigen::MatrixXd train_k, cross_k, cross_nngp, train_nngp, test_nngp;
       if (variance) {
-        const auto both = ntk::kernel(net, x, ntk::KernelKind::both, kernel_options);
-        const auto cross = ntk::kernel(net, xt, x, ntk::KernelKind::both, kernel_options);
+        const auto both = kernels(image, net, x, ntk::KernelKind::both, kernel_options);
+        const auto cross = kernels(image, net, xt, x, ntk::KernelKind::both, kernel_options);
         train_k = kind == ntk::KernelKind::ntk ? both.ntk : both.nngp;
         cross_k = kind == ntk::KernelKind::ntk ? cross.ntk : cross.nngp;
         train_nngp = both.nngp;
         cross_nngp = cross.nngp;
-        test_nngp = ntk::kernel(net, xt, ntk::KernelKind::nngp, kernel_options).nngp;
+        test_nngp = kernels(image, net, xt, ntk::KernelKind::nngp, kernel_options).nngp;
+      } else if (image) {
+        train_k = train_gram();
+        cross_k = pick(kernels(image, net, xt, x, kind, kernel_options));
       } else {
-        train_k = dense_gram(net, x, kind, kernel_options, progress);
+        train_k = train_gram();
         cross_k.resize(m, n);
         ntk::kernel_into(net, xt, x, kind, cross_k, kernel_options);
       }
@@ -522,11 +540,13 @@ void add_predict(CLI::App& app) {
                 a->memory_limit_given = true;
               })
       .flag("quiet", a->quiet, "no progress lines on stderr")
-      .flag("progress", a->progress, "progress lines on stderr from the start (default: after the first second)");
+      .flag("progress", a->progress, "progress lines on stderr from the start, wherever stderr goes (default: on a terminal, after the first second)");
   a->arch.add_to(*o);
+  a->image_args.add_to(*o);
   o->app()->callback([a, o] {
     o->finish();
     a->outputs_given = o->app()->count("--outputs") > 0;
+    a->image = a->image_args.resolve(*o->app());
     run_predict(*a);
   });
 }

@@ -18,7 +18,7 @@ architecture options (every command but demo): --activation NAME (relu), --depth
   --threads T (0: all processors)
 activations: relu, leaky_relu:SLOPE, abs, erf, tanh, sigmoid, gelu, identity, sin, cos, softplus,
   hermite:c0,c1,..., opt:D
-image architectures (kernel): --architecture SPEC --shape H,W,C (rows are images, channels
+image architectures (kernel, predict): --architecture SPEC --shape H,W,C (rows are images, channels
   last), e.g. --architecture conv:3x3:64,relu,avgpool:2,conv:3x3:64,relu,gap,dense --shape 28,28,1;
   SPEC layers: conv[:FxF][:C][:same|valid|circular][:stride=S][:sw=W][:sb=B], avgpool[:N][:stride=S],
   gap, flatten, dense[:WIDTH][:sw=W][:sb=B], and activations (parameters ':'-separated); the SPEC

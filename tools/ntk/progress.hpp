@@ -9,18 +9,21 @@
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 namespace ntk_cli {
 
 /// Progress lines on stderr (never in the output): tiles with an ETA, iterations with the
-/// residual, at most one line a second.  Quiet runs stay quiet: nothing is printed during the first
-/// second of a command (notes wait and come out with the first later line) unless --progress;
-/// --quiet turns everything off.
+/// residual, at most one line a second.  By default only when stderr is a terminal, and not during
+/// the first second of a command (notes wait and come out with the first later line), so short
+/// runs and logs stay clean; --progress prints them from the start wherever stderr goes; --quiet
+/// turns everything off.
 class Progress {
  public:
   Progress(bool quiet, bool immediate)
-      : m_quiet(quiet), m_immediate(immediate), m_program(std::chrono::steady_clock::now()) {}
+      : m_quiet(quiet), m_immediate(immediate), m_terminal(::isatty(STDERR_FILENO) == 1),
+        m_program(std::chrono::steady_clock::now()) {}
   void start(const std::string& label) {
     m_label = label;
     m_start = std::chrono::steady_clock::now();
@@ -50,7 +53,7 @@ class Progress {
   static double seconds(std::chrono::steady_clock::time_point since) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
   }
-  bool active() const { return m_immediate || seconds(m_program) >= 1; }
+  bool active() const { return m_immediate || (m_terminal && seconds(m_program) >= 1); }
   void flush() {
     for (const auto& line : m_pending) std::fprintf(stderr, "%s\n", line.c_str());
     m_pending.clear();
@@ -65,7 +68,7 @@ class Progress {
     m_printed = true;
   }
 
-  bool m_quiet, m_immediate;
+  bool m_quiet, m_immediate, m_terminal;
   std::chrono::steady_clock::time_point m_program, m_start, m_last;
   std::string m_label;
   std::vector<std::string> m_pending;
