@@ -10,28 +10,6 @@ compare() {
 }
 
 # Dense layers on 1x1x3 "images" are the MLP of depth 2 (sigma_b = 1 in both).
-# The same for predict, on the eigendecomposition and the Cholesky paths.
-predict_architecture_dense_equals_mlp() {
-  for run in "eigen 10,inf" "cholesky inf"; do
-    set -- $run
-    ntk predict --train "$D/train.csv" --test "$D/test.csv" --depth 2 --time "$2" --diag-reg 0.01 \
-      --solver "$1" --out mlp.csv &&
-      ntk predict --train "$D/train.csv" --test "$D/test.csv" --time "$2" --diag-reg 0.01 --solver "$1" \
-        --architecture dense:sb=1,relu,dense:sb=1,relu,dense:sb=1 --shape 1,1,3 --out arch.csv &&
-      compare mlp.csv arch.csv 1e-12 || return 1
-  done
-}
-
-architecture_dense_equals_mlp() {
-  for solver in eigen cholesky; do
-    ntk predict --train "$D/train.csv" --test "$D/test.csv" --depth 2 --time 10,inf --diag-reg 0.01 \
-      --solver "$solver" --out mlp.csv &&
-      ntk predict --train "$D/train.csv" --test "$D/test.csv" --time 10,inf --diag-reg 0.01 --solver "$solver" \
-        --architecture dense:sb=1,relu,dense:sb=1,relu,dense:sb=1 --shape 1,1,3 --out arch.csv &&
-      compare mlp.csv arch.csv 1e-12 || return 1
-  done
-}
-
 architecture_dense_equals_mlp() {
   ntk kernel --x "$D/x.csv" --x2 "$D/x2.csv" --depth 2 --out mlp.csv &&
     ntk kernel --x "$D/x.csv" --x2 "$D/x2.csv" --architecture dense:sb=1,relu,dense:sb=1,relu,dense:sb=1 \
@@ -203,174 +181,45 @@ demo_stdout_full() {
 
 # ntk predict: the same fit from targets in their own files as from target columns of TRAIN/TEST,
 # and the dense and iterative solvers against the eigendecomposition.
-predict_architecture_dense_equals_mlp() {
-  for run in "eigen 10,inf" "cholesky inf"; do
-    set -- $run
-    ntk predict --train "$D/train.csv" --test "$D/test.csv" --depth 2 --time "$2" --diag-reg 0.01 \
-      --solver "$1" --out mlp.csv &&
-      ntk predict --train "$D/train.csv" --test "$D/test.csv" --time "$2" --diag-reg 0.01 --solver "$1" \
-        --architecture dense:sb=1,relu,dense:sb=1,relu,dense:sb=1 --shape 1,1,3 --out arch.csv &&
-      compare mlp.csv arch.csv 1e-12 || return 1
-  done
-}
+predict_separate() { ntk predict --train "$D/train_x.csv" --train-targets "$D/train_y.csv" --test "$D/test_x.csv" "$@"; }
 
-separate() { ntk predict --train "$D/train_x.csv" --train-targets "$D/train_y.csv" --test "$D/test_x.csv" "$@"; }
-
-predict_architecture_dense_equals_mlp() {
-  for run in "eigen 10,inf" "cholesky inf"; do
-    set -- $run
-    ntk predict --train "$D/train.csv" --test "$D/test.csv" --depth 2 --time "$2" --diag-reg 0.01 \
-      --solver "$1" --out mlp.csv &&
-      ntk predict --train "$D/train.csv" --test "$D/test.csv" --time "$2" --diag-reg 0.01 --solver "$1" \
-        --architecture dense:sb=1,relu,dense:sb=1,relu,dense:sb=1 --shape 1,1,3 --out arch.csv &&
-      compare mlp.csv arch.csv 1e-12 || return 1
-  done
-}
-
-separate_targets_match_columns() {
+predict_separate_targets_match_columns() {
   ntk predict --train "$D/train.csv" --test "$D/test.csv" --out p1.csv &&
-    predict_architecture_dense_equals_mlp() {
-  for run in "eigen 10,inf" "cholesky inf"; do
-    set -- $run
-    ntk predict --train "$D/train.csv" --test "$D/test.csv" --depth 2 --time "$2" --diag-reg 0.01 \
-      --solver "$1" --out mlp.csv &&
-      ntk predict --train "$D/train.csv" --test "$D/test.csv" --time "$2" --diag-reg 0.01 --solver "$1" \
-        --architecture dense:sb=1,relu,dense:sb=1,relu,dense:sb=1 --shape 1,1,3 --out arch.csv &&
-      compare mlp.csv arch.csv 1e-12 || return 1
-  done
+    predict_separate --test-targets "$D/test_y.csv" --out p2.csv && compare p1.csv p2.csv 1e-14
 }
 
-separate --test-targets "$D/test_y.csv" --out p2.csv && compare p1.csv p2.csv 1e-14
-}
-
-predict_architecture_dense_equals_mlp() {
-  for run in "eigen 10,inf" "cholesky inf"; do
-    set -- $run
-    ntk predict --train "$D/train.csv" --test "$D/test.csv" --depth 2 --time "$2" --diag-reg 0.01 \
-      --solver "$1" --out mlp.csv &&
-      ntk predict --train "$D/train.csv" --test "$D/test.csv" --time "$2" --diag-reg 0.01 --solver "$1" \
-        --architecture dense:sb=1,relu,dense:sb=1,relu,dense:sb=1 --shape 1,1,3 --out arch.csv &&
-      compare mlp.csv arch.csv 1e-12 || return 1
-  done
-}
-
-cholesky_and_cg_match_eigen_at_inf() {
-  predict_architecture_dense_equals_mlp() {
-  for run in "eigen 10,inf" "cholesky inf"; do
-    set -- $run
-    ntk predict --train "$D/train.csv" --test "$D/test.csv" --depth 2 --time "$2" --diag-reg 0.01 \
-      --solver "$1" --out mlp.csv &&
-      ntk predict --train "$D/train.csv" --test "$D/test.csv" --time "$2" --diag-reg 0.01 --solver "$1" \
-        --architecture dense:sb=1,relu,dense:sb=1,relu,dense:sb=1 --shape 1,1,3 --out arch.csv &&
-      compare mlp.csv arch.csv 1e-12 || return 1
-  done
-}
-
-separate --diag-reg 0.01 --solver eigen --out e.csv &&
-    predict_architecture_dense_equals_mlp() {
-  for run in "eigen 10,inf" "cholesky inf"; do
-    set -- $run
-    ntk predict --train "$D/train.csv" --test "$D/test.csv" --depth 2 --time "$2" --diag-reg 0.01 \
-      --solver "$1" --out mlp.csv &&
-      ntk predict --train "$D/train.csv" --test "$D/test.csv" --time "$2" --diag-reg 0.01 --solver "$1" \
-        --architecture dense:sb=1,relu,dense:sb=1,relu,dense:sb=1 --shape 1,1,3 --out arch.csv &&
-      compare mlp.csv arch.csv 1e-12 || return 1
-  done
-}
-
-separate --diag-reg 0.01 --solver cholesky --out c.csv &&
-    predict_architecture_dense_equals_mlp() {
-  for run in "eigen 10,inf" "cholesky inf"; do
-    set -- $run
-    ntk predict --train "$D/train.csv" --test "$D/test.csv" --depth 2 --time "$2" --diag-reg 0.01 \
-      --solver "$1" --out mlp.csv &&
-      ntk predict --train "$D/train.csv" --test "$D/test.csv" --time "$2" --diag-reg 0.01 --solver "$1" \
-        --architecture dense:sb=1,relu,dense:sb=1,relu,dense:sb=1 --shape 1,1,3 --out arch.csv &&
-      compare mlp.csv arch.csv 1e-12 || return 1
-  done
-}
-
-separate --diag-reg 0.01 --solver cg --tolerance 1e-13 --out g.csv &&
+predict_cholesky_and_cg_match_eigen_at_inf() {
+  predict_separate --diag-reg 0.01 --solver eigen --out e.csv &&
+    predict_separate --diag-reg 0.01 --solver cholesky --out c.csv &&
+    predict_separate --diag-reg 0.01 --solver cg --tolerance 1e-13 --out g.csv &&
     compare e.csv c.csv 1e-8 && compare e.csv g.csv 1e-8
 }
 
 # Float storage of the triangle: entries rounded to 2^-24, so predictions move by about
 # cond(G + 0.01 I) * 6e-8 (a bound of a few 1e-4 for this G) and are not bit-identical to double
 # storage.
-predict_architecture_dense_equals_mlp() {
-  for run in "eigen 10,inf" "cholesky inf"; do
-    set -- $run
-    ntk predict --train "$D/train.csv" --test "$D/test.csv" --depth 2 --time "$2" --diag-reg 0.01 \
-      --solver "$1" --out mlp.csv &&
-      ntk predict --train "$D/train.csv" --test "$D/test.csv" --time "$2" --diag-reg 0.01 --solver "$1" \
-        --architecture dense:sb=1,relu,dense:sb=1,relu,dense:sb=1 --shape 1,1,3 --out arch.csv &&
-      compare mlp.csv arch.csv 1e-12 || return 1
-  done
-}
-
-cg_float_storage() {
-  predict_architecture_dense_equals_mlp() {
-  for run in "eigen 10,inf" "cholesky inf"; do
-    set -- $run
-    ntk predict --train "$D/train.csv" --test "$D/test.csv" --depth 2 --time "$2" --diag-reg 0.01 \
-      --solver "$1" --out mlp.csv &&
-      ntk predict --train "$D/train.csv" --test "$D/test.csv" --time "$2" --diag-reg 0.01 --solver "$1" \
-        --architecture dense:sb=1,relu,dense:sb=1,relu,dense:sb=1 --shape 1,1,3 --out arch.csv &&
-      compare mlp.csv arch.csv 1e-12 || return 1
-  done
-}
-
-separate --diag-reg 0.01 --solver cg --tolerance 1e-12 --out d.csv &&
-    predict_architecture_dense_equals_mlp() {
-  for run in "eigen 10,inf" "cholesky inf"; do
-    set -- $run
-    ntk predict --train "$D/train.csv" --test "$D/test.csv" --depth 2 --time "$2" --diag-reg 0.01 \
-      --solver "$1" --out mlp.csv &&
-      ntk predict --train "$D/train.csv" --test "$D/test.csv" --time "$2" --diag-reg 0.01 --solver "$1" \
-        --architecture dense:sb=1,relu,dense:sb=1,relu,dense:sb=1 --shape 1,1,3 --out arch.csv &&
-      compare mlp.csv arch.csv 1e-12 || return 1
-  done
-}
-
-separate --diag-reg 0.01 --solver cg --tolerance 1e-12 --storage float --out f.csv &&
+predict_cg_float_storage() {
+  predict_separate --diag-reg 0.01 --solver cg --tolerance 1e-12 --out d.csv &&
+    predict_separate --diag-reg 0.01 --solver cg --tolerance 1e-12 --storage float --out f.csv &&
     compare d.csv f.csv 1e-3 && ! compare d.csv f.csv 1e-15 2>/dev/null
 }
 
-predict_architecture_dense_equals_mlp() {
-  for run in "eigen 10,inf" "cholesky inf"; do
-    set -- $run
-    ntk predict --train "$D/train.csv" --test "$D/test.csv" --depth 2 --time "$2" --diag-reg 0.01 \
-      --solver "$1" --out mlp.csv &&
-      ntk predict --train "$D/train.csv" --test "$D/test.csv" --time "$2" --diag-reg 0.01 --solver "$1" \
-        --architecture dense:sb=1,relu,dense:sb=1,relu,dense:sb=1 --shape 1,1,3 --out arch.csv &&
-      compare mlp.csv arch.csv 1e-12 || return 1
-  done
-}
-
-cg_finite_times_match_eigen() {
-  predict_architecture_dense_equals_mlp() {
-  for run in "eigen 10,inf" "cholesky inf"; do
-    set -- $run
-    ntk predict --train "$D/train.csv" --test "$D/test.csv" --depth 2 --time "$2" --diag-reg 0.01 \
-      --solver "$1" --out mlp.csv &&
-      ntk predict --train "$D/train.csv" --test "$D/test.csv" --time "$2" --diag-reg 0.01 --solver "$1" \
-        --architecture dense:sb=1,relu,dense:sb=1,relu,dense:sb=1 --shape 1,1,3 --out arch.csv &&
-      compare mlp.csv arch.csv 1e-12 || return 1
-  done
-}
-
-separate --lr 0.05 --time 1,10,inf --diag-reg 0.01 --solver eigen --out e.csv &&
-    predict_architecture_dense_equals_mlp() {
-  for run in "eigen 10,inf" "cholesky inf"; do
-    set -- $run
-    ntk predict --train "$D/train.csv" --test "$D/test.csv" --depth 2 --time "$2" --diag-reg 0.01 \
-      --solver "$1" --out mlp.csv &&
-      ntk predict --train "$D/train.csv" --test "$D/test.csv" --time "$2" --diag-reg 0.01 --solver "$1" \
-        --architecture dense:sb=1,relu,dense:sb=1,relu,dense:sb=1 --shape 1,1,3 --out arch.csv &&
-      compare mlp.csv arch.csv 1e-12 || return 1
-  done
-}
-
-separate --lr 0.05 --time 1,10,inf --diag-reg 0.01 --solver cg --tolerance 1e-12 --out g.csv &&
+predict_cg_finite_times_match_eigen() {
+  predict_separate --lr 0.05 --time 1,10,inf --diag-reg 0.01 --solver eigen --out e.csv &&
+    predict_separate --lr 0.05 --time 1,10,inf --diag-reg 0.01 --solver cg --tolerance 1e-12 --out g.csv &&
     compare e.csv g.csv 1e-6
+}
+
+# Dense layers on 1x1x3 "images" through ntk predict: the MLP's predictions, on the
+# eigendecomposition path (t = 10 and inf) and on the Cholesky path (t = inf).
+predict_architecture_dense_equals_mlp() {
+  local run
+  for run in "eigen 10,inf" "cholesky inf"; do
+    set -- $run
+    ntk predict --train "$D/train.csv" --test "$D/test.csv" --depth 2 --time "$2" --diag-reg 0.01 \
+      --solver "$1" --out mlp.csv &&
+      ntk predict --train "$D/train.csv" --test "$D/test.csv" --time "$2" --diag-reg 0.01 --solver "$1" \
+        --architecture dense:sb=1,relu,dense:sb=1,relu,dense:sb=1 --shape 1,1,3 --out arch.csv &&
+      compare mlp.csv arch.csv 1e-12 || return 1
+  done
 }
