@@ -11,17 +11,6 @@
 
 namespace {
 
-template <class Compute>
-void finite_or_documented(Compute&& compute) {
-  try {
-    if (!compute()) std::abort();
-  } catch (const std::invalid_argument&) {
-  } catch (const std::domain_error&) {
-  } catch (const std::overflow_error&) {
-  } catch (const std::length_error&) {
-  }
-}
-
 template <class Phi>
 void run(const Phi& phi, ntk_fuzz::Input& in) {
   const long depth = in.integer(1, 3);
@@ -34,7 +23,7 @@ void run(const Phi& phi, ntk_fuzz::Input& in) {
   ntk::TrainOptions options;
   options.learning_rate = in.value();
   options.steps = in.integer(0, 20);
-  finite_or_documented([&] {
+  ntk_fuzz::expect_finite_or_documented([&] {
     ntk::Network<ntk::Mlp<Phi>> net(ntk::mlp(phi, depth, width, sigma_w, sigma_b), d, in.byte());
     bool ok = net.forward(x).allFinite() && net.empirical_ntk(x, x).allFinite();
     const Eigen::VectorXd before = net.parameters();
