@@ -398,6 +398,18 @@ inline void add_tap(const AxisMap& cols, Eigen::Index d, const double* __restric
   }
 }
 
+/// Global average of Σ and Θ over their pixels: each becomes one entry.
+inline void average_to_one_pixel(std::vector<double>& sigma, std::vector<double>& theta) {
+  double s = 0, t = 0;
+  for (std::size_t e = 0; e < sigma.size(); ++e) {
+    s += sigma[e];
+    t += theta[e];
+  }
+  const double n = static_cast<double>(sigma.size());
+  sigma.assign(1, s / n);
+  theta.assign(1, t / n);
+}
+
 /// The affine step after the taps: Σ' = scale Σ + bias, Θ' = scale Θ + Σ' (n entries).
 inline void finish_affine(double* __restrict ds, double* __restrict dt, Eigen::Index n, double scale, double bias) {
   for (Eigen::Index o = 0; o < n; ++o) {
@@ -670,14 +682,7 @@ class ImagePairEngine {
           W = layer.out.width;
           break;
         case Kind::global_pool: {
-          double s = 0, t = 0;
-          for (std::size_t e = 0; e < m_sigma.size(); ++e) {
-            s += m_sigma[e];
-            t += m_theta[e];
-          }
-          const double n = static_cast<double>(m_sigma.size());
-          m_sigma.assign(1, s / n);
-          m_theta.assign(1, t / n);
+          average_to_one_pixel(m_sigma, m_theta);
           H = W = 1;
           break;
         }
@@ -968,14 +973,7 @@ class ImagePairEngine {
         case Kind::pool:         // unreachable: pooling selects another mode
           break;
         case Kind::flatten: {
-          double s = 0, t = 0;
-          for (std::size_t e = 0; e < m_sigma.size(); ++e) {
-            s += m_sigma[e];
-            t += m_theta[e];
-          }
-          const double n = static_cast<double>(m_sigma.size());
-          m_sigma.assign(1, s / n);
-          m_theta.assign(1, t / n);
+          average_to_one_pixel(m_sigma, m_theta);
           H = W = 1;
           break;
         }
