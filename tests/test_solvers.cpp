@@ -77,6 +77,12 @@ TEST_CASE("Gram operators: dense packed file-backed and matrix-free products agr
   // float storage: entries rounded to 2^-24 relative
   check(ntk::packed_gram<float>(relu3, x, ntk::KernelKind::ntk, {}, small), 3e-7);
   check(ntk::MatrixFreeGram(relu3, x, ntk::KernelKind::ntk, {}, 100), 1e-13);
+  // the type-erased view forwards to the operator it views
+  const auto packed_float = ntk::packed_gram<float>(relu3, x, ntk::KernelKind::ntk, {}, small);
+  check(ntk::GramRef<double>(packed_float), 3e-7);
+  const ntk::MatrixFreeGram free(relu3, x, ntk::KernelKind::ntk, {}, 100);
+  check(ntk::GramRef<double>(free), 1e-13);
+  CHECK(ntk::GramRef<double>(free).rows() == n);
   const Matrix nngp = ntk::nngp_kernel(relu3, x);
   Matrix out(n, 7);
   ntk::MatrixFreeGram(relu3, x, ntk::KernelKind::nngp, {}, 100).apply(v, out);
@@ -244,6 +250,8 @@ TEST_CASE("Solvers: matrix-free CG and blocked test predictions match the dense 
   cg.preconditioner_rank = 60;
   cg.preconditioner_block = 20;
   const Matrix alpha = ntk::cg_solve(free, y, ridge, cg);
+  // through the type-erased view: the same operations in the same order, so the same bits
+  CHECK(ntk::cg_solve(ntk::GramRef<double>(free), y, ridge, cg) == alpha);
   const Matrix blocked = ntk::cross_kernel_times(relu3, xt, x, ntk::KernelKind::ntk, alpha, {}, 16);
   CHECK(relative(blocked, reference) <= 1e-8);
   std::vector<double> seen;

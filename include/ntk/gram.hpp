@@ -19,6 +19,7 @@
 ///   - PackedGram: one triangle stored once (≈ n²/2 entries, float64 or float32), in memory or in a
 ///     memory-mapped file, filled by tiles with the kernel engine; K·V blocked and threaded;
 ///   - MatrixFreeGram: recomputes the kernel by tiles in every apply (O(n · block) memory).
+///   - GramRef: a type-erased view of any of them (one compiled solver per Scalar).
 /// Data matrices hold one sample per row (n x d).
 
 #include <Eigen/Core>
@@ -418,7 +419,54 @@ template <class Arch, class D>
 MatrixFreeGram(const Arch&, const Eigen::MatrixBase<D>&, KernelKind, const KernelOptions& = {},
                Eigen::Index = 1024) -> MatrixFreeGram<Arch, typename D::Scalar>;
 
+/// A non-owning, type-erased view of any Gram operator with the same Scalar (it must outlive the
+/// view).  Code that handles several operator types (the tool, the Python bindings) passes a
+/// GramRef to the solvers, so cg_solve, dynamics_factor and the preconditioner are compiled once
+/// per Scalar instead of once per operator and activation.  Each call costs one indirect call,
+/// nothing per entry.
+template <class Scalar_ = double>
+class GramRef {
+ public:
+  using Scalar = Scalar_;
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+
+  template <class Op, class = std::enable_if_t<!std::is_same_v<Op, GramRef>>>
+  GramRef(const Op& op)  // NOLINT(google-explicit-constructor): a view, converted implicitly
+      : m_op(&op), m_rows(op.rows()), m_apply(&apply_of<Op>), m_diagonal(&diagonal_of<Op>),
+        m_columns(&columns_of<Op>) {
+    detail::require_gram_operator<Op>();
+    static_assert(std::is_same_v<typename Op::Scalar, Scalar>, "ntk::GramRef: the operator's Scalar differs");
+  }
+
+  Eigen::Index rows() const { return m_rows; }
+  void apply(const Eigen::Ref<const Matrix>& v, Eigen::Ref<Matrix> out) const { m_apply(m_op, v, out); }
+  Vector diagonal() const { return m_diagonal(m_op); }
+  void columns(const std::vector<Eigen::Index>& idx, Eigen::Ref<Matrix> out) const { m_columns(m_op, idx, out); }
+
+ private:
+  template <class Op>
+  static void apply_of(const void* op, const Eigen::Ref<const Matrix>& v, Eigen::Ref<Matrix> out) {
+    static_cast<const Op*>(op)->apply(v, out);
+  }
+  template <class Op>
+  static Vector diagonal_of(const void* op) {
+    return static_cast<const Op*>(op)->diagonal();
+  }
+  template <class Op>
+  static void columns_of(const void* op, const std::vector<Eigen::Index>& idx, Eigen::Ref<Matrix> out) {
+    static_cast<const Op*>(op)->columns(idx, out);
+  }
+
+  const void* m_op;
+  Eigen::Index m_rows;
+  void (*m_apply)(const void*, const Eigen::Ref<const Matrix>&, Eigen::Ref<Matrix>);
+  Vector (*m_diagonal)(const void*);
+  void (*m_columns)(const void*, const std::vector<Eigen::Index>&, Eigen::Ref<Matrix>);
+};
+
 static_assert(is_gram_operator_v<DenseGram<double>>, "DenseGram models the Gram operator concept");
+static_assert(is_gram_operator_v<GramRef<double>>, "GramRef models the Gram operator concept");
 static_assert(is_gram_operator_v<PackedGram<double, float>>, "PackedGram models the Gram operator concept");
 
 }  // namespace ntk

@@ -80,7 +80,7 @@ RegressionResult regress(const Net& net, const M& x, const M& y, const M& xt, co
       out.fell_back = eigen = true;
     }
   } else if (method == ntk::SolverMethod::packed || method == ntk::SolverMethod::matrix_free) {
-    const auto iterate = [&](const auto& op) {
+    const auto iterate = [&](const ntk::GramRef<double>& op) {  // one compiled solver for every operator
       std::vector<double> finite;
       for (double t : r.times)
         if (std::isfinite(t)) finite.push_back(t);

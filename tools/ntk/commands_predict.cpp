@@ -303,7 +303,7 @@ void run_predict(const PredictArgs& a) {
         dense_eigen = true;
       }
     } else if (plan.method == ntk::SolverMethod::packed || plan.method == ntk::SolverMethod::matrix_free) {
-      auto iterate = [&](const auto& op) {
+      auto iterate = [&](const ntk::GramRef<double>& op) {  // one compiled solver for every operator
         std::vector<Eigen::MatrixXd> factors;
         std::vector<double> finite;
         for (double t : times)
