@@ -9,7 +9,7 @@
 
 Both pairs are checked to agree (relative max difference printed) before the times count.
 Usage: PYTHONPATH=build/python /usr/bin/python3 benchmarks/python_vs_torch.py [threads]
-Prints medians of 5 runs and the ratios (other / ntk).
+Prints medians of 7 runs (after the check's warm-up call) and the ratios (other / ntk).
 """
 import sys
 import time
@@ -17,16 +17,8 @@ import time
 import numpy as np
 
 import ntk
-
-
-def median_seconds(f, repeats=5):
-    f()  # warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+from numpy_relu_ntk import relu_ntk as numpy_relu_ntk  # benchmarks/, next to this script
+from python_overhead import median_seconds
 
 
 def relative(a, b):
@@ -70,21 +62,6 @@ def torch_empirical_ntk(net, x, width, depth, threads):
         return (flat @ flat.T).numpy()
 
     return compute
-
-
-def numpy_relu_ntk(x, depth):
-    sigma = x @ x.T / x.shape[1] + 1.0
-    theta = sigma.copy()
-    for _ in range(depth):
-        root = np.sqrt(np.diag(sigma))
-        norms = np.outer(root, root)
-        rho = np.clip(sigma / norms, -1.0, 1.0)
-        angle = np.arccos(rho)
-        t = norms / (2 * np.pi) * (np.sqrt(1 - rho * rho) + (np.pi - angle) * rho)
-        t_dot = (np.pi - angle) / (2 * np.pi)
-        sigma = t + 1.0
-        theta = sigma + t_dot * theta
-    return theta
 
 
 def main():
