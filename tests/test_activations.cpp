@@ -72,8 +72,7 @@ void check_against_reference(const Phi& phi, const Reference& ref, double tolera
 template <class Phi>
 void check_closed_form_against_quadrature(const Phi& phi, double tolerance, int order) {
   static_assert(ntk::has_closed_form_dual_v<Phi, double>, "needs a closed form");
-  ntk::DualOptions forced;
-  forced.force_quadrature = true;
+  ntk::DualOptions forced;  // with the activation wrapped in ntk::Quadrature
   forced.quadrature_order = order;
   // docs/mathematics.md's covariances plus their anti-correlated mirror images (ρ = −0.999999).
   std::vector<Cov> all(covariances.begin(), covariances.end());
@@ -81,7 +80,7 @@ void check_closed_form_against_quadrature(const Phi& phi, double tolerance, int 
   all.push_back({4, -1.999998, 1});
   for (const auto& cv : all) {
     const auto exact = ntk::dual(phi, cv.q1, cv.c, cv.q2);
-    const auto quad = ntk::dual(phi, cv.q1, cv.c, cv.q2, forced);
+    const auto quad = ntk::dual(ntk::Quadrature{phi}, cv.q1, cv.c, cv.q2, forced);
     INFO(phi.name() << " at (" << cv.q1 << ", " << cv.c << ", " << cv.q2 << ")");
     CHECK(std::fabs(exact.t - quad.t) <= tolerance * std::max(1.0, std::fabs(exact.t)));
     CHECK(std::fabs(exact.t_dot - quad.t_dot) <= tolerance * std::max(1.0, std::fabs(exact.t_dot)));
@@ -138,9 +137,8 @@ TEST_CASE("Kinked closed forms: docs/mathematics.md T7 values and quadrature wit
   CHECK(ntk_test::relative_error(abs.t_dot, 2 / pi * std::asin(rho)) <= 1e-14);
   // Quadrature converges only algebraically for kinks (docs/mathematics.md T6): measured, loosely bounded.
   ntk::DualOptions forced;
-  forced.force_quadrature = true;
   forced.quadrature_order = 256;
-  const auto quad = ntk::dual(ntk::Relu{}, 1.0, 0.5, 1.0, forced);
+  const auto quad = ntk::dual(ntk::Quadrature<ntk::Relu>{}, 1.0, 0.5, 1.0, forced);
   CHECK(ntk_test::relative_error(quad.t, relu_ref.t[0]) <= 2e-3);
   CHECK(ntk_test::relative_error(quad.t_dot, relu_ref.t_dot[0]) <= 2e-2);
 }
@@ -328,8 +326,7 @@ TEST_CASE("Stax activations: smooth closed forms agree with forced quadrature to
 }
 
 TEST_CASE("Stax activations: kinked closed forms against quadrature (measured algebraic error)", "[dual]") {
-  ntk::DualOptions forced;
-  forced.force_quadrature = true;
+  ntk::DualOptions forced;  // with the activation wrapped in ntk::Quadrature
   forced.quadrature_order = 512;
   const std::vector<Cov> cases = {{1, 0.5, 1}, {2, 0.3, 0.5}, {1, -0.7, 1}, {0.25, 0.1, 3}};
   // Measured at order 512: ReLU-like kinks give about 1e-4 on T and 1e-2 on T_dot (docs/mathematics.md T6);
@@ -337,7 +334,7 @@ TEST_CASE("Stax activations: kinked closed forms against quadrature (measured al
   const auto close = [&](const auto& phi, double tol_t, double tol_dot) {
     for (const auto& cv : cases) {
       const auto exact = ntk::dual(phi, cv.q1, cv.c, cv.q2);
-      const auto quad = ntk::dual(phi, cv.q1, cv.c, cv.q2, forced);
+      const auto quad = ntk::dual(ntk::Quadrature{phi}, cv.q1, cv.c, cv.q2, forced);
       INFO(phi.name() << " at (" << cv.q1 << ", " << cv.c << ", " << cv.q2 << ") exact " << exact.t
                       << ", " << exact.t_dot << " quadrature " << quad.t << ", " << quad.t_dot);
       CHECK(std::fabs(exact.t - quad.t) <= tol_t * std::max(1.0, std::fabs(exact.t)));

@@ -147,14 +147,21 @@ TEST_CASE("Image kernels: generic activations (Mehler series, quadrature) match 
   const auto arch = ntk::image_serial(shape, conv3(4), ntk::activation(ntk::Erf{}), AvgPool{2, 2, 1, 1, Padding::same},
                                       conv3(4), ntk::activation(ntk::Gelu{}), GlobalAvgPool{}, Dense(1.0, 0.0, 1));
   const auto exact = ntk::image_kernel(arch, x);
-  ntk::ImageKernelOptions series;  // forced off the closed forms, adaptive order: Mehler series
-  series.dual.force_quadrature = true;
-  const auto by_series = ntk::image_kernel(arch, x, ntk::KernelKind::both, series);
+  // The same activations wrapped in ntk::Quadrature (as parse_architecture does on request), adaptive
+  // order: Mehler series.
+  const auto forced = ntk::image_serial(shape, conv3(4), ntk::activation(ntk::Quadrature<ntk::Erf>{}),
+                                        AvgPool{2, 2, 1, 1, Padding::same}, conv3(4),
+                                        ntk::activation(ntk::Quadrature<ntk::Gelu>{}), GlobalAvgPool{}, Dense(1.0, 0.0, 1));
+  const auto parsed = ntk::parse_architecture("conv:3x3:4:sw=1.3:sb=0.1,erf,avgpool:2:stride=1:same,conv:3x3:4:sw=1.3:sb=0.1,gelu,gap,dense", shape, true);
+  ntk::ImageKernelOptions series;
+  const auto by_series = ntk::image_kernel(forced, x, ntk::KernelKind::both, series);
+  CHECK((ntk::image_kernel(parsed, x, ntk::KernelKind::both, series).ntk - by_series.ntk).cwiseAbs().maxCoeff() == 0);
+  CHECK((by_series.ntk - exact.ntk).cwiseAbs().maxCoeff() > 0);  // not the closed forms
   CHECK((by_series.nngp - exact.nngp).cwiseAbs().maxCoeff() <= 1e-10 * exact.nngp.cwiseAbs().maxCoeff());
   CHECK((by_series.ntk - exact.ntk).cwiseAbs().maxCoeff() <= 1e-10 * exact.ntk.cwiseAbs().maxCoeff());
   ntk::ImageKernelOptions product = series;  // explicit order: product rule per entry
   product.dual.quadrature_order = 200;
-  const auto by_product = ntk::image_kernel(arch, x, ntk::KernelKind::both, product);
+  const auto by_product = ntk::image_kernel(forced, x, ntk::KernelKind::both, product);
   CHECK((by_product.nngp - exact.nngp).cwiseAbs().maxCoeff() <= 1e-10 * exact.nngp.cwiseAbs().maxCoeff());
   CHECK((by_product.ntk - exact.ntk).cwiseAbs().maxCoeff() <= 1e-10 * exact.ntk.cwiseAbs().maxCoeff());
   // Tanh (no closed form) on a non-symmetric pair of sets equals the symmetric computation.

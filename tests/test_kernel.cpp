@@ -1,3 +1,4 @@
+#include <ntk/activation_names.hpp>
 #include <ntk/kernel.hpp>
 
 #include <Eigen/Eigenvalues>
@@ -5,6 +6,7 @@
 #include <cmath>
 #include <random>
 #include <stdexcept>
+#include <string>
 
 #include "catch_shim.hpp"
 #include "test_config.hpp"
@@ -155,19 +157,57 @@ TEST_CASE("Kernels: closed form and forced quadrature agree to 1e-10 for smooth 
   check(ntk::OptimalActivation(4));
 }
 
-TEST_CASE("Kernels: DualOptions::force_quadrature equals wrapping the activation in Quadrature<Phi>",
-          "[kernel]") {
+namespace {
+// An activation whose value and derivative do not compile: a kernel built from it compiles only
+// if closed-form kernels never instantiate the quadrature path (the build of this file is the test).
+struct ClosedFormOnly {
+  std::string name() const { return "closed_form_only"; }
+  template <class S>
+  S value(S z) const {
+    static_assert(sizeof(S) == 0, "a closed-form kernel compiled the quadrature path");
+    return z;
+  }
+  template <class S>
+  S derivative(S z) const {
+    static_assert(sizeof(S) == 0, "a closed-form kernel compiled the quadrature path");
+    return z;
+  }
+  template <class S>
+  ntk::Dual<S> dual(S, S s12, S) const {
+    return {s12, S(1)};  // the identity's dual
+  }
+};
+}  // namespace
+
+TEST_CASE("Kernels: a closed-form activation never compiles the quadrature path", "[kernel]") {
   const Matrix x = random_inputs(3, 2, 5), x2 = random_inputs(4, 2, 6);
-  ntk::KernelOptions forced;
-  forced.dual.force_quadrature = true;
+  const auto only = ntk::mlp(ClosedFormOnly{}, 2, 0, 1.1, 0.2);
+  const auto identity = ntk::mlp(ntk::Identity{}, 2, 0, 1.1, 0.2);
+  const Matrix reference = ntk::ntk_kernel(identity, x, x2);
+  CHECK((ntk::ntk_kernel(only, x, x2) - reference).cwiseAbs().maxCoeff() <= 1e-14 * reference.cwiseAbs().maxCoeff());
+  CHECK((ntk::kernel_diagonal(only, x).ntk - ntk::kernel_diagonal(identity, x).ntk).cwiseAbs().maxCoeff() <= 1e-14);
+  CHECK(ntk::kernel_layers(only, x, x2).size() == 3);
+  CHECK(ntk::dual(ClosedFormOnly{}, 1.0, 0.5, 2.0).t == 0.5);
+}
+
+TEST_CASE("Kernels: with_activation(name, quadrature, f) wraps closed forms in Quadrature<Phi>", "[kernel]") {
+  const Matrix x = random_inputs(3, 2, 5), x2 = random_inputs(4, 2, 6);
   const auto net = ntk::mlp(ntk::Erf{}, 2, 0, 1.1, 0.2);
   const auto wrapped = ntk::mlp(ntk::Quadrature<ntk::Erf>{}, 2, 0, 1.1, 0.2);
-  CHECK((ntk::ntk_kernel(net, x, x2, forced) - ntk::ntk_kernel(wrapped, x, x2)).cwiseAbs().maxCoeff() == 0);
-  const auto serial_net = ntk::serial(ntk::Dense(1.0, 0.5), ntk::activation(ntk::Gelu{}), ntk::Dense(1.0, 0.5));
-  const auto serial_wrapped =
-      ntk::serial(ntk::Dense(1.0, 0.5), ntk::activation(ntk::Quadrature<ntk::Gelu>{}), ntk::Dense(1.0, 0.5));
-  CHECK((ntk::kernel_diagonal(serial_net, x, forced).ntk - ntk::kernel_diagonal(serial_wrapped, x).ntk)
-            .cwiseAbs().maxCoeff() == 0);
+  const auto by_name = [&](const std::string& name, bool quadrature) {
+    return ntk::with_activation(name, quadrature, [&](const auto& phi) {
+      return ntk::ntk_kernel(ntk::mlp(phi, 2, 0, 1.1, 0.2), x, x2);
+    });
+  };
+  CHECK((by_name("erf", true) - ntk::ntk_kernel(wrapped, x, x2)).cwiseAbs().maxCoeff() == 0);
+  CHECK((by_name("erf", false) - ntk::ntk_kernel(net, x, x2)).cwiseAbs().maxCoeff() == 0);
+  // tanh has no closed form: it is passed on as it is.
+  CHECK(ntk::with_activation("tanh", true, [](const auto& phi) {
+    return std::is_same_v<std::decay_t<decltype(phi)>, ntk::Tanh>;
+  }));
+  CHECK(ntk::with_activation("gelu", true, [](const auto& phi) {
+    return std::is_same_v<std::decay_t<decltype(phi)>, ntk::Quadrature<ntk::Gelu>>;
+  }));
   // The closed form differs from quadrature by the quadrature error only.
   const Matrix exact = ntk::ntk_kernel(net, x, x2), quad = ntk::ntk_kernel(wrapped, x, x2);
   CHECK((exact - quad).cwiseAbs().maxCoeff() <= 1e-10 * exact.cwiseAbs().maxCoeff());

@@ -6,13 +6,15 @@
 ///   and Neural Tangents' stax zoo: sign, abrelu:A,B, exp:A,B, gaussian:A,B, rbf:GAMMA,
 ///   monomial:N, rectified_monomial:N, polynomial:c0,c1,... (monomial coefficients from z^0).
 /// with_activation(name, f) calls f with an object of the named activation type, so one generic
-/// lambda serves every activation: with_activation("tanh", [&](const auto& phi) { ... }).
+/// lambda serves every activation: with_activation("tanh", [&](const auto& phi) { ... });
+/// with_activation(name, quadrature, f) wraps closed-form ones in ntk::Quadrature on request.
 
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "activations.hpp"
@@ -114,6 +116,21 @@ decltype(auto) with_activation(const std::string& name, F&& f) {
   if (head == "polynomial") return f(Polynomial(detail::activation_parameters(tail, "polynomial coefficients")));
   detail::fail<std::invalid_argument>("with_activation", "unknown activation '", name, "' (known: ",
                                       activation_names, ")");
+}
+
+/// As with_activation(name, f), but when `quadrature` is true an activation with a closed-form dual
+/// reaches f as ntk::Quadrature<Phi>, so its kernels come from Gauss–Hermite quadrature (a checking
+/// mode: the command-line tool's --quadrature, Python's quadrature=).  Only code that calls this
+/// overload compiles the quadrature path for the closed-form activations.
+template <class F>
+decltype(auto) with_activation(const std::string& name, bool quadrature, F&& f) {
+  return with_activation(name, [&](const auto& phi) -> decltype(auto) {
+    using Phi = std::decay_t<decltype(phi)>;
+    if constexpr (has_closed_form_dual_v<Phi, double>) {
+      if (quadrature) return f(Quadrature<Phi>{phi});
+    }
+    return f(phi);
+  });
 }
 
 }  // namespace ntk

@@ -763,7 +763,7 @@ class Gaussian {
 class Rbf {
  public:
   /// Throws std::invalid_argument unless gamma is positive and finite.
-  explicit Rbf(double gamma = 1) : m_gamma(gamma) { check_positive("Rbf", "gamma", gamma); }
+  explicit Rbf(double gamma = 1) : m_gamma(gamma) { detail::check_positive("Rbf", "gamma", gamma); }
   double gamma() const { return m_gamma; }
   /// Throws std::invalid_argument unless gamma is positive and finite.
   void check(const char* function) const {

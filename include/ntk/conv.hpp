@@ -197,21 +197,17 @@ class ImageActivationModel final : public ImageActivationBase {
   }
 
  private:
-  /// Closed form, Mehler series (variances differ, adaptive order), or product quadrature.
+  /// Closed form, or (without one) Mehler series (variances differ, adaptive order) or product quadrature.
   class Step final : public ActivationStep {
    public:
     Step(const Phi& phi, const ChainLayer& a, const ChainLayer& b, const DualOptions& options)
         : m_phi(phi), m_a(a), m_b(b), m_options(options) {
-      if constexpr (has_closed_form_dual_v<Phi, double>) {
-        if (!options.force_quadrature) {
-          m_closed = true;
-          return;
+      if constexpr (!closed) {
+        if (options.quadrature_order == 0) {
+          std::vector<VarianceSet<double>> sets{{a.q.data(), a.pixels}, {b.q.data(), b.pixels}};
+          m_series = hermite_series(phi, sets, options.series_tolerance);
+          m_use_series = m_series[0].converged;
         }
-      }
-      if (options.quadrature_order == 0) {
-        std::vector<VarianceSet<double>> sets{{a.q.data(), a.pixels}, {b.q.data(), b.pixels}};
-        m_series = hermite_series(phi, sets, options.series_tolerance);
-        m_use_series = m_series[0].converged;
       }
     }
     void block(Eigen::Index h1, Eigen::Index h2, Eigen::Index width, double* sigma, double* theta) const override {
@@ -222,34 +218,30 @@ class ImageActivationModel final : public ImageActivationBase {
       pairs(0, 0, pixels, sigma, theta);
     }
     void pairs(Eigen::Index p1, Eigen::Index p2, Eigen::Index count, double* sigma, double* theta) const override {
-      if constexpr (has_closed_form_dual_v<Phi, double>) {
-        if (m_closed) {
-          closed_entries(m_phi, m_a.q.data() + p1, m_a.root.data() + p1, m_a.inverse_root.data() + p1,
-                         m_b.q.data() + p2, m_b.root.data() + p2, m_b.inverse_root.data() + p2, count, sigma, theta);
-          return;
-        }
+      if constexpr (closed) {
+        closed_entries(m_phi, m_a.q.data() + p1, m_a.root.data() + p1, m_a.inverse_root.data() + p1,
+                       m_b.q.data() + p2, m_b.root.data() + p2, m_b.inverse_root.data() + p2, count, sigma, theta);
+      } else {
+        for (Eigen::Index t = 0; t < count; ++t) generic(p1 + t, p2 + t, sigma[t], theta[t]);
       }
-      for (Eigen::Index t = 0; t < count; ++t) generic(p1 + t, p2 + t, sigma[t], theta[t]);
     }
     void padded_pairs(Eigen::Index first, Eigen::Index count, Eigen::Index offset1, Eigen::Index offset2,
                       double* sigma, double* theta) const override {
-      if constexpr (has_closed_form_dual_v<Phi, double>) {
-        if (m_closed) {
-          const Eigen::Index i = first + offset1, j = first + offset2;
-          closed_entries(m_phi, m_a.padded_q.data() + i, m_a.padded_root.data() + i, m_a.padded_inverse_root.data() + i,
-                         m_b.padded_q.data() + j, m_b.padded_root.data() + j, m_b.padded_inverse_root.data() + j, count,
-                         sigma + first, theta + first);
-          return;
-        }
-      }
-      // Generic duals index their series by pixel: map padded indices back (padding skipped).
-      for (Eigen::Index f = first; f < first + count; ++f) {
-        const Eigen::Index p1 = m_a.unpad(f + offset1), p2 = m_b.unpad(f + offset2);
-        if (p1 < 0 || p2 < 0) {
-          sigma[f] = 0;
-          theta[f] = 0;
-        } else {
-          generic(p1, p2, sigma[f], theta[f]);
+      if constexpr (closed) {
+        const Eigen::Index i = first + offset1, j = first + offset2;
+        closed_entries(m_phi, m_a.padded_q.data() + i, m_a.padded_root.data() + i, m_a.padded_inverse_root.data() + i,
+                       m_b.padded_q.data() + j, m_b.padded_root.data() + j, m_b.padded_inverse_root.data() + j, count,
+                       sigma + first, theta + first);
+      } else {
+        // Generic duals index their series by pixel: map padded indices back (padding skipped).
+        for (Eigen::Index f = first; f < first + count; ++f) {
+          const Eigen::Index p1 = m_a.unpad(f + offset1), p2 = m_b.unpad(f + offset2);
+          if (p1 < 0 || p2 < 0) {
+            sigma[f] = 0;
+            theta[f] = 0;
+          } else {
+            generic(p1, p2, sigma[f], theta[f]);
+          }
         }
       }
     }
@@ -257,21 +249,19 @@ class ImageActivationModel final : public ImageActivationBase {
 
     void row(Eigen::Index p1, Eigen::Index p2, Eigen::Index count, Eigen::Index room, double* sigma,
              double* theta) const override {
-      row(p1, p2, m_closed ? room : count, sigma, theta);
+      row(p1, p2, closed ? room : count, sigma, theta);
     }
 
    private:
     /// Entries (p1, p2_0 + t), t < count.
     void row(Eigen::Index p1, Eigen::Index p2_0, Eigen::Index count, double* sigma, double* theta) const {
-      if constexpr (has_closed_form_dual_v<Phi, double>) {
-        if (m_closed) {
-          const std::size_t i = static_cast<std::size_t>(p1);
-          closed_row(m_phi, m_a.q[i], m_a.root[i], m_a.inverse_root[i], m_b.q.data() + p2_0, m_b.root.data() + p2_0,
-                     m_b.inverse_root.data() + p2_0, count, sigma, theta);
-          return;
-        }
+      if constexpr (closed) {
+        const std::size_t i = static_cast<std::size_t>(p1);
+        closed_row(m_phi, m_a.q[i], m_a.root[i], m_a.inverse_root[i], m_b.q.data() + p2_0, m_b.root.data() + p2_0,
+                   m_b.inverse_root.data() + p2_0, count, sigma, theta);
+      } else {
+        for (Eigen::Index t = 0; t < count; ++t) generic(p1, p2_0 + t, sigma[t], theta[t]);
       }
-      for (Eigen::Index t = 0; t < count; ++t) generic(p1, p2_0 + t, sigma[t], theta[t]);
     }
     /// One variance on the left, a row on the right: the loop the compiler vectorizes.
     static void closed_row(const Phi& phi_ref, double q1, double r1, double v1, const double* __restrict q2,
@@ -340,7 +330,9 @@ class ImageActivationModel final : public ImageActivationBase {
     const Phi& m_phi;
     const ChainLayer &m_a, &m_b;
     DualOptions m_options;
-    bool m_closed = false, m_use_series = false;
+    /// A closed-form activation never compiles the series or quadrature path (ntk::Quadrature<Phi> forces it).
+    static constexpr bool closed = has_closed_form_dual_v<Phi, double>;
+    bool m_use_series = false;
     std::vector<HermiteSeries<double>> m_series;
   };
 
@@ -463,9 +455,9 @@ class ImageArchitecture {
   /// window or stride, a VALID window larger than its input, bad σ's or no layers.
   ImageArchitecture(ImageShape input, std::vector<Layer> layers) : m_input(input), m_layers(std::move(layers)) {
     const char* fn = "ImageArchitecture";
-    check_at_least<Eigen::Index>(fn, "input height", input.height, 1);
-    check_at_least<Eigen::Index>(fn, "input width", input.width, 1);
-    check_at_least<Eigen::Index>(fn, "input channels", input.channels, 1);
+    detail::check_at_least<Eigen::Index>(fn, "input height", input.height, 1);
+    detail::check_at_least<Eigen::Index>(fn, "input width", input.width, 1);
+    detail::check_at_least<Eigen::Index>(fn, "input channels", input.channels, 1);
     if (m_layers.empty()) detail::fail<std::invalid_argument>(fn, "architecture has no layers (got 0)");
     ImageShape shape = input;
     for (std::size_t l = 0; l < m_layers.size(); ++l) {
@@ -487,9 +479,9 @@ class ImageArchitecture {
       if (const auto* conv = std::get_if<Conv>(&m_layers[l])) {
         r.kind = detail::ResolvedLayer::Kind::conv;
         window(conv->filter_height, conv->filter_width, conv->stride_height, conv->stride_width, conv->padding, "conv");
-        check_positive(fn, "Conv sigma_w", conv->sigma_w);
-        check_nonnegative(fn, "Conv sigma_b", conv->sigma_b);
-        check_at_least<Eigen::Index>(fn, "Conv channels", conv->channels, 0);
+        detail::check_positive(fn, "Conv sigma_w", conv->sigma_w);
+        detail::check_nonnegative(fn, "Conv sigma_b", conv->sigma_b);
+        detail::check_at_least<Eigen::Index>(fn, "Conv channels", conv->channels, 0);
         r.sigma_w = conv->sigma_w;
         r.sigma_b = conv->sigma_b;
         r.width = conv->channels;
@@ -1447,11 +1439,11 @@ class ImagePairEngine {
 template <class D>
 void check_images(const char* function, const char* name, const ImageArchitecture& arch, const Eigen::MatrixBase<D>& x) {
   static_assert(std::is_same_v<typename D::Scalar, double>, "ntk: image kernels take double data");
-  check_nonempty(function, name, x);
+  detail::check_nonempty(function, name, x);
   if (x.cols() != arch.input_shape().size())
     fail<std::invalid_argument>(function, name, " must have ", arch.input_shape().size(), " columns for shape ",
                                 arch.input_shape().str(), " (H x W x C, channels last) (got ", x.cols(), ")");
-  check_finite(function, name, x);
+  detail::check_finite(function, name, x);
 }
 
 
@@ -1641,7 +1633,7 @@ class ImageNetwork {
     if (theta.size() != m_theta.size())
       detail::fail<std::invalid_argument>("ImageNetwork::set_parameters", "theta must have ", m_theta.size(),
                                           " entries (got ", theta.size(), ")");
-    check_finite("ImageNetwork::set_parameters", "theta", theta);
+    detail::check_finite("ImageNetwork::set_parameters", "theta", theta);
     m_theta = theta;
   }
 

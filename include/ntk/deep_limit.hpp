@@ -124,8 +124,8 @@ LimitConstants limit_constants(const Phi& phi) {
 /// std::domain_error for non-finite entries.
 template <class D>
 Eigen::MatrixXd project_to_sphere(const Eigen::MatrixBase<D>& x) {
-  check_nonempty("project_to_sphere", "x", x);
-  check_finite("project_to_sphere", "x", x);
+  detail::check_nonempty("project_to_sphere", "x", x);
+  detail::check_finite("project_to_sphere", "x", x);
   Eigen::MatrixXd out = x.template cast<double>();
   for (Eigen::Index i = 0; i < out.rows(); ++i) {
     const double norm = out.row(i).stableNorm();  // scaled: rows of norm 1e200 or 1e-200 do not over/underflow
@@ -289,7 +289,7 @@ class DeepKernel {
   /// Throws std::invalid_argument for depth < 1, std::domain_error if E[φ²] = 0.
   DeepKernel(const Phi& phi, long depth, DeepKind kind = DeepKind::ntk)
       : m_dual(phi), m_depth(depth), m_kind(kind) {
-    check_at_least("DeepKernel", "depth", depth, 1L);
+    detail::check_at_least("DeepKernel", "depth", depth, 1L);
     detail::check_allocation("DeepKernel", "the per-layer factors (3 (depth + 1) doubles)",
                              detail::saturating_product(static_cast<std::size_t>(depth) + 1, 3), sizeof(double));
     // log D_l = log K_l(x, x): D_0 = 1, D_{l+1} = 1 + B D_l; the per-layer factors of the
@@ -487,8 +487,8 @@ struct LabelCoding {
 template <class D>
 void check_classification(const char* function, const Eigen::MatrixBase<D>& x,
                           const std::vector<int>& labels) {
-  check_nonempty(function, "x", x);
-  check_finite(function, "x", x);
+  detail::check_nonempty(function, "x", x);
+  detail::check_finite(function, "x", x);
   if (static_cast<std::size_t>(x.rows()) != labels.size())
     fail<std::invalid_argument>(function, "labels must have one entry per row of x (got ",
                                 labels.size(), " for ", x.rows(), " rows)");
@@ -592,7 +592,7 @@ template <class D1, class D2>
 std::vector<int> singular_kernel(const Eigen::MatrixBase<D1>& x, const std::vector<int>& labels,
                                  const Eigen::MatrixBase<D2>& test, double alpha) {
   detail::check_classification("singular_kernel", x, labels);
-  check_positive("singular_kernel", "alpha", alpha);
+  detail::check_positive("singular_kernel", "alpha", alpha);
   const auto coding = detail::LabelCoding::of(labels, "singular_kernel");
   const Eigen::MatrixXd y = coding.targets(labels);
   const Eigen::MatrixXd u = project_to_sphere(x), v = project_to_sphere(test);

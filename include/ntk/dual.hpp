@@ -25,10 +25,6 @@ namespace ntk {
 struct DualOptions {
   /// Gauss–Hermite order per dimension; 0 chooses adaptive_quadrature_order(max(s11, s22)).
   int quadrature_order = 0;
-  /// Use quadrature even where the activation has a closed form.  The kernels honour it by
-  /// evaluating the architecture with its activations wrapped in ntk::Quadrature<Phi>, the
-  /// compile-time form (which code can also name directly).
-  bool force_quadrature = false;
   /// Kernels only (adaptive order, inputs of different norms): the Hermite series of the dual is
   /// cut where its tail is at most this fraction of E[φ²] (and of E[φ'²]) for every variance, which
   /// bounds an entry's truncation error by series_tolerance · sqrt(T(x, x) T(x', x')) per layer.
@@ -63,12 +59,10 @@ inline int adaptive_quadrature_order(double q_max) {
 
 namespace detail {
 
-/// Closed form if present and allowed, else quadrature; the covariance is already validated.
+/// Gauss–Hermite quadrature of the dual (the saturated form at large variances where the activation
+/// has one); the covariance is already validated.
 template <class Phi, class S>
-Dual<S> dual_unchecked(const Phi& phi, const Covariance2<S>& cov, const DualOptions& options) {
-  if constexpr (has_closed_form_dual_v<Phi, S>) {
-    if (!options.force_quadrature) return phi.dual(cov.s11, cov.s12, cov.s22);
-  }
+Dual<S> quadrature_dual_unchecked(const Phi& phi, const Covariance2<S>& cov, const DualOptions& options) {
   if constexpr (has_saturation_v<Phi>) {
     if (options.quadrature_order <= 0 && static_cast<double>(std::max(cov.s11, cov.s22)) > saturating_threshold)
       return saturating_dual(phi, cov.s11, cov.s12, cov.s22);
@@ -79,10 +73,23 @@ Dual<S> dual_unchecked(const Phi& phi, const Covariance2<S>& cov, const DualOpti
   return quadrature_dual(phi, cov, gauss_hermite<S>(order));
 }
 
+/// The closed form if the activation has one, else quadrature; the covariance is already validated.
+template <class Phi, class S>
+Dual<S> dual_unchecked(const Phi& phi, const Covariance2<S>& cov, const DualOptions& options) {
+  if constexpr (has_closed_form_dual_v<Phi, S>) {
+    (void)options;
+    return phi.dual(cov.s11, cov.s12, cov.s22);
+  } else {
+    return quadrature_dual_unchecked(phi, cov, options);
+  }
+}
+
 }  // namespace detail
 
 /// (L^φ, L^φ') of the covariance [[s11, s12], [s12, s22]]: exact from the activation's closed form
-/// unless options.force_quadrature, else Gauss–Hermite quadrature (approximate).
+/// when it has one, else Gauss–Hermite quadrature (approximate).  To check a closed form against
+/// quadrature, pass ntk::Quadrature<Phi>{phi}: only code that names that type compiles quadrature
+/// for a closed-form activation.
 /// Throws std::invalid_argument for negative variances, s12^2 > s11 s22 (1 + 1e-12) or a bad
 /// order, std::domain_error for non-finite arguments, std::overflow_error when the expectation
 /// itself exceeds the scalar type (e.g. a cubic φ at variance 1e140).  Within the tolerance the correlation is

@@ -55,9 +55,9 @@ struct DynamicsOptions {
   bool infinite_time_only = false;
 
   void check(const char* function) const {
-    check_positive(function, "learning_rate", learning_rate);
-    check_nonnegative(function, "diag_reg", diag_reg);
-    check_finite_scalar(function, "pinv_tolerance", pinv_tolerance);
+    detail::check_positive(function, "learning_rate", learning_rate);
+    detail::check_nonnegative(function, "diag_reg", diag_reg);
+    detail::check_finite_scalar(function, "pinv_tolerance", pinv_tolerance);
   }
 };
 
@@ -93,11 +93,11 @@ class LinearizedDynamics {
       : m_options(options) {
     const char* fn = "LinearizedDynamics";
     options.check(fn);
-    check_nonempty(fn, "g0", g0);
-    check_nonempty(fn, "y", y);
-    check_finite(fn, "g0", g0);
-    check_finite(fn, "y", y);
-    check_symmetric(fn, "g0", g0);
+    detail::check_nonempty(fn, "g0", g0);
+    detail::check_nonempty(fn, "y", y);
+    detail::check_finite(fn, "g0", g0);
+    detail::check_finite(fn, "y", y);
+    detail::check_symmetric(fn, "g0", g0);
     m_g0_magnitude = static_cast<Scalar>(g0.cwiseAbs().maxCoeff());
     const Eigen::Index n = y.rows(), k = y.cols(), N = g0.rows();
     if (N == n) {
@@ -112,9 +112,9 @@ class LinearizedDynamics {
     m_k = k;
     Matrix start = f0;
     if (start.size() == 0) start = Matrix::Zero(n, k);
-    check_rows(fn, "f0", start, n);
-    check_cols(fn, "f0", start, k);
-    check_finite(fn, "f0", start);
+    detail::check_rows(fn, "f0", start, n);
+    detail::check_cols(fn, "f0", start, k);
+    detail::check_finite(fn, "f0", start);
     m_y = y;
     m_f0 = start;
 
@@ -186,8 +186,8 @@ class LinearizedDynamics {
   TestProjection<Scalar> project(const Eigen::MatrixBase<D>& kernel_test_train,
                                  const Matrix& f0_test = Matrix()) const {
     const char* fn = "LinearizedDynamics::project";
-    check_cols(fn, "kernel_test_train", kernel_test_train, m_columns == 1 ? m_n * m_k : m_n);
-    check_finite(fn, "kernel_test_train", kernel_test_train);
+    detail::check_cols(fn, "kernel_test_train", kernel_test_train, m_columns == 1 ? m_n * m_k : m_n);
+    detail::check_finite(fn, "kernel_test_train", kernel_test_train);
     const Eigen::Index m = m_columns == 1 ? kernel_test_train.rows() / m_k : kernel_test_train.rows();
     if (m_columns == 1 && kernel_test_train.rows() % m_k != 0)
       detail::fail<std::invalid_argument>(fn, "kernel_test_train must have a multiple of ", m_k,
@@ -198,9 +198,9 @@ class LinearizedDynamics {
     else
       p.kernel_v.noalias() = kernel_test_train * m_v;
     p.f0 = f0_test.size() == 0 ? Matrix::Zero(m, m_k) : f0_test;
-    check_rows(fn, "f0_test", p.f0, m);
-    check_cols(fn, "f0_test", p.f0, m_k);
-    check_finite(fn, "f0_test", p.f0);
+    detail::check_rows(fn, "f0_test", p.f0, m);
+    detail::check_cols(fn, "f0_test", p.f0, m_k);
+    detail::check_finite(fn, "f0_test", p.f0);
     return p;
   }
 
@@ -227,7 +227,7 @@ class LinearizedDynamics {
   /// corrected; docs/mathematics.md §2) for the Jacobian J0 ((n k) x p, rows i k + o).
   template <class D>
   Vector parameter_change(const Eigen::MatrixBase<D>& jacobian, double t) const {
-    check_rows("LinearizedDynamics::parameter_change", "jacobian", jacobian, m_n * m_k);
+    detail::check_rows("LinearizedDynamics::parameter_change", "jacobian", jacobian, m_n * m_k);
     if (m_cholesky) require_infinite("LinearizedDynamics::parameter_change", t);
     const Matrix weighted = m_cholesky ? unflatten(m_alpha) : unflatten(m_v * (factor(t).asDiagonal() * m_z0));
     Vector flat(m_n * m_k);
@@ -246,11 +246,11 @@ class LinearizedDynamics {
                            double t) const {
     const char* fn = "LinearizedDynamics::ntk_gp_covariance";
     require_shared(fn);
-    check_rows(fn, "nngp_train_train", nngp_train_train, m_n);
-    check_cols(fn, "nngp_train_train", nngp_train_train, m_n);
-    check_rows(fn, "nngp_test_train", nngp_test_train, theta_test.kernel_v.rows());
-    check_cols(fn, "nngp_test_train", nngp_test_train, m_n);
-    check_rows(fn, "nngp_test_test", nngp_test_test, theta_test.kernel_v.rows());
+    detail::check_rows(fn, "nngp_train_train", nngp_train_train, m_n);
+    detail::check_cols(fn, "nngp_train_train", nngp_train_train, m_n);
+    detail::check_rows(fn, "nngp_test_train", nngp_test_train, theta_test.kernel_v.rows());
+    detail::check_cols(fn, "nngp_test_train", nngp_test_train, m_n);
+    detail::check_rows(fn, "nngp_test_test", nngp_test_test, theta_test.kernel_v.rows());
     Matrix a;
     if (m_cholesky) {  // a = κ G0⁻¹ by two triangular solves
       require_infinite(fn, t);
@@ -271,7 +271,7 @@ class LinearizedDynamics {
                             double t) const {
     const char* fn = "LinearizedDynamics::nngp_gp_covariance";
     require_shared(fn);
-    check_rows(fn, "nngp_test_test", nngp_test_test, nngp_test.kernel_v.rows());
+    detail::check_rows(fn, "nngp_test_test", nngp_test_test, nngp_test.kernel_v.rows());
     if (m_cholesky) {  // K(x, x) − (L⁻¹ κᵀ)ᵀ (L⁻¹ κᵀ)
       require_infinite(fn, t);
       Matrix b = nngp_test.kernel_v.transpose();

@@ -1,6 +1,7 @@
 #pragma once
 /// \file errors.hpp
-/// The argument checks every public entry point uses.  Messages have the form
+/// The argument checks every public entry point uses (ntk::detail, not part of the API) and the
+/// exceptions ntk defines.  Messages have the form
 /// "ntk::function_name: what is wrong (got X)".
 ///   - std::invalid_argument: bad shapes and bad parameters;
 ///   - std::domain_error: non-finite input (names the argument and the first bad index);
@@ -15,18 +16,6 @@
 #include "detail/config.hpp"
 
 namespace ntk {
-namespace detail {
-
-template <class Exception, class... Parts>
-[[noreturn]] void fail(const char* function, const Parts&... parts) {
-  std::ostringstream out;
-  out.precision(17);
-  out << "ntk::" << function << ": ";
-  (out << ... << parts);
-  throw Exception(out.str());
-}
-
-}  // namespace detail
 
 /// Thrown by Network::train and LinearizedNetwork::train when the loss or the parameters stop being
 /// finite (a learning rate too large for the problem); the parameters are restored to their values
@@ -40,6 +29,17 @@ class TrainingDiverged : public std::runtime_error {
  private:
   long m_step;
 };
+
+namespace detail {
+
+template <class Exception, class... Parts>
+[[noreturn]] void fail(const char* function, const Parts&... parts) {
+  std::ostringstream out;
+  out.precision(17);
+  out << "ntk::" << function << ": ";
+  (out << ... << parts);
+  throw Exception(out.str());
+}
 
 /// Throws std::overflow_error if a result computed from finite input has a non-finite entry: the
 /// true value is beyond the scalar type (too large).
@@ -137,4 +137,5 @@ void check_symmetric(const char* function, const char* name, const Eigen::Matrix
                                         asym, " relative to max |m| = ", scale, ")");
 }
 
+}  // namespace detail
 }  // namespace ntk

@@ -156,7 +156,7 @@ class DenseGram {
 
   /// Throws std::invalid_argument unless g is square and non-empty.
   explicit DenseGram(const Matrix& g) : m_g(g.data(), g.rows(), g.cols()) {
-    check_nonempty("DenseGram", "g", g);
+    detail::check_nonempty("DenseGram", "g", g);
     if (g.rows() != g.cols())
       detail::fail<std::invalid_argument>("DenseGram", "g must be square (got ", g.rows(), " x ",
                                           g.cols(), ")");
@@ -188,8 +188,8 @@ struct PackedGramOptions {
   int threads = 0;
 
   void check(const char* function) const {
-    check_at_least<Eigen::Index>(function, "block", block, 1);
-    check_at_least(function, "threads", threads, 0);
+    detail::check_at_least<Eigen::Index>(function, "block", block, 1);
+    detail::check_at_least(function, "threads", threads, 0);
   }
 };
 
@@ -227,7 +227,7 @@ class PackedGram {
   /// std::invalid_argument for n < 1, bad options or a file that cannot be created or mapped.
   explicit PackedGram(Eigen::Index n, const PackedGramOptions& options = {}) : m_n(n), m_options(options) {
     const char* fn = "PackedGram";
-    check_at_least<Eigen::Index>(fn, "n", n, 1);
+    detail::check_at_least<Eigen::Index>(fn, "n", n, 1);
     options.check(fn);
     const Eigen::Index b = options.block;
     std::size_t offset = 0;
@@ -376,7 +376,7 @@ class MatrixFreeGram {
                  const KernelOptions& kernel_options = {}, Eigen::Index block = 1024)
       : m_arch(arch), m_x(x), m_kind(kind), m_options(kernel_options), m_block(block) {
     detail::check_request("MatrixFreeGram", arch, x, x, kernel_options);
-    check_at_least<Eigen::Index>("MatrixFreeGram", "block", block, 1);
+    detail::check_at_least<Eigen::Index>("MatrixFreeGram", "block", block, 1);
     if (kind == KernelKind::both)
       detail::fail<std::invalid_argument>("MatrixFreeGram", "kind must be nngp or ntk (got both)");
   }

@@ -24,7 +24,7 @@ inline int max_threads() {
 namespace detail {
 /// Throws std::invalid_argument unless 0 <= threads <= max_threads().
 inline void check_threads(const char* function, int threads) {
-  check_at_least(function, "threads", threads, 0);
+  detail::check_at_least(function, "threads", threads, 0);
   if (threads > max_threads())
     fail<std::invalid_argument>(function, "threads must be at most ", max_threads(),
                                 " (8 per processor, at most 1024; 0 uses the OpenMP default) (got ", threads, ")");

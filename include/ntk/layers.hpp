@@ -35,9 +35,9 @@ struct Dense {
 
   /// Throws std::invalid_argument unless σ_w > 0, σ_b >= 0 (finite) and width >= 0.
   void check(const char* function) const {
-    check_positive(function, "sigma_w", sigma_w);
-    check_nonnegative(function, "sigma_b", sigma_b);
-    check_at_least<Eigen::Index>(function, "width", width, 0);
+    detail::check_positive(function, "sigma_w", sigma_w);
+    detail::check_nonnegative(function, "sigma_b", sigma_b);
+    detail::check_at_least<Eigen::Index>(function, "width", width, 0);
   }
 };
 
@@ -134,7 +134,7 @@ struct Mlp {
 template <class Phi>
 Mlp<Phi> mlp(Phi phi, long depth, Eigen::Index width = 0, double sigma_w = 1, double sigma_b = 1,
              Eigen::Index outputs = 1) {
-  check_at_least<long>("mlp", "depth", depth, 1);
+  detail::check_at_least<long>("mlp", "depth", depth, 1);
   Mlp<Phi> net;
   net.act = Activation<Phi>{std::move(phi)};
   net.dense.assign(static_cast<std::size_t>(depth) + 1, Dense(sigma_w, sigma_b, width));

@@ -278,7 +278,7 @@ struct DistributedOptions {
   /// Side of the square tiles the triangle is split into (and the granularity of the balance).
   Eigen::Index tile = 256;
 
-  void check(const char* function) const { check_at_least(function, "tile", tile, Eigen::Index(1)); }
+  void check(const char* function) const { ntk::detail::check_at_least(function, "tile", tile, Eigen::Index(1)); }
 };
 
 /// One tile of the upper triangle: rows [row, row + rows), columns [col, col + cols), row <= col
@@ -596,10 +596,10 @@ Eigen::Matrix<typename DX::Scalar, Eigen::Dynamic, Eigen::Dynamic> cross_kernel_
   Matrix out;
   try {
     ntk::detail::check_request(fn, arch, x_test, x_train, kernel_options);
-    check_rows(fn, "alpha", alpha, x_train.rows());
+    ntk::detail::check_rows(fn, "alpha", alpha, x_train.rows());
     if (kind == KernelKind::both)
       ntk::detail::fail<std::invalid_argument>(fn, "kind must be nngp or ntk (got both)");
-    check_at_least(fn, "block", block, Eigen::Index(1));
+    ntk::detail::check_at_least(fn, "block", block, Eigen::Index(1));
     out = Matrix::Zero(x_test.rows(), alpha.cols());
     const auto [r0, r1] = detail::even_range(x_train.rows(), size(comm), rank(comm));
     if (r1 > r0) {

@@ -37,8 +37,8 @@ struct TrainOptions {
   long steps = 100;             ///< number of gradient steps T
   bool record_ntk = false;      ///< record the averaged empirical NTK on the training inputs
   void check(const char* function) const {
-    check_positive(function, "learning_rate", learning_rate);
-    check_at_least(function, "steps", steps, 0L);
+    detail::check_positive(function, "learning_rate", learning_rate);
+    detail::check_at_least(function, "steps", steps, 0L);
   }
 };
 
@@ -66,14 +66,14 @@ class Network {
   /// Throws std::invalid_argument for input_dimension < 1, a Dense width < 1 or bad σ's.
   Network(Arch arch, Eigen::Index input_dimension, std::uint64_t seed)
       : m_arch(std::move(arch)), m_input(input_dimension) {
-    check_at_least<Eigen::Index>("Network", "input_dimension", input_dimension, 1);
+    detail::check_at_least<Eigen::Index>("Network", "input_dimension", input_dimension, 1);
     detail::check_architecture("Network", m_arch);
     Eigen::Index width = input_dimension, offset = 0;
     m_arch.for_each_layer([&](std::size_t, const auto& layer) {
       Info info;
       info.in = width;
       if constexpr (std::is_same_v<std::decay_t<decltype(layer)>, Dense>) {
-        check_at_least<Eigen::Index>("Network", "Dense width", layer.width, 1);
+        detail::check_at_least<Eigen::Index>("Network", "Dense width", layer.width, 1);
         info.dense = true;
         info.out = layer.width;
         info.offset = offset;
@@ -113,7 +113,7 @@ class Network {
     if (theta.size() != m_theta.size())
       detail::fail<std::invalid_argument>("Network::set_parameters", "theta must have ",
                                           m_theta.size(), " entries (got ", theta.size(), ")");
-    check_finite("Network::set_parameters", "theta", theta);
+    detail::check_finite("Network::set_parameters", "theta", theta);
     m_theta = theta;
   }
 
@@ -123,7 +123,7 @@ class Network {
     check_input("Network::forward", x);
     std::vector<Matrix> inputs;
     Matrix out = run_forward(x, inputs);
-    check_result_finite("Network::forward", "the output", out);
+    detail::check_result_finite("Network::forward", "the output", out);
     return out;
   }
 
@@ -158,7 +158,7 @@ class Network {
         }
       }
     }
-    check_result_finite("Network::jacobian", "the Jacobian", jac);
+    detail::check_result_finite("Network::jacobian", "the Jacobian", jac);
     return Matrix(jac);
   }
 
@@ -208,7 +208,7 @@ class Network {
           }
         }
     }
-    check_result_finite("Network::empirical_ntk", "the kernel", result);
+    detail::check_result_finite("Network::empirical_ntk", "the kernel", result);
     return result;
   }
 
@@ -247,7 +247,7 @@ class Network {
     std::vector<Matrix> inputs, deltas;
     const Matrix residual = run_forward(x, inputs) - y;
     Vector g = gradient_from(residual, inputs, deltas);
-    check_result_finite("Network::gradient", "the gradient", g);
+    detail::check_result_finite("Network::gradient", "the gradient", g);
     return g;
   }
 
@@ -312,17 +312,17 @@ class Network {
   template <class D>
   void check_input(const char* function, const Eigen::MatrixBase<D>& x) const {
     static_assert(std::is_same_v<typename D::Scalar, Scalar>, "ntk::Network: scalar type mismatch");
-    check_nonempty(function, "x", x);
-    check_cols(function, "x", x, m_input);
-    check_finite(function, "x", x);
+    detail::check_nonempty(function, "x", x);
+    detail::check_cols(function, "x", x, m_input);
+    detail::check_finite(function, "x", x);
   }
   template <class D1, class D2>
   void check_targets(const char* function, const Eigen::MatrixBase<D1>& x,
                      const Eigen::MatrixBase<D2>& y) const {
     check_input(function, x);
-    check_rows(function, "y", y, x.rows());
-    check_cols(function, "y", y, m_output);
-    check_finite(function, "y", y);
+    detail::check_rows(function, "y", y, x.rows());
+    detail::check_cols(function, "y", y, m_output);
+    detail::check_finite(function, "y", y);
   }
 
   Eigen::Map<const RowMajor> weights(const Info& info) const {
@@ -424,9 +424,9 @@ class LinearizedNetwork {
   TrainHistory<Scalar> train(const Eigen::MatrixBase<D1>& x, const Eigen::MatrixBase<D2>& y,
                              const TrainOptions& options) {
     options.check("LinearizedNetwork::train");
-    check_rows("LinearizedNetwork::train", "y", y, x.rows());
-    check_cols("LinearizedNetwork::train", "y", y, m_base.output_dimension());
-    check_finite("LinearizedNetwork::train", "y", y);
+    detail::check_rows("LinearizedNetwork::train", "y", y, x.rows());
+    detail::check_cols("LinearizedNetwork::train", "y", y, m_base.output_dimension());
+    detail::check_finite("LinearizedNetwork::train", "y", y);
     const Matrix j0 = m_base.jacobian(x);
     const Matrix f0 = m_base.forward(x);
     const Eigen::Index k = f0.cols();
@@ -474,7 +474,7 @@ template <class Scalar, class Draw>
 MonteCarloEstimate<Scalar> monte_carlo(const char* function, long draws, Eigen::Index n1, Eigen::Index n2,
                                        Draw&& draw) {
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
-  check_at_least(function, "draws", draws, 2L);
+  detail::check_at_least(function, "draws", draws, 2L);
   // Every draw's n1 x n2 sample is kept (so the sums are in a fixed order): refuse before allocating.
   check_allocation(function, "draws x n1 x n2 samples",
                    saturating_product(static_cast<std::size_t>(draws),
@@ -509,8 +509,8 @@ MonteCarloEstimate<Scalar> monte_carlo(const char* function, long draws, Eigen::
       ((squares.array() / count - estimate.mean.array().square()).max(Scalar(0)) * count /
        (count - 1)).matrix();
   estimate.standard_error = (variance.array() / count).sqrt().matrix();
-  check_result_finite(function, "the estimate", estimate.mean);
-  check_result_finite(function, "the standard error", estimate.standard_error);
+  detail::check_result_finite(function, "the estimate", estimate.mean);
+  detail::check_result_finite(function, "the standard error", estimate.standard_error);
   return estimate;
 }
 

@@ -145,8 +145,8 @@ const GaussHermiteRule<Scalar>& gauss_hermite(int order) {
 /// Throws std::invalid_argument for a negative variance or a bad order.
 template <class Scalar, class F>
 Scalar expect(F&& f, Scalar variance, int order) {
-  check_finite_scalar("expect", "variance", variance);
-  check_nonnegative("expect", "variance", variance);
+  detail::check_finite_scalar("expect", "variance", variance);
+  detail::check_nonnegative("expect", "variance", variance);
   const auto& rule = gauss_hermite<Scalar>(order);
   const Scalar sd = std::sqrt(variance);
   return rule.expect([&](Scalar z) { return f(sd * z); });
@@ -162,9 +162,9 @@ struct Covariance2 {
 
 template <class Scalar>
 Covariance2<Scalar> checked_covariance(const char* function, Scalar s11, Scalar s12, Scalar s22) {
-  check_finite_scalar(function, "s11", s11);
-  check_finite_scalar(function, "s12", s12);
-  check_finite_scalar(function, "s22", s22);
+  detail::check_finite_scalar(function, "s11", s11);
+  detail::check_finite_scalar(function, "s12", s12);
+  detail::check_finite_scalar(function, "s22", s22);
   if (s11 < 0 || s22 < 0)
     fail<std::invalid_argument>(function, "variances must be non-negative (got s11 = ", s11,
                                 ", s22 = ", s22, ")");

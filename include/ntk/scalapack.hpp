@@ -198,7 +198,7 @@ inline void check_time(const char* function, double t, TimeModel model) {
 struct ScalapackOptions {
   int block = 64;  ///< block-cyclic block size (ScaLAPACK's usual 32–128)
 
-  void check(const char* function) const { check_at_least(function, "block", block, 1); }
+  void check(const char* function) const { ntk::detail::check_at_least(function, "block", block, 1); }
 };
 
 /// The closed-form linearized dynamics of LinearizedDynamics (shared n x n kernel) with the
@@ -232,13 +232,13 @@ class ScalapackDynamics {
       if (kind == KernelKind::both)
         ntk::detail::fail<std::invalid_argument>(fn, "kind must be nngp or ntk (got both)");
       ntk::detail::check_request(fn, arch, x, x, kernel_options);
-      check_nonempty(fn, "y", y);
-      check_rows(fn, "y", y, m_n);
-      check_finite(fn, "y", y);
+      ntk::detail::check_nonempty(fn, "y", y);
+      ntk::detail::check_rows(fn, "y", y, m_n);
+      ntk::detail::check_finite(fn, "y", y);
       m_residual = options.f0.size() == 0 ? Matrix::Zero(m_n, m_k) : options.f0;
-      check_rows(fn, "f0", m_residual, m_n);
-      check_cols(fn, "f0", m_residual, m_k);
-      check_finite(fn, "f0", m_residual);
+      ntk::detail::check_rows(fn, "f0", m_residual, m_n);
+      ntk::detail::check_cols(fn, "f0", m_residual, m_k);
+      ntk::detail::check_finite(fn, "f0", m_residual);
       m_y = y;
       m_residual -= m_y;
       a = std::make_unique<BlockCyclicMatrix>(m_grid, m_n, m_n, block);
@@ -411,13 +411,13 @@ ScalapackSolution scalapack_solve(MPI_Comm comm, const Arch& arch, const Eigen::
   ScalapackSolution out;
   collective(comm, [&] {
     scalapack_options.check(fn);
-    check_nonnegative(fn, "ridge", ridge);
+    ntk::detail::check_nonnegative(fn, "ridge", ridge);
     if (kind == KernelKind::both)
       ntk::detail::fail<std::invalid_argument>(fn, "kind must be nngp or ntk (got both)");
     ntk::detail::check_request(fn, arch, x, x, kernel_options);
-    check_nonempty(fn, "r", r);
-    check_rows(fn, "r", r, x.rows());
-    check_finite(fn, "r", r);
+    ntk::detail::check_nonempty(fn, "r", r);
+    ntk::detail::check_rows(fn, "r", r, x.rows());
+    ntk::detail::check_finite(fn, "r", r);
     a = std::make_unique<BlockCyclicMatrix>(grid, x.rows(), x.rows(), block);
     b = std::make_unique<BlockCyclicMatrix>(grid, x.rows(), r.cols(), block);
     const auto start = std::chrono::steady_clock::now();

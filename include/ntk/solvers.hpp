@@ -84,10 +84,10 @@ struct CgOptions {
   IterationProgress progress;
 
   void check(const char* function) const {
-    check_positive(function, "tolerance", tolerance);
-    check_at_least<Eigen::Index>(function, "max_iterations", max_iterations, 1);
-    check_at_least<Eigen::Index>(function, "preconditioner_rank", preconditioner_rank, 0);
-    check_at_least<Eigen::Index>(function, "preconditioner_block", preconditioner_block, 1);
+    detail::check_positive(function, "tolerance", tolerance);
+    detail::check_at_least<Eigen::Index>(function, "max_iterations", max_iterations, 1);
+    detail::check_at_least<Eigen::Index>(function, "preconditioner_rank", preconditioner_rank, 0);
+    detail::check_at_least<Eigen::Index>(function, "preconditioner_block", preconditioner_block, 1);
   }
 };
 
@@ -101,8 +101,8 @@ bool cholesky_solve_in_place(Eigen::Ref<Eigen::Matrix<Scalar, Eigen::Dynamic, Ei
   const char* fn = "cholesky_solve_in_place";
   if (g.rows() != g.cols())
     detail::fail<std::invalid_argument>(fn, "g must be square (got ", g.rows(), " x ", g.cols(), ")");
-  check_rows(fn, "y", y, g.rows());
-  check_nonnegative(fn, "ridge", ridge);
+  detail::check_rows(fn, "y", y, g.rows());
+  detail::check_nonnegative(fn, "ridge", ridge);
   g.diagonal().array() += ridge;
   if (!detail::cholesky_in_place<Scalar>(g)) return false;
   detail::cholesky_solve_in_place<Scalar>(g, y);
@@ -263,9 +263,9 @@ Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic> cg_solve(cons
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
   const char* fn = "cg_solve";
   options.check(fn);
-  check_nonempty(fn, "y", y);
-  check_rows(fn, "y", y, op.rows());
-  check_finite(fn, "y", y);
+  detail::check_nonempty(fn, "y", y);
+  detail::check_rows(fn, "y", y, op.rows());
+  detail::check_finite(fn, "y", y);
   if (!(ridge > 0) || !std::isfinite(ridge))
     detail::fail<std::invalid_argument>(fn, "ridge must be positive and finite: with ridge 0 a singular "
                                             "Gram matrix has no unique solution (use the dense pseudo-inverse "
@@ -382,9 +382,9 @@ struct ChebyshevOptions {
   IterationProgress progress;
 
   void check(const char* function) const {
-    check_positive(function, "tolerance", tolerance);
-    check_at_least<Eigen::Index>(function, "max_degree", max_degree, 1);
-    check_nonnegative(function, "largest_eigenvalue", largest_eigenvalue);
+    detail::check_positive(function, "tolerance", tolerance);
+    detail::check_at_least<Eigen::Index>(function, "max_degree", max_degree, 1);
+    detail::check_nonnegative(function, "largest_eigenvalue", largest_eigenvalue);
   }
 };
 
@@ -406,10 +406,10 @@ std::vector<Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic>> 
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
   const char* fn = "dynamics_factor";
   options.check(fn);
-  check_positive(fn, "learning_rate", learning_rate);
-  check_nonnegative(fn, "ridge", ridge);
-  check_rows(fn, "z", z, op.rows());
-  check_finite(fn, "z", z);
+  detail::check_positive(fn, "learning_rate", learning_rate);
+  detail::check_nonnegative(fn, "ridge", ridge);
+  detail::check_rows(fn, "z", z, op.rows());
+  detail::check_finite(fn, "z", z);
   for (double t : times) {
     if (!(t >= 0) || !std::isfinite(t))
       detail::fail<std::invalid_argument>(fn, "times must be finite and >= 0 (t = inf is cg_solve) (got ", t, ")");
@@ -543,7 +543,7 @@ Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> kernel_times(
     Eigen::Index m, const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& c, Tile&& tile,
     Eigen::Index block = 1024, const GramProgress& progress = {}) {
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
-  check_at_least<Eigen::Index>("kernel_times", "block", block, 1);
+  detail::check_at_least<Eigen::Index>("kernel_times", "block", block, 1);
   Matrix out(m, c.cols()), buffer;
   for (Eigen::Index r0 = 0; r0 < m; r0 += block) {
     const Eigen::Index r1 = std::min(m, r0 + block);
@@ -567,7 +567,7 @@ Eigen::Matrix<typename DX::Scalar, Eigen::Dynamic, Eigen::Dynamic> cross_kernel_
   const char* fn = "cross_kernel_times";
   detail::check_request(fn, arch, x_test, x, kernel_options);
   if (kind == KernelKind::both) detail::fail<std::invalid_argument>(fn, "kind must be nngp or ntk (got both)");
-  check_rows(fn, "c", c, x.rows());
+  detail::check_rows(fn, "c", c, x.rows());
   const Matrix points = x_test;
   const Matrix coefficients = c;
   return kernel_times<Scalar>(
@@ -658,9 +658,9 @@ inline std::size_t method_bytes(SolverMethod method, const SolverRequest& q) {
 /// is allocated.
 inline SolverPlan plan_solver(const SolverRequest& q) {
   const char* fn = "plan_solver";
-  check_at_least<Eigen::Index>(fn, "n", q.n, 1);
-  check_at_least<Eigen::Index>(fn, "k", q.k, 1);
-  check_nonnegative(fn, "ridge", q.ridge);
+  detail::check_at_least<Eigen::Index>(fn, "n", q.n, 1);
+  detail::check_at_least<Eigen::Index>(fn, "k", q.k, 1);
+  detail::check_nonnegative(fn, "ridge", q.ridge);
   if (q.storage_bytes != sizeof(double) && q.storage_bytes != sizeof(float))
     detail::fail<std::invalid_argument>(fn, "storage_bytes must be 8 (double) or 4 (float) (got ", q.storage_bytes, ")");
   const std::size_t limit = q.memory_limit == 0 ? std::numeric_limits<std::size_t>::max() : q.memory_limit;

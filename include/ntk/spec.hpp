@@ -113,7 +113,8 @@ inline Padding parse_padding(const std::string& text, bool& matched) {
   return Padding::same;
 }
 
-inline ImageArchitecture::Layer parse_layer(std::size_t index, const std::string& text, bool one_dimensional) {
+inline ImageArchitecture::Layer parse_layer(std::size_t index, const std::string& text, bool one_dimensional,
+                                             bool quadrature) {
   const SpecParser p(index, text);
   if (text.empty()) p.bad("empty layer (two commas in a row, or a trailing comma)");
   const std::vector<std::string> f = split_fields(text, ':');
@@ -198,7 +199,7 @@ inline ImageArchitecture::Layer parse_layer(std::size_t index, const std::string
   std::string name = head;
   for (std::size_t k = 1; k < f.size(); ++k) name += (k == 1 ? ":" : ",") + f[k];
   try {
-    return with_activation(name, [](const auto& phi) { return L(ImageActivation(phi)); });
+    return with_activation(name, quadrature, [](const auto& phi) { return L(ImageActivation(phi)); });
   } catch (const std::invalid_argument& e) {
     const std::string message = e.what();
     if (message.find("unknown activation") == std::string::npos) p.bad(message);
@@ -231,13 +232,15 @@ inline ImageShape parse_shape(const std::string& text) {
 
 /// The architecture described by `spec` (see the file comment) on inputs of `shape`.
 /// Throws std::invalid_argument naming the layer for a malformed SPEC, plus ImageArchitecture's
-/// shape errors (with the layer index).
-inline ImageArchitecture parse_architecture(const std::string& spec, const ImageShape& shape) {
+/// shape errors (with the layer index).  With `quadrature`, activations with a closed-form dual are
+/// wrapped in ntk::Quadrature (their kernels then come from the Mehler series or quadrature).
+inline ImageArchitecture parse_architecture(const std::string& spec, const ImageShape& shape,
+                                            bool quadrature = false) {
   if (spec.empty()) detail::fail<std::invalid_argument>("parse_architecture", "the SPEC is empty");
   std::vector<ImageArchitecture::Layer> layers;
   const std::vector<std::string> parts = detail::split_fields(spec, ',');
   for (std::size_t l = 0; l < parts.size(); ++l)
-    layers.push_back(detail::parse_layer(l, parts[l], shape.height == 1));
+    layers.push_back(detail::parse_layer(l, parts[l], shape.height == 1, quadrature));
   return ImageArchitecture(shape, std::move(layers));
 }
 

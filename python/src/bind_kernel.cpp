@@ -44,10 +44,7 @@ ntk::KernelOptions kernel_options(int threads, int quadrature, bool divide_by_di
   ntk::KernelOptions options;
   options.threads = threads;
   options.divide_by_dimension = divide_by_dimension;
-  if (quadrature > 0) {
-    options.dual.force_quadrature = true;
-    options.dual.quadrature_order = quadrature;
-  }
+  options.dual.quadrature_order = quadrature;  // > 0 also wraps the activation in ntk::Quadrature
   options.check("kernel");
   return options;
 }
@@ -57,7 +54,7 @@ py::object kernel_typed(const py::array& x1, const py::object& x2, const Activat
                         const Architecture& arch, ntk::KernelKind kind, const ntk::KernelOptions& options) {
   ntk::Kernels<S> k;
   with_matrices<S>(x1, x2, [&](const auto& m1, const auto& m2, bool two) {
-    with_activation(activation, [&](const auto& phi) {
+    with_activation(activation, options.dual.quadrature_order > 0, [&](const auto& phi) {
       const auto net = make_mlp(phi, arch);
       py::gil_scoped_release release;
       k = two ? ntk::kernel(net, m1, m2, kind, options) : ntk::kernel(net, m1, kind, options);
@@ -72,7 +69,7 @@ py::list kernel_layers_typed(const py::array& x1, const py::object& x2, const Ac
                              const Architecture& arch, const ntk::KernelOptions& options) {
   std::vector<ntk::LayerKernels<S>> layers;
   with_matrices<S>(x1, x2, [&](const auto& m1, const auto& m2, bool) {
-    with_activation(activation, [&](const auto& phi) {
+    with_activation(activation, options.dual.quadrature_order > 0, [&](const auto& phi) {
       const auto net = make_mlp(phi, arch);
       py::gil_scoped_release release;
       layers = ntk::kernel_layers(net, m1, m2, options);
@@ -90,7 +87,7 @@ py::tuple kernel_diagonal_typed(const py::array& x, const ActivationSpec& activa
                                 const ntk::KernelOptions& options) {
   ntk::Kernels<S> k;
   with_matrices<S>(x, py::none(), [&](const auto& m, const auto&, bool) {
-    with_activation(activation, [&](const auto& phi) {
+    with_activation(activation, options.dual.quadrature_order > 0, [&](const auto& phi) {
       const auto net = make_mlp(phi, arch);
       py::gil_scoped_release release;
       k = ntk::kernel_diagonal(net, m, options);

@@ -100,6 +100,14 @@ decltype(auto) with_activation(const ActivationSpec& spec, F&& f) {
   return ntk::with_activation(spec.name, std::forward<F>(f));
 }
 
+/// As above; with `quadrature` a named activation with a closed-form dual reaches f as
+/// ntk::Quadrature<Phi> (the kernels' quadrature= checking mode).
+template <class F>
+decltype(auto) with_activation(const ActivationSpec& spec, bool quadrature, F&& f) {
+  if (spec.python) return f(*spec.python);
+  return ntk::with_activation(spec.name, quadrature, std::forward<F>(f));
+}
+
 /// depth hidden layers and per-affine-layer σ_w, σ_b (one value for all, or depth + 1 values).
 struct Architecture {
   long depth = 3;

@@ -19,6 +19,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "io.hpp"
@@ -241,6 +242,19 @@ void with_activation(const std::string& name, F&& f) {
                    "' (known: relu, leaky_relu:SLOPE, abs, erf, tanh, sigmoid, gelu, identity, sin, "
                    "cos, softplus, hermite:c0,c1,..., opt:D)");
   }
+}
+
+/// with_activation for the analytic kernels: under --quadrature an activation with a closed-form
+/// dual reaches f as ntk::Quadrature<Phi>, so its kernels come from Gauss-Hermite quadrature.
+template <class F>
+void with_kernel_activation(const Architecture& arch, F&& f) {
+  with_activation(arch.activation, [&](const auto& phi) {
+    using Phi = std::decay_t<decltype(phi)>;
+    if constexpr (ntk::has_closed_form_dual_v<Phi, double>) {
+      if (arch.quadrature > 0) return f(ntk::Quadrature<Phi>{phi});
+    }
+    f(phi);
+  });
 }
 
 /// Builds the activation once, so a bad name or parameter fails while parsing the options.

@@ -33,10 +33,7 @@ void set_threads(int threads) {
 ntk::KernelOptions kernel_options(const Architecture& arch) {
   ntk::KernelOptions options;
   options.threads = arch.threads;
-  if (arch.quadrature > 0) {
-    options.dual.force_quadrature = true;
-    options.dual.quadrature_order = arch.quadrature;
-  }
+  options.dual.quadrature_order = arch.quadrature;  // 0: adaptive; with_kernel_activation forces quadrature
   return options;
 }
 
@@ -72,7 +69,7 @@ void run_kernel(const KernelArgs& a) {
       return;
     }
     Progress progress(a.quiet, a.progress);  // per block column of 1024 (MLP kernels)
-    with_activation(a.arch.activation, [&](const auto& phi) {
+    with_kernel_activation(a.arch, [&](const auto& phi) {
       const auto net = ntk::mlp(phi, a.arch.depth, 0, a.arch.sigma_w, a.arch.sigma_b);
       if (two)
         cross_into(net, x, x2, which, options, progress, result);
@@ -151,7 +148,7 @@ void add_kernel(CLI::App& app) {
   a->image_args.add_to(*o);
   o->app()->callback([a, o] {
     o->finish();
-    a->image = a->image_args.resolve(*o->app());
+    a->image = a->image_args.resolve(*o->app(), a->arch.quadrature > 0);
     run_kernel(*a);
   });
 }

@@ -215,10 +215,7 @@ void run_predict(const PredictArgs& a) {
 
   ntk::KernelOptions kernel_options;
   kernel_options.threads = arch.threads;
-  if (arch.quadrature > 0) {
-    kernel_options.dual.force_quadrature = true;
-    kernel_options.dual.quadrature_order = arch.quadrature;
-  }
+  kernel_options.dual.quadrature_order = arch.quadrature;  // 0: adaptive; with_kernel_activation forces quadrature
   const ntk::KernelKind kind = which == "ntk" ? ntk::KernelKind::ntk : ntk::KernelKind::nngp;
 
   // The path: the memory budget decides, before any large allocation.
@@ -272,7 +269,7 @@ void run_predict(const PredictArgs& a) {
   Eigen::MatrixXd out(m, columns);
   std::vector<Eigen::MatrixXd> predictions;
   ntk::TimeModel model = discrete ? ntk::TimeModel::discrete : ntk::TimeModel::continuous;
-  with_activation(arch.activation, [&](const auto& phi) {
+  with_kernel_activation(arch, [&](const auto& phi) {
     const auto net = ntk::mlp(phi, arch.depth, 0, arch.sigma_w, arch.sigma_b);
     const auto& image = a.image;
     auto pick = [&](const ntk::Kernels<double>& k2) { return kind == ntk::KernelKind::ntk ? k2.ntk : k2.nngp; };
@@ -546,7 +543,7 @@ void add_predict(CLI::App& app) {
   o->app()->callback([a, o] {
     o->finish();
     a->outputs_given = o->app()->count("--outputs") > 0;
-    a->image = a->image_args.resolve(*o->app());
+    a->image = a->image_args.resolve(*o->app(), a->arch.quadrature > 0);
     run_predict(*a);
   });
 }

@@ -21,8 +21,9 @@ struct ImageArgs {
   }
 
   /// The image architecture, or nothing when neither option is given; throws for one without the
-  /// other and for the MLP options beside --architecture.  `app` is the parsed subcommand.
-  std::optional<ntk::ImageArchitecture> resolve(const CLI::App& app) const {
+  /// other and for the MLP options beside --architecture.  `app` is the parsed subcommand;
+  /// `quadrature` (--quadrature) wraps closed-form activations in ntk::Quadrature.
+  std::optional<ntk::ImageArchitecture> resolve(const CLI::App& app, bool quadrature) const {
     if (app.count("--architecture") == 0) {
       if (app.count("--shape") > 0) throw CliError("--shape needs --architecture SPEC");
       return std::nullopt;
@@ -31,11 +32,11 @@ struct ImageArgs {
     for (const char* option : {"activation", "depth", "sigma-w", "sigma-b"})
       if (app.count(std::string("--") + option) > 0)
         throw CliError(std::string("--") + option + " does not apply with --architecture (the SPEC sets every layer)");
-    return ntk::parse_architecture(architecture, ntk::parse_shape(shape));
+    return ntk::parse_architecture(architecture, ntk::parse_shape(shape), quadrature);
   }
 };
 
-/// The image-kernel options matching the MLP kernel options (threads, forced quadrature).
+/// The image-kernel options matching the MLP kernel options (threads, quadrature order).
 inline ntk::ImageKernelOptions image_options(const ntk::KernelOptions& options) {
   ntk::ImageKernelOptions out;
   out.threads = options.threads;

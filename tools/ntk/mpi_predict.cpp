@@ -65,13 +65,10 @@ void predict(const MpiPredictRequest& a) {
   const Eigen::MatrixXd x = train.leftCols(d), y = train.rightCols(k), xt = test.leftCols(d);
   ntk::KernelOptions kernel_options;
   kernel_options.threads = a.arch.threads;
-  if (a.arch.quadrature > 0) {
-    kernel_options.dual.force_quadrature = true;
-    kernel_options.dual.quadrature_order = a.arch.quadrature;
-  }
+  kernel_options.dual.quadrature_order = a.arch.quadrature;  // 0: adaptive; with_kernel_activation forces quadrature
   const ntk::KernelKind kind = a.kernel == "nngp" ? ntk::KernelKind::nngp : ntk::KernelKind::ntk;
   std::vector<Eigen::MatrixXd> predictions;
-  with_activation(a.arch.activation, [&](const auto& phi) {
+  with_kernel_activation(a.arch, [&](const auto& phi) {
     const auto net = ntk::mlp(phi, a.arch.depth, 0, a.arch.sigma_w, a.arch.sigma_b);
     start = std::chrono::steady_clock::now();
     if (infinite_only && a.diag_reg > 0) {

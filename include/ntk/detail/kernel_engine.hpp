@@ -192,13 +192,13 @@ class KernelEngine {
 template <class D1, class D2>
 void check_inputs(const char* function, const Eigen::MatrixBase<D1>& x1,
                   const Eigen::MatrixBase<D2>& x2) {
-  check_nonempty(function, "x1", x1);
-  check_nonempty(function, "x2", x2);
+  detail::check_nonempty(function, "x1", x1);
+  detail::check_nonempty(function, "x2", x2);
   if (x1.cols() != x2.cols())
     fail<std::invalid_argument>(function, "x1 and x2 must have the same number of features (got ",
                                 x1.cols(), " and ", x2.cols(), ")");
-  check_finite(function, "x1", x1);
-  check_finite(function, "x2", x2);
+  detail::check_finite(function, "x1", x1);
+  detail::check_finite(function, "x2", x2);
 }
 
 /// What every Gram-matrix entry point says when a result leaves the scalar type's range.
@@ -284,44 +284,6 @@ void compute_into(const char* function, const Arch& arch, const Eigen::MatrixBas
   }
 }
 
-/// Whether some activation layer of a Serial or an Mlp has a closed-form dual.
-template <class Arch, class Scalar>
-struct has_closed_form_layers : std::false_type {};
-template <class Phi, class Scalar>
-struct has_closed_form_layers<Mlp<Phi>, Scalar> : std::bool_constant<has_closed_form_dual_v<Phi, Scalar>> {};
-template <class Layer, class Scalar>
-struct closed_form_layer : std::false_type {};
-template <class Phi, class Scalar>
-struct closed_form_layer<Activation<Phi>, Scalar> : std::bool_constant<has_closed_form_dual_v<Phi, Scalar>> {};
-template <class Scalar, class... Layers>
-struct has_closed_form_layers<Serial<Layers...>, Scalar>
-    : std::bool_constant<(closed_form_layer<Layers, Scalar>::value || ...)> {};
-
-/// The same architecture with every activation wrapped in ntk::Quadrature: the run-time flag
-/// DualOptions::force_quadrature becomes the compile-time form, so LayerDual keeps one path per
-/// type.  (Honouring the flag is what makes kernel() compile the quadrature path for closed-form
-/// activations too.)
-template <class Phi>
-Mlp<Quadrature<Phi>> quadrature_form(const Mlp<Phi>& arch) {
-  Mlp<Quadrature<Phi>> out;
-  out.dense = arch.dense;
-  out.act = Activation<Quadrature<Phi>>{Quadrature<Phi>{arch.act.phi}};
-  return out;
-}
-inline Dense quadrature_layer(const Dense& layer) { return layer; }
-template <class Phi>
-Activation<Quadrature<Phi>> quadrature_layer(const Activation<Phi>& layer) {
-  return Activation<Quadrature<Phi>>{Quadrature<Phi>{layer.phi}};
-}
-template <class... Layers, std::size_t... Ks>
-auto quadrature_form(const Serial<Layers...>& arch, std::index_sequence<Ks...>) {
-  return serial(quadrature_layer(std::get<Ks>(arch.layers))...);
-}
-template <class... Layers>
-auto quadrature_form(const Serial<Layers...>& arch) {
-  return quadrature_form(arch, std::index_sequence_for<Layers...>{});
-}
-
 /// The checks every Gram-matrix request makes before anything is computed or written.
 template <class Arch, class D1, class D2>
 void check_request(const char* function, const Arch& arch, const Eigen::MatrixBase<D1>& x1,
@@ -344,9 +306,6 @@ Kernels<typename D1::Scalar> compute_block(const char* function, const Arch& arc
                                            KernelKind kind, const KernelOptions& options) {
   using Scalar = typename D1::Scalar;
   check_request(function, arch, x1, x2, options);
-  if constexpr (has_closed_form_layers<Arch, Scalar>::value)
-    if (options.dual.force_quadrature)
-      return compute_block(function, quadrature_form(arch), x1, x2, symmetric, kind, options);
   Kernels<Scalar> result;
   const bool want_nngp = kind != KernelKind::ntk, want_ntk = kind != KernelKind::nngp;
   check_allocation(function, "the n1 x n2 Gram matrices",
@@ -367,9 +326,6 @@ void compute_into_checked(const char* function, const Arch& arch, const Eigen::M
                           const Eigen::MatrixBase<D2>& x2, bool symmetric, KernelKind kind,
                           OutputRef<typename D1::Scalar> out, const KernelOptions& options) {
   check_request(function, arch, x1, x2, options);
-  if constexpr (has_closed_form_layers<Arch, typename D1::Scalar>::value)
-    if (options.dual.force_quadrature)
-      return compute_into_checked(function, quadrature_form(arch), x1, x2, symmetric, kind, out, options);
   if (kind == KernelKind::both)
     fail<std::invalid_argument>(function, "kind must be nngp or ntk: one output (got both)");
   if (out.rows() != x1.rows() || out.cols() != x2.rows())
@@ -385,8 +341,6 @@ Kernels<typename D::Scalar> compute_diagonal(const char* function, const Arch& a
                                              const Eigen::MatrixBase<D>& x, const KernelOptions& options) {
   using Scalar = typename D::Scalar;
   check_request(function, arch, x, x, options);
-  if constexpr (has_closed_form_layers<Arch, Scalar>::value)
-    if (options.dual.force_quadrature) return compute_diagonal(function, quadrature_form(arch), x, options);
   const KernelEngine<Arch, Scalar> engine(arch, x, x, true, options);
   Kernels<Scalar> result;
   result.nngp.resize(x.rows(), 1);
@@ -408,8 +362,6 @@ std::vector<LayerKernels<typename D1::Scalar>> compute_layers(const char* functi
                                                               const KernelOptions& options) {
   using Scalar = typename D1::Scalar;
   check_request(function, arch, x1, x2, options);
-  if constexpr (has_closed_form_layers<Arch, Scalar>::value)
-    if (options.dual.force_quadrature) return compute_layers(function, quadrature_form(arch), x1, x2, options);
   const KernelEngine<Arch, Scalar> engine(arch, x1, x2, false, options);
   std::vector<std::size_t> slot(arch.size(), 0);
   std::size_t affine = 0;

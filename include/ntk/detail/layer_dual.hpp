@@ -15,7 +15,7 @@
 ///    truncation error is then at most that fraction of sqrt(T(x, x) T(x', x')).  About 100·q
 ///    terms for tanh at variance q; extra memory O((n1 + n2) K L);
 ///  - quadrature: an explicit quadrature order, or a series that does not converge within rules of
-///    1024 nodes (kinked activations under force_quadrature, huge variances): a product rule per
+///    1024 nodes (kinked activations wrapped in ntk::Quadrature, huge variances): a product rule per
 ///    entry (q² evaluations per entry: slow, for checking).
 
 #include <Eigen/Core>
