@@ -58,10 +58,18 @@ void entry(benchmark::State& state, bool global_pool, bool generic_engine) {
   state.counters["entry_layers_per_s"] = benchmark::Counter(global_pool ? pixels * pixels * layers : pixels * layers,
                                                             benchmark::Counter::kIsIterationInvariantRate);
 }
-void BM_cnn21_gap_entry(benchmark::State& s) { entry(s, true, false); }
-void BM_cnn21_gap_entry_generic_engine(benchmark::State& s) { entry(s, true, true); }
-void BM_cnn21_flatten_entry(benchmark::State& s) { entry(s, false, false); }
-void BM_cnn21_flatten_entry_generic_engine(benchmark::State& s) { entry(s, false, true); }
+void BM_cnn21_gap_entry(benchmark::State& s) {
+  entry(s, true, false);
+}
+void BM_cnn21_gap_entry_generic_engine(benchmark::State& s) {
+  entry(s, true, true);
+}
+void BM_cnn21_flatten_entry(benchmark::State& s) {
+  entry(s, false, false);
+}
+void BM_cnn21_flatten_entry_generic_engine(benchmark::State& s) {
+  entry(s, false, true);
+}
 
 /// A whole n x n Gram matrix on both cores (chains included); time per distinct entry.
 void gram(benchmark::State& state, bool global_pool) {
@@ -76,8 +84,12 @@ void gram(benchmark::State& state, bool global_pool) {
   state.counters["s_per_entry"] =
       benchmark::Counter(distinct, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
 }
-void BM_cnn21_gap_gram_2threads(benchmark::State& s) { gram(s, true); }
-void BM_cnn21_flatten_gram_2threads(benchmark::State& s) { gram(s, false); }
+void BM_cnn21_gap_gram_2threads(benchmark::State& s) {
+  gram(s, true);
+}
+void BM_cnn21_flatten_gram_2threads(benchmark::State& s) {
+  gram(s, false);
+}
 
 /// The ReLU dual alone over a stream of entries: the floor of the per-entry activation cost.
 void BM_relu_dual_stream(benchmark::State& state) {
@@ -94,7 +106,8 @@ void BM_relu_dual_stream(benchmark::State& state) {
     benchmark::DoNotOptimize(s.data());
     benchmark::DoNotOptimize(t.data());
   }
-  state.counters["entries_per_s"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["entries_per_s"] =
+      benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 }  // namespace

@@ -22,9 +22,9 @@ Eigen::MatrixXd sphere(Eigen::Index n, Eigen::Index d, unsigned seed) {
 }
 
 void count(benchmark::State& state) {
-  state.counters["entry_layers_per_s"] = benchmark::Counter(
-      static_cast<double>(state.range(0) * state.range(0) * state.range(1)),
-      benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["entry_layers_per_s"] =
+      benchmark::Counter(static_cast<double>(state.range(0) * state.range(0) * state.range(1)),
+                         benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void BM_plain_relu_ntk(benchmark::State& state) {

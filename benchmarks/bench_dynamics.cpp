@@ -11,7 +11,9 @@ namespace {
 
 using Matrix = Eigen::MatrixXd;
 
-Matrix inputs(Eigen::Index n, Eigen::Index d, std::uint64_t seed) { return ntk::normal_matrix(n, d, seed); }
+Matrix inputs(Eigen::Index n, Eigen::Index d, std::uint64_t seed) {
+  return ntk::normal_matrix(n, d, seed);
+}
 
 struct Data {
   Matrix g, gt, y;

@@ -3,9 +3,9 @@
 //   build-bench/benchmarks/bench_kernel --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
 
-#include <ntk/kernel.hpp>
 #include <cmath>
 #include <map>
+#include <ntk/kernel.hpp>
 #include <random>
 
 namespace {
@@ -47,8 +47,9 @@ Matrix relu_ntk_layer_by_layer(const Matrix& x, int depth) {
 void BM_relu_ntk_baseline(benchmark::State& state) {
   const Matrix x = inputs(state.range(0), 100, false);
   for (auto _ : state) benchmark::DoNotOptimize(relu_ntk_layer_by_layer(x, static_cast<int>(state.range(1))));
-  state.counters["entry_layers_per_s"] = benchmark::Counter(
-      static_cast<double>(state.range(0) * state.range(0) * state.range(1)), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["entry_layers_per_s"] =
+      benchmark::Counter(static_cast<double>(state.range(0) * state.range(0) * state.range(1)),
+                         benchmark::Counter::kIsIterationInvariantRate);
 }
 
 template <class Phi>
@@ -56,8 +57,9 @@ void run_ntk(benchmark::State& state, bool normalize, const ntk::KernelOptions& 
   const Matrix x = inputs(state.range(0), 100, normalize);
   const auto net = ntk::mlp(Phi{}, state.range(1), 0, 1.0, 1.0);
   for (auto _ : state) benchmark::DoNotOptimize(ntk::ntk_kernel(net, x, options));
-  state.counters["entry_layers_per_s"] = benchmark::Counter(
-      static_cast<double>(state.range(0) * state.range(0) * state.range(1)), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["entry_layers_per_s"] =
+      benchmark::Counter(static_cast<double>(state.range(0) * state.range(0) * state.range(1)),
+                         benchmark::Counter::kIsIterationInvariantRate);
 }
 
 ntk::KernelOptions with_series_tolerance(double tolerance) {
@@ -72,11 +74,19 @@ ntk::KernelOptions with_quadrature_order(int order) {
   return options;
 }
 
-void BM_relu_ntk_fused(benchmark::State& state) { run_ntk<ntk::Relu>(state, false); }
-void BM_relu_ntk_fused_normalized(benchmark::State& state) { run_ntk<ntk::Relu>(state, true); }
-void BM_tanh_ntk_normalized(benchmark::State& state) { run_ntk<ntk::Tanh>(state, true); }
+void BM_relu_ntk_fused(benchmark::State& state) {
+  run_ntk<ntk::Relu>(state, false);
+}
+void BM_relu_ntk_fused_normalized(benchmark::State& state) {
+  run_ntk<ntk::Relu>(state, true);
+}
+void BM_tanh_ntk_normalized(benchmark::State& state) {
+  run_ntk<ntk::Tanh>(state, true);
+}
 // Different norms (|x|²/d = 1 ± 0.14, first-layer variance about 2): the Hermite series.
-void BM_tanh_ntk_unnormalized(benchmark::State& state) { run_ntk<ntk::Tanh>(state, false); }
+void BM_tanh_ntk_unnormalized(benchmark::State& state) {
+  run_ntk<ntk::Tanh>(state, false);
+}
 // The cost/accuracy trade-off of the series: tolerance 10^-range(2); the counter max_rel_error is
 // the largest relative error of Θ on the first 24 inputs against direct 2-D quadrature of order 512
 // (computed once, outside the timing).
@@ -105,7 +115,16 @@ BENCHMARK(BM_relu_ntk_fused_normalized)->Args({4000, 10})->Unit(benchmark::kMill
 BENCHMARK(BM_tanh_ntk_normalized)->Args({4000, 3})->Args({4000, 10})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_tanh_ntk_unnormalized)->Args({4000, 3})->Args({4000, 10})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_tanh_ntk_unnormalized_series_tolerance)
-    ->Args({4000, 10, 13})->Args({4000, 10, 12})->Args({4000, 10, 10})->Args({4000, 10, 8})
-    ->Args({4000, 10, 6})->Args({4000, 10, 4})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_tanh_ntk_unnormalized_direct_quadrature_order_256)->Args({60, 3})->Unit(benchmark::kMillisecond)->UseRealTime();
+    ->Args({4000, 10, 13})
+    ->Args({4000, 10, 12})
+    ->Args({4000, 10, 10})
+    ->Args({4000, 10, 8})
+    ->Args({4000, 10, 6})
+    ->Args({4000, 10, 4})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_tanh_ntk_unnormalized_direct_quadrature_order_256)
+    ->Args({60, 3})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK_MAIN();

@@ -33,7 +33,9 @@ namespace {
 
 using Matrix = Eigen::MatrixXd;
 
-Matrix inputs(Eigen::Index n, Eigen::Index d, std::uint64_t seed) { return ntk::normal_matrix(n, d, seed); }
+Matrix inputs(Eigen::Index n, Eigen::Index d, std::uint64_t seed) {
+  return ntk::normal_matrix(n, d, seed);
+}
 
 double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -105,27 +107,28 @@ int main(int argc, char** argv) {
     const double storage_mb = max_over_ranks(static_cast<double>(gram.local_storage()) * 8 / 1e6);
     const double sent = gram.traffic().sent / static_cast<double>(products) * 8;
     std::snprintf(line, sizeof line,
-                  "mode=gram n=%ld d=%ld k=%ld ranks=%d threads=%d kernel_s=%.3f tiles_s=%.3f tiles_cpu_s=%.3f product_s=%.5f product_cpu_s=%.5f "
+                  "mode=gram n=%ld d=%ld k=%ld ranks=%d threads=%d kernel_s=%.3f tiles_s=%.3f tiles_cpu_s=%.3f "
+                  "product_s=%.5f product_cpu_s=%.5f "
                   "comm_s=%.5f bytes_sent_per_product=%.0f gram_mb_per_rank=%.1f peak_mb_per_rank=%.1f",
-                  long(n), long(d), long(k), p, threads(), kernel, tiles_wall, kernel_cpu, product, product_cpu, comm, sent, storage_mb,
-                  max_over_ranks(peak_mb()));
+                  long(n), long(d), long(k), p, threads(), kernel, tiles_wall, kernel_cpu, product, product_cpu, comm,
+                  sent, storage_mb, max_over_ranks(peak_mb()));
 #if defined(NTK_BENCH_SCALAPACK)
   } else if (mode == "eigen") {
     const Matrix y = inputs(n, 10, 3);
     MPI_Barrier(MPI_COMM_WORLD);
     const ntk::mpi::ScalapackDynamics dynamics(MPI_COMM_WORLD, net, x, y, ntk::KernelKind::ntk);
     std::snprintf(line, sizeof line,
-                  "mode=eigen n=%ld ranks=%d threads=%d kernel_s=%.3f pdsyevd_s=%.3f peak_mb_per_rank=%.1f",
-                  long(n), p, threads(), max_over_ranks(dynamics.kernel_seconds()),
-                  max_over_ranks(dynamics.solve_seconds()), max_over_ranks(peak_mb()));
+                  "mode=eigen n=%ld ranks=%d threads=%d kernel_s=%.3f pdsyevd_s=%.3f peak_mb_per_rank=%.1f", long(n), p,
+                  threads(), max_over_ranks(dynamics.kernel_seconds()), max_over_ranks(dynamics.solve_seconds()),
+                  max_over_ranks(peak_mb()));
   } else if (mode == "cholesky") {
     const Matrix y = inputs(n, arg(4, 10), 3);
     MPI_Barrier(MPI_COMM_WORLD);
     const auto solution = ntk::mpi::scalapack_solve(MPI_COMM_WORLD, net, x, y, ntk::KernelKind::ntk, 1e-3);
     std::snprintf(line, sizeof line,
-                  "mode=cholesky n=%ld ranks=%d threads=%d kernel_s=%.3f pdpotrf_s=%.3f peak_mb_per_rank=%.1f",
-                  long(n), p, threads(), max_over_ranks(solution.kernel_seconds),
-                  max_over_ranks(solution.solve_seconds), max_over_ranks(peak_mb()));
+                  "mode=cholesky n=%ld ranks=%d threads=%d kernel_s=%.3f pdpotrf_s=%.3f peak_mb_per_rank=%.1f", long(n),
+                  p, threads(), max_over_ranks(solution.kernel_seconds), max_over_ranks(solution.solve_seconds),
+                  max_over_ranks(peak_mb()));
 #endif
   } else if (mode == "eigen-serial") {
     const Matrix y = inputs(n, 10, 3);

@@ -9,7 +9,9 @@ namespace {
 
 using Matrix = Eigen::MatrixXd;
 
-Matrix inputs(Eigen::Index n, Eigen::Index d) { return ntk::normal_matrix(n, d, 3); }
+Matrix inputs(Eigen::Index n, Eigen::Index d) {
+  return ntk::normal_matrix(n, d, 3);
+}
 
 const auto architecture = ntk::mlp(ntk::Relu{}, 3, 512, 1.0, 0.1, 1);
 

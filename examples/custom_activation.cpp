@@ -8,7 +8,9 @@
 
 struct Swish {  // φ(z) = z σ(z)
   template <class S>
-  S value(S z) const { return z / (1 + std::exp(-z)); }
+  S value(S z) const {
+    return z / (1 + std::exp(-z));
+  }
   template <class S>
   S derivative(S z) const {
     const S s = 1 / (1 + std::exp(-z));

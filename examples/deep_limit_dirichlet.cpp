@@ -68,15 +68,15 @@ double seconds(std::chrono::steady_clock::time_point t) {
 }
 
 template <class Phi>
-void deep_row(const char* name, const Phi& phi, long depth, ntk::DeepKind kind, const Data& train,
-              const Data& test) {
+void deep_row(const char* name, const Phi& phi, long depth, ntk::DeepKind kind, const Data& train, const Data& test) {
   const auto t0 = std::chrono::steady_clock::now();
   ntk::DeepKernelClassifier<Phi> clf(phi, depth, kind);
   clf.fit(train.x, train.y);
   const double acc = ntk::accuracy(clf.predict(test.x), test.y);
   std::printf("%-46s %8.4f  (%.1f s)\n",
-              (std::string(name) + (kind == ntk::DeepKind::ntk ? " NTK" : " NNGP") + ", depth " +
-               std::to_string(depth)).c_str(), acc, seconds(t0));
+              (std::string(name) + (kind == ntk::DeepKind::ntk ? " NTK" : " NNGP") + ", depth " + std::to_string(depth))
+                  .c_str(),
+              acc, seconds(t0));
 }
 
 }  // namespace
@@ -89,12 +89,15 @@ int main(int argc, char** argv) {
   }
   const long n = small ? 150 : 1000;
   const Data train = draw(n, 1), test = draw(n, 2);
-  std::printf("Dirichlet classes on the sphere in R^3 (d = 2): alpha1 = (0.5, 0.5, 2.5), alpha2 = (2.5, 0.1, 0.5), "
-              "prior %.1f; %ld train / %ld test\n\n", prior, n, n);
+  std::printf(
+      "Dirichlet classes on the sphere in R^3 (d = 2): alpha1 = (0.5, 0.5, 2.5), alpha2 = (2.5, 0.1, 0.5), "
+      "prior %.1f; %ld train / %ld test\n\n",
+      prior, n, n);
   std::vector<int> bayes;
   for (long i = 0; i < n; ++i) {
     const Eigen::Vector3d p = test.simplex.row(i).transpose();
-    bayes.push_back(std::log(prior) + log_dirichlet(p, alpha_1) > std::log(1 - prior) + log_dirichlet(p, alpha_2) ? 1 : -1);
+    bayes.push_back(std::log(prior) + log_dirichlet(p, alpha_1) > std::log(1 - prior) + log_dirichlet(p, alpha_2) ? 1
+                                                                                                                  : -1);
   }
   const ntk::OptimalActivation opt(2);
   std::printf("%-46s %8.4f\n", "Bayes-optimal (Dirichlet densities)", ntk::accuracy(bayes, test.y));
@@ -117,14 +120,14 @@ int main(int argc, char** argv) {
   ntk::DeepKernelClassifier<ntk::Relu> relu(ntk::Relu{}, relu_depth, ntk::DeepKind::ntk);
   relu.fit(few.x, few.y);
   const double agree = ntk::accuracy(relu.predict(test.x), ntk::majority_vote(few.y, n));
-  std::printf("\ndeep ReLU NTK, %ld training points, depth %ld: agrees with majority vote on %.1f%% (%.1f s)\n",
-              relu_n, relu_depth, 100 * agree, seconds(t0));
+  std::printf("\ndeep ReLU NTK, %ld training points, depth %ld: agrees with majority vote on %.1f%% (%.1f s)\n", relu_n,
+              relu_depth, 100 * agree, seconds(t0));
   if (full) {
     const auto t1 = std::chrono::steady_clock::now();
     ntk::DeepKernelClassifier<ntk::Relu> big(ntk::Relu{}, 10000, ntk::DeepKind::ntk);
     big.fit(train.x, train.y);
-    std::printf("deep ReLU NTK, %ld training points, depth 10000: agrees with majority vote on %.1f%% (%.1f s)\n",
-                n, 100 * ntk::accuracy(big.predict(test.x), majority), seconds(t1));
+    std::printf("deep ReLU NTK, %ld training points, depth 10000: agrees with majority vote on %.1f%% (%.1f s)\n", n,
+                100 * ntk::accuracy(big.predict(test.x), majority), seconds(t1));
   }
   return 0;
 }

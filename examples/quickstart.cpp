@@ -27,8 +27,9 @@ int main() {
     std::cout << "t = " << t << ": f(x_test) = " << dynamics.test_predictions(projection, t).transpose()
               << "   train loss " << dynamics.train_loss({t})[0] << "\n";
   std::cout << "NTK-GP variance at t = inf: "
-            << dynamics.ntk_gp_covariance(projection, train.nngp, cross.nngp, ntk::nngp_kernel(net, x_test),
-                                          std::numeric_limits<double>::infinity())
+            << dynamics
+                   .ntk_gp_covariance(projection, train.nngp, cross.nngp, ntk::nngp_kernel(net, x_test),
+                                      std::numeric_limits<double>::infinity())
                    .diagonal()
                    .transpose()
             << "\n";

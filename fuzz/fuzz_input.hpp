@@ -26,11 +26,16 @@ class Input {
   /// A double that mixes ordinary magnitudes with extremes, from one selector byte.
   double value() {
     switch (byte() % 8) {
-      case 0: return raw_double();
-      case 1: return 0.0;
-      case 2: return (byte() - 128) * 1e-150;
-      case 3: return (byte() - 128) * 1e140;
-      default: return (static_cast<int>(byte()) - 128) / 32.0;
+      case 0:
+        return raw_double();
+      case 1:
+        return 0.0;
+      case 2:
+        return (byte() - 128) * 1e-150;
+      case 3:
+        return (byte() - 128) * 1e140;
+      default:
+        return (static_cast<int>(byte()) - 128) / 32.0;
     }
   }
 

@@ -31,11 +31,21 @@ void run(const Phi& phi, ntk_fuzz::Input& in) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   ntk_fuzz::Input in(data, size);
   switch (in.integer(0, 4)) {
-    case 0: run(ntk::Relu{}, in); break;
-    case 1: run(ntk::Erf{}, in); break;
-    case 2: run(ntk::Tanh{}, in); break;
-    case 3: run(ntk::Gelu{}, in); break;
-    default: run(ntk::Sin{}, in); break;
+    case 0:
+      run(ntk::Relu{}, in);
+      break;
+    case 1:
+      run(ntk::Erf{}, in);
+      break;
+    case 2:
+      run(ntk::Tanh{}, in);
+      break;
+    case 3:
+      run(ntk::Gelu{}, in);
+      break;
+    default:
+      run(ntk::Sin{}, in);
+      break;
   }
   return 0;
 }

@@ -44,11 +44,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   ntk_fuzz::Input in(data, size);
   try {
     switch (in.integer(0, 4)) {
-      case 0: run(ntk::Relu{}, in); break;
-      case 1: run(ntk::Tanh{}, in); break;
-      case 2: run(ntk::Erf{in.value()}, in); break;
-      case 3: run(ntk::LeakyRelu{in.value()}, in); break;
-      default: run(ntk::Sin{}, in); break;
+      case 0:
+        run(ntk::Relu{}, in);
+        break;
+      case 1:
+        run(ntk::Tanh{}, in);
+        break;
+      case 2:
+        run(ntk::Erf{in.value()}, in);
+        break;
+      case 3:
+        run(ntk::LeakyRelu{in.value()}, in);
+        break;
+      default:
+        run(ntk::Sin{}, in);
+        break;
     }
   } catch (const std::invalid_argument&) {  // an activation parameter refused where it is built
   }

@@ -3,7 +3,9 @@
 
 struct NoDerivative {
   template <class S>
-  S value(S z) const { return z; }
+  S value(S z) const {
+    return z;
+  }
 };
 
 int main() {

@@ -29,4 +29,6 @@ NTK_NOT_PUBLIC(fail)
 #undef NTK_NOT_PUBLIC
 }  // namespace ntk
 
-int main() { return 0; }
+int main() {
+  return 0;
+}

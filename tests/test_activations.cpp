@@ -2,10 +2,10 @@
 #include <ntk/dual.hpp>
 
 #include <array>
-#include <vector>
-#include <limits>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
+#include <vector>
 
 #include "catch_shim.hpp"
 #include "test_config.hpp"
@@ -16,50 +16,39 @@ struct Cov {
   double q1, c, q2;
 };
 // docs/mathematics.md T3: C1..C6.
-const std::array<Cov, 6> covariances = {{{1, 0.5, 1},
-                                         {1, 0.999999, 1},
-                                         {2, 0.3, 0.5},
-                                         {1, -0.7, 1},
-                                         {4, 1.999998, 1},
-                                         {0.25, 0.1, 3}}};
+const std::array<Cov, 6> covariances = {
+    {{1, 0.5, 1}, {1, 0.999999, 1}, {2, 0.3, 0.5}, {1, -0.7, 1}, {4, 1.999998, 1}, {0.25, 0.1, 3}}};
 using Row = std::array<double, 6>;
 struct Reference {
   Row t, t_dot;
 };
-const Reference relu_ref{
-    {0.3044988905221147, 0.4999995001500527, 0.2413721419177438, 0.02504520462663584,
-     0.9999990003001055, 0.1637521304356583},
-    {0.3333333333333333, 0.4997749209022041, 0.2984933420103391, 0.1265916555533175,
-     0.4997749209022041, 0.2684187160224407}};
-const Reference erf_ref{
-    {0.2163468959387855, 0.464558484987733, 0.1215268484242327, -0.3090904364961548,
-     0.5592877282402361, 0.03931801622916137},
-    {0.450158158078553, 0.5694095792064883, 0.4100828448683661, 0.4798702088783481,
-     0.3838956087097511, 0.3936808379001586}};
-const Reference tanh_ref{
-    {0.1863244132034481, 0.3942940259950888, 0.1051207171106778, -0.2651267300890204,
-     0.4931292553186718, 0.03395050714541042},
-    {0.3847470284410389, 0.4644026022449742, 0.3539544919709578, 0.4049793958684568,
-     0.3214424430857563, 0.33987189297962}};
-const Reference sigmoid_ref{
-    {0.02142832563170528, 0.04337899102185398, 0.01225151964000915, -0.03011318981375213,
-     0.06468386204787253, 0.003879651670861472},
-    {0.04319002046226165, 0.04483623660883143, 0.040941010511275, 0.04369020308863463,
-     0.03471038710638329, 0.03880635246659744}};
-const Reference gelu_ref{
-    {0.2272949150219915, 0.4252210267195709, 0.1575631534341278, -0.0502129299227318,
-     0.899881201998416, 0.07918327693417112},
-    {0.3422672424594431, 0.4558505899849875, 0.300475688985942, 0.1166836346431879,
-     0.4715989705454855, 0.26602879791888}};
-const Reference sin_ref{
-    {0.1917002497821018, 0.4323317907142682, 0.08724652481387907, -0.2790673483144916,
-     0.2977102139481347, 0.01972400254616722},
-    {0.4148304099305316, 0.5676672092862318, 0.2994944986406221, 0.4617508723672263,
-     0.3088192327043923, 0.1978970543190657}};
+const Reference relu_ref{{0.3044988905221147, 0.4999995001500527, 0.2413721419177438, 0.02504520462663584,
+                          0.9999990003001055, 0.1637521304356583},
+                         {0.3333333333333333, 0.4997749209022041, 0.2984933420103391, 0.1265916555533175,
+                          0.4997749209022041, 0.2684187160224407}};
+const Reference erf_ref{{0.2163468959387855, 0.464558484987733, 0.1215268484242327, -0.3090904364961548,
+                         0.5592877282402361, 0.03931801622916137},
+                        {0.450158158078553, 0.5694095792064883, 0.4100828448683661, 0.4798702088783481,
+                         0.3838956087097511, 0.3936808379001586}};
+const Reference tanh_ref{{0.1863244132034481, 0.3942940259950888, 0.1051207171106778, -0.2651267300890204,
+                          0.4931292553186718, 0.03395050714541042},
+                         {0.3847470284410389, 0.4644026022449742, 0.3539544919709578, 0.4049793958684568,
+                          0.3214424430857563, 0.33987189297962}};
+const Reference sigmoid_ref{{0.02142832563170528, 0.04337899102185398, 0.01225151964000915, -0.03011318981375213,
+                             0.06468386204787253, 0.003879651670861472},
+                            {0.04319002046226165, 0.04483623660883143, 0.040941010511275, 0.04369020308863463,
+                             0.03471038710638329, 0.03880635246659744}};
+const Reference gelu_ref{{0.2272949150219915, 0.4252210267195709, 0.1575631534341278, -0.0502129299227318,
+                          0.899881201998416, 0.07918327693417112},
+                         {0.3422672424594431, 0.4558505899849875, 0.300475688985942, 0.1166836346431879,
+                          0.4715989705454855, 0.26602879791888}};
+const Reference sin_ref{{0.1917002497821018, 0.4323317907142682, 0.08724652481387907, -0.2790673483144916,
+                         0.2977102139481347, 0.01972400254616722},
+                        {0.4148304099305316, 0.5676672092862318, 0.2994944986406221, 0.4617508723672263,
+                         0.3088192327043923, 0.1978970543190657}};
 
 template <class Phi>
-void check_against_reference(const Phi& phi, const Reference& ref, double tolerance,
-                             ntk::DualOptions options = {}) {
+void check_against_reference(const Phi& phi, const Reference& ref, double tolerance, ntk::DualOptions options = {}) {
   for (std::size_t i = 0; i < covariances.size(); ++i) {
     const auto& cv = covariances[i];
     const auto d = ntk::dual(phi, cv.q1, cv.c, cv.q2, options);
@@ -91,9 +80,13 @@ void check_closed_form_against_quadrature(const Phi& phi, double tolerance, int 
 struct ShiftedSine {
   std::string name() const { return "shifted_sine"; }
   template <class S>
-  S value(S z) const { return S(1.5) * std::sin(S(1.3) * z + S(0.4)); }
+  S value(S z) const {
+    return S(1.5) * std::sin(S(1.3) * z + S(0.4));
+  }
   template <class S>
-  S derivative(S z) const { return S(1.95) * std::cos(S(1.3) * z + S(0.4)); }
+  S derivative(S z) const {
+    return S(1.95) * std::cos(S(1.3) * z + S(0.4));
+  }
 };
 
 }  // namespace
@@ -122,8 +115,7 @@ TEST_CASE("Smooth closed forms agree with forced quadrature to 1e-12", "[dual]")
   check_closed_form_against_quadrature(ntk::OptimalActivation(2.5), 1e-12, 16);
 }
 
-TEST_CASE("Kinked closed forms: docs/mathematics.md T7 values and quadrature within its algebraic error",
-          "[dual]") {
+TEST_CASE("Kinked closed forms: docs/mathematics.md T7 values and quadrature within its algebraic error", "[dual]") {
   const auto leaky = ntk::dual(ntk::LeakyRelu{0.1}, 2.0, 0.3, 0.5);
   CHECK(ntk_test::relative_error(leaky.t, 0.22551143495337249) <= 1e-13);
   CHECK(ntk_test::relative_error(leaky.t_dot, 0.34177960702837471) <= 1e-13);
@@ -149,8 +141,7 @@ TEST_CASE("Hermite and phi_opt duals: Mehler series at unit variance, docs/mathe
   const double expected = 0.04 + 0.25 * rho + 0.16 * rho * rho + 0.09 * rho * rho * rho;
   CHECK(ntk::dual(h, 1.0, rho, 1.0).t == Approx(expected).epsilon(1e-14));
   // psi'(rho) = sum (k+1) a_{k+1}^2 rho^k
-  CHECK(ntk::dual(h, 1.0, rho, 1.0).t_dot ==
-        Approx(0.25 + 2 * 0.16 * rho + 3 * 0.09 * rho * rho).epsilon(1e-14));
+  CHECK(ntk::dual(h, 1.0, rho, 1.0).t_dot == Approx(0.25 + 2 * 0.16 * rho + 3 * 0.09 * rho * rho).epsilon(1e-14));
   const std::array<std::pair<double, double>, 3> psi03 = {{{2, 0.1635}, {4, 0.12675}, {8, 0.0991875}}};
   for (const auto& [d, value] : psi03) {
     const ntk::OptimalActivation opt(d);
@@ -233,9 +224,8 @@ TEST_CASE("Duals: degenerate covariances, clamping, float and long double", "[du
 TEST_CASE("Dual table: interpolated tanh dual in the correlation matches quadrature to 1e-12", "[dual]") {
   const ntk::DualOptions options;
   const double q = 1.3;
-  const ntk::detail::DualTable<double> table([&](double rho) {
-    return ntk::dual(ntk::Tanh{}, q, rho * q, q, options);
-  });
+  const ntk::detail::DualTable<double> table(
+      [&](double rho) { return ntk::dual(ntk::Tanh{}, q, rho * q, q, options); });
   for (double rho = -1.0; rho <= 1.0; rho += 0.0123) {
     const auto exact = ntk::dual(ntk::Tanh{}, q, rho * q, q, options);
     const auto interpolated = table(rho);
@@ -264,15 +254,13 @@ double worst_acos_ulps() {
     const long double exact_sine = std::sqrt((1 - static_cast<long double>(x)) * (1 + static_cast<long double>(x)));
     const long double ulp = std::numeric_limits<S>::epsilon();
     worst = std::max(worst, static_cast<double>(std::fabs(theta - exact) / (ulp * std::max(exact, 1e-300L))));
-    if (exact_sine > 0)
-      worst = std::max(worst, static_cast<double>(std::fabs(sine - exact_sine) / (ulp * exact_sine)));
+    if (exact_sine > 0) worst = std::max(worst, static_cast<double>(std::fabs(sine - exact_sine) / (ulp * exact_sine)));
   }
   return worst;
 }
 }  // namespace
 
-TEST_CASE("acos_and_sine is within a few ulp of acos and sqrt(1 - x^2) in float, double, long double",
-          "[dual]") {
+TEST_CASE("acos_and_sine is within a few ulp of acos and sqrt(1 - x^2) in float, double, long double", "[dual]") {
   CHECK(worst_acos_ulps<float>() <= 4);
   CHECK(worst_acos_ulps<double>() <= 4);
   CHECK(worst_acos_ulps<long double>() <= 4);
@@ -292,7 +280,8 @@ TEST_CASE("Homogeneous activations: unit_dual times sqrt(q1 q2) equals dual", "[
       const double root = std::sqrt(q1 * q2);
       const auto expected = ntk::dual(phi, q1, rho * root, q2);
       const auto unit = phi.unit_dual(rho);
-      INFO(phi.name() << " rho " << rho << " t " << unit.t * root << " vs " << expected.t << " t_dot " << unit.t_dot << " vs " << expected.t_dot);
+      INFO(phi.name() << " rho " << rho << " t " << unit.t * root << " vs " << expected.t << " t_dot " << unit.t_dot
+                      << " vs " << expected.t_dot);
       // Absolute on the scale sqrt(q1 q2): near ρ = -1 the ReLU dual is a cancellation, and the two
       // paths see ρ one rounding apart.
       CHECK(std::fabs(unit.t * root - expected.t) <= 1e-14 * root);
@@ -335,13 +324,13 @@ TEST_CASE("Stax activations: kinked closed forms against quadrature (measured al
     for (const auto& cv : cases) {
       const auto exact = ntk::dual(phi, cv.q1, cv.c, cv.q2);
       const auto quad = ntk::dual(ntk::Quadrature{phi}, cv.q1, cv.c, cv.q2, forced);
-      INFO(phi.name() << " at (" << cv.q1 << ", " << cv.c << ", " << cv.q2 << ") exact " << exact.t
-                      << ", " << exact.t_dot << " quadrature " << quad.t << ", " << quad.t_dot);
+      INFO(phi.name() << " at (" << cv.q1 << ", " << cv.c << ", " << cv.q2 << ") exact " << exact.t << ", "
+                      << exact.t_dot << " quadrature " << quad.t << ", " << quad.t_dot);
       CHECK(std::fabs(exact.t - quad.t) <= tol_t * std::max(1.0, std::fabs(exact.t)));
       CHECK(std::fabs(exact.t_dot - quad.t_dot) <= tol_dot * std::max(1.0, std::fabs(exact.t_dot)));
     }
   };
-  close(ntk::ABRelu(-0.3, 1.7), 1e-3, 6e-2);  // measured up to 5e-4 and 3.3e-2
+  close(ntk::ABRelu(-0.3, 1.7), 1e-3, 6e-2);    // measured up to 5e-4 and 3.3e-2
   close(ntk::ABRelu(0.5, -2.0), 1.5e-3, 1e-1);  // measured up to 7.8e-4 and 5.1e-2
   close(ntk::RectifiedMonomial(1), 2e-4, 3e-2);
   close(ntk::RectifiedMonomial(2), 1e-5, 1e-3);  // T_dot is 4 x ReLU's T: measured 5e-4
@@ -371,7 +360,8 @@ TEST_CASE("Stax activations: exact reference values and diagonal identities", "[
     INFO("n = " << n);
     CHECK(ntk_test::relative_error(d.t, double_factorial * std::pow(q, n) / 2) <= 1e-13);
     // Ṫ = n² E[z₊^{2n−2}] = n² (2n − 3)!! q^{n−1} / 2.
-    CHECK(ntk_test::relative_error(d.t_dot, n * n * (double_factorial / (2 * n - 1)) * std::pow(q, n - 1) / 2) <= 1e-13);
+    CHECK(ntk_test::relative_error(d.t_dot, n * n * (double_factorial / (2 * n - 1)) * std::pow(q, n - 1) / 2) <=
+          1e-13);
     // Antipodal: X₊ Y₊ = 0 when Y = −X.
     CHECK(std::fabs(ntk::dual(ntk::RectifiedMonomial(n), q, -q, q).t) <= 1e-14);
   }
@@ -415,13 +405,19 @@ bool zoo_throws(F&& f, const std::string& text) {
 
 TEST_CASE("Stax activations: parameters are validated at construction", "[activations]") {
   const double inf = std::numeric_limits<double>::infinity();
-  CHECK(zoo_throws<std::invalid_argument>([&] { (void)ntk::ABRelu(inf, 1); }, "ntk::ABRelu: a must be finite (got inf)"));
+  CHECK(
+      zoo_throws<std::invalid_argument>([&] { (void)ntk::ABRelu(inf, 1); }, "ntk::ABRelu: a must be finite (got inf)"));
   CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::ABRelu(0, std::nan("")); }, "b must be finite"));
   CHECK(zoo_throws<std::invalid_argument>([&] { (void)ntk::Exp(1, inf); }, "ntk::Exp: b must be finite (got inf)"));
-  CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::Gaussian(1, 0.5); }, "ntk::Gaussian: b must be finite and <= 0 (got 0.5)"));
-  CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::Rbf(0); }, "ntk::Rbf: gamma must be positive and finite (got 0)"));
-  CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::Monomial(-1); }, "ntk::Monomial: degree must be in [0, 32] (got -1)"));
-  CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::RectifiedMonomial(17); }, "ntk::RectifiedMonomial: degree must be in [0, 16] (got 17)"));
-  CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::Polynomial(std::vector<double>{}); }, "ntk::Polynomial: coefficients must number 1 to 33 (got 0)"));
+  CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::Gaussian(1, 0.5); },
+                                          "ntk::Gaussian: b must be finite and <= 0 (got 0.5)"));
+  CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::Rbf(0); },
+                                          "ntk::Rbf: gamma must be positive and finite (got 0)"));
+  CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::Monomial(-1); },
+                                          "ntk::Monomial: degree must be in [0, 32] (got -1)"));
+  CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::RectifiedMonomial(17); },
+                                          "ntk::RectifiedMonomial: degree must be in [0, 16] (got 17)"));
+  CHECK(zoo_throws<std::invalid_argument>([] { (void)ntk::Polynomial(std::vector<double>{}); },
+                                          "ntk::Polynomial: coefficients must number 1 to 33 (got 0)"));
   CHECK(zoo_throws<std::invalid_argument>([&] { (void)ntk::Polynomial({1.0, inf}); }, "coefficient 1 must be finite"));
 }

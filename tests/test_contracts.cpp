@@ -66,7 +66,9 @@ struct Row {
   std::function<std::vector<double>()> run;
 };
 
-std::vector<double> values(const Matrix& m) { return std::vector<double>(m.data(), m.data() + m.size()); }
+std::vector<double> values(const Matrix& m) {
+  return std::vector<double>(m.data(), m.data() + m.size());
+}
 template <class Scalar>
 std::vector<double> values(const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>& m) {
   std::vector<double> out;
@@ -82,7 +84,6 @@ std::vector<double> kernels(const ntk::Kernels<Scalar>& k) {
   a.insert(a.end(), b.begin(), b.end());
   return a;
 }
-
 
 void run_table(const std::vector<Row>& rows) {
   for (const Row& row : rows) {
@@ -104,7 +105,9 @@ TEST_CASE("Contracts: each case of issue 17 gives a finite result or the documen
       {"limit_constants(Hermite{1e200})", returns_finite | invalid_argument | overflow_error,
        [] { return constants(ntk::limit_constants(ntk::Hermite(std::vector<double>{1e200}))); }},
       {"limit_constants(Hermite{1e308, 1e308})", returns_finite | invalid_argument | overflow_error,
-       [] { return constants(ntk::limit_constants(ntk::Hermite(std::vector<double>{1e308, 1e308}))); }},
+       [] {
+         return constants(ntk::limit_constants(ntk::Hermite(std::vector<double>{1e308, 1e308})));
+       }},
       {"limit_constants(LeakyRelu{k_nan})", invalid_argument,
        [] { return constants(ntk::limit_constants(ntk::LeakyRelu{k_nan})); }},
       {"limit_constants(LeakyRelu{1e200})", invalid_argument,
@@ -118,20 +121,28 @@ TEST_CASE("Contracts: each case of issue 17 gives a finite result or the documen
       {"kernel(Quadrature<Erf>{k_nan})", invalid_argument,
        [&] { return kernels(ntk::kernel(ntk::mlp(ntk::Quadrature<ntk::Erf>{ntk::Erf{k_nan}}, 2), x)); }},
       {"dual(LeakyRelu{k_nan})", invalid_argument,
-       [] { const auto d = ntk::dual(ntk::LeakyRelu{k_nan}, 1.0, 0.5, 1.0); return std::vector<double>{d.t, d.t_dot}; }},
+       [] {
+         const auto d = ntk::dual(ntk::LeakyRelu{k_nan}, 1.0, 0.5, 1.0);
+         return std::vector<double>{d.t, d.t_dot};
+       }},
       {"Network(Erf{k_nan}).forward", invalid_argument,
        [&] {
          const ntk::Network<ntk::Mlp<ntk::Erf>> net(ntk::mlp(ntk::Erf{k_nan}, 2, 8), 2, 1);
          return values(net.forward(x));
        }},
       {"DeepKernel(LeakyRelu{k_nan})", invalid_argument,
-       [] { const ntk::DeepKernel<ntk::LeakyRelu> k(ntk::LeakyRelu{k_nan}, 3); return std::vector<double>{k.log_diagonal()}; }},
-      {"Network::empirical_ntk at norm 1e200", overflow_error, [&] { return values(relu_net().empirical_ntk(huge, huge)); }},
-      {"Network::forward at norm 1e200", returns_finite | overflow_error, [&] { return values(relu_net().forward(huge)); }},
-      {"Network::loss at norm 1e200", overflow_error,
-       [&] { return std::vector<double>{relu_net().loss(huge, y)}; }},
+       [] {
+         const ntk::DeepKernel<ntk::LeakyRelu> k(ntk::LeakyRelu{k_nan}, 3);
+         return std::vector<double>{k.log_diagonal()};
+       }},
+      {"Network::empirical_ntk at norm 1e200", overflow_error,
+       [&] { return values(relu_net().empirical_ntk(huge, huge)); }},
+      {"Network::forward at norm 1e200", returns_finite | overflow_error,
+       [&] { return values(relu_net().forward(huge)); }},
+      {"Network::loss at norm 1e200", overflow_error, [&] { return std::vector<double>{relu_net().loss(huge, y)}; }},
       {"Network::gradient at norm 1e200", overflow_error, [&] { return values(relu_net().gradient(huge, y)); }},
-      {"Network::jacobian at norm 1e200", returns_finite | overflow_error, [&] { return values(relu_net().jacobian(huge)); }},
+      {"Network::jacobian at norm 1e200", returns_finite | overflow_error,
+       [&] { return values(relu_net().jacobian(huge)); }},
       {"monte_carlo_ntk at norm 1e200", overflow_error,
        [&] { return values(ntk::monte_carlo_ntk(ntk::mlp(ntk::Relu{}, 2, 8), huge, huge, 3, 1).mean); }},
       {"monte_carlo_nngp at norm 1e200", overflow_error,
@@ -160,7 +171,10 @@ TEST_CASE("Contracts: each case of issue 17 gives a finite result or the documen
          return std::vector<double>{static_cast<double>(net.parameter_count())};
        }},
       {"DeepKernel of depth 1e15", length_error | invalid_argument,
-       [] { const ntk::DeepKernel<ntk::Relu> k(ntk::Relu{}, 1000000000000000L); return std::vector<double>{k.log_diagonal()}; }},
+       [] {
+         const ntk::DeepKernel<ntk::Relu> k(ntk::Relu{}, 1000000000000000L);
+         return std::vector<double>{k.log_diagonal()};
+       }},
       {"kernel of 4e6 rows (an output of 1.3e14 bytes)", length_error | invalid_argument,
        [] { return kernels(ntk::kernel(ntk::mlp(ntk::Relu{}, 2), Matrix(Matrix::Zero(4000000, 1)))); }},
       {"KernelOptions::threads = 100000", invalid_argument,
@@ -300,11 +314,12 @@ void sweep_activation(const Phi& phi) {
     const double q = scale * scale;
     if (std::isfinite(q))  // (an infinite variance is non-finite input: the domain error above)
       rows.push_back({"dual at a variance", returns_finite | overflow_error, [q, phi] {
-                      const auto d = ntk::dual(phi, q, q / 2, q);
-                      return std::vector<double>{d.t, d.t_dot};
-                    }});
+                        const auto d = ntk::dual(phi, q, q / 2, q);
+                        return std::vector<double>{d.t, d.t_dot};
+                      }});
   }
-  rows.push_back({"limit_constants", returns_finite | domain_error, [phi] { return constants(ntk::limit_constants(phi)); }});
+  rows.push_back(
+      {"limit_constants", returns_finite | domain_error, [phi] { return constants(ntk::limit_constants(phi)); }});
   rows.push_back({"Network forward and empirical NTK", returns_finite | overflow_error, [phi, base] {
                     const ntk::Network<ntk::Mlp<Phi>> net(ntk::mlp(phi, 2, 8), 2, 3);
                     auto v = values(net.forward(base));
@@ -341,17 +356,28 @@ TEST_CASE("Contracts: invalid activation parameters are refused by name at every
     INFO(what << ": " << message);
     CHECK(message.find(parameter) != std::string::npos);
   };
-  expect_named("kernel, LeakyRelu slope k_nan", [&] { ntk::kernel(ntk::mlp(ntk::LeakyRelu{k_nan}, 2), x); }, "LeakyRelu slope");
-  expect_named("Network, Erf scale k_inf", [&] { ntk::Network<ntk::Mlp<ntk::Erf>>(ntk::mlp(ntk::Erf{k_inf}, 2, 4), 2, 1); },
-               "Erf scale");
-  expect_named("limit_constants, Erf scale 1e200", [&] { ntk::limit_constants(ntk::Erf{1e200}); }, "Erf scale");
-  expect_named("Hermite coefficient 1e200", [&] { ntk::Hermite(std::vector<double>{0.0, 1e200}); }, "Hermite coefficient 1");
-  expect_named("Hermite coefficient k_nan", [&] { ntk::Hermite(std::vector<double>{k_nan}); }, "Hermite coefficient 0");
-  expect_named("ABRelu a 1e300", [&] { ntk::limit_constants(ntk::ABRelu(1e300, 1)); }, "ABRelu a");
-  expect_named("OptimalActivation d k_nan", [&] { ntk::OptimalActivation{k_nan}; }, "dimension");
+  expect_named(
+      "kernel, LeakyRelu slope k_nan", [&] { ntk::kernel(ntk::mlp(ntk::LeakyRelu{k_nan}, 2), x); }, "LeakyRelu slope");
+  expect_named(
+      "Network, Erf scale k_inf", [&] { ntk::Network<ntk::Mlp<ntk::Erf>>(ntk::mlp(ntk::Erf{k_inf}, 2, 4), 2, 1); },
+      "Erf scale");
+  expect_named(
+      "limit_constants, Erf scale 1e200", [&] { ntk::limit_constants(ntk::Erf{1e200}); }, "Erf scale");
+  expect_named(
+      "Hermite coefficient 1e200",
+      [&] {
+        ntk::Hermite(std::vector<double>{0.0, 1e200});
+      },
+      "Hermite coefficient 1");
+  expect_named(
+      "Hermite coefficient k_nan", [&] { ntk::Hermite(std::vector<double>{k_nan}); }, "Hermite coefficient 0");
+  expect_named(
+      "ABRelu a 1e300", [&] { ntk::limit_constants(ntk::ABRelu(1e300, 1)); }, "ABRelu a");
+  expect_named(
+      "OptimalActivation d k_nan", [&] { ntk::OptimalActivation{k_nan}; }, "dimension");
   CHECK(message.find("ntk::OptimalActivation") != std::string::npos);
-  expect_named("kernel message names the function", [&] { ntk::kernel(ntk::mlp(ntk::LeakyRelu{k_nan}, 2), x); },
-               "ntk::kernel");
+  expect_named(
+      "kernel message names the function", [&] { ntk::kernel(ntk::mlp(ntk::LeakyRelu{k_nan}, 2), x); }, "ntk::kernel");
 }
 
 TEST_CASE("Contracts: float kernels of bounded activations are finite at every scale a float holds", "[contracts]") {
@@ -377,7 +403,8 @@ long double simpson(const F& f, long double a, long double b, long double fa, lo
   const long double m = (a + b) / 2, lm = (a + m) / 2, rm = (m + b) / 2;
   const long double flm = f(lm), frm = f(rm);
   const long double left = (m - a) / 6 * (fa + 4 * flm + fm), right = (b - m) / 6 * (fm + 4 * frm + fb);
-  if (depth <= 0 || std::fabs(left + right - whole) <= 15 * tolerance) return left + right + (left + right - whole) / 15;
+  if (depth <= 0 || std::fabs(left + right - whole) <= 15 * tolerance)
+    return left + right + (left + right - whole) / 15;
   return simpson(f, a, m, fa, flm, fm, left, tolerance / 2, depth - 1) +
          simpson(f, m, b, fm, frm, fb, right, tolerance / 2, depth - 1);
 }

@@ -94,8 +94,7 @@ TEST_CASE("Image kernels: a 1x1 convolution equals Dense, in both worlds", "[con
   CHECK((na.jacobian(x) - nb.jacobian(x)).cwiseAbs().maxCoeff() <= 1e-13);
 }
 
-TEST_CASE("Image kernels: GlobalAvgPool is the mean of the pixel-pair kernel, Flatten of its diagonal",
-          "[conv]") {
+TEST_CASE("Image kernels: GlobalAvgPool is the mean of the pixel-pair kernel, Flatten of its diagonal", "[conv]") {
   const ImageShape shape{4, 5, 2};
   const Eigen::MatrixXd x = ntk_test::normal_matrix(2, shape.size(), 21);
   const std::vector<ntk::ImageArchitecture::Layer> stack = {
@@ -149,10 +148,11 @@ TEST_CASE("Image kernels: generic activations (Mehler series, quadrature) match 
   const auto exact = ntk::image_kernel(arch, x);
   // The same activations wrapped in ntk::Quadrature (as parse_architecture does on request), adaptive
   // order: Mehler series.
-  const auto forced = ntk::image_serial(shape, conv3(4), ntk::activation(ntk::Quadrature<ntk::Erf>{}),
-                                        AvgPool{2, 2, 1, 1, Padding::same}, conv3(4),
-                                        ntk::activation(ntk::Quadrature<ntk::Gelu>{}), GlobalAvgPool{}, Dense(1.0, 0.0, 1));
-  const auto parsed = ntk::parse_architecture("conv:3x3:4:sw=1.3:sb=0.1,erf,avgpool:2:stride=1:same,conv:3x3:4:sw=1.3:sb=0.1,gelu,gap,dense", shape, true);
+  const auto forced = ntk::image_serial(
+      shape, conv3(4), ntk::activation(ntk::Quadrature<ntk::Erf>{}), AvgPool{2, 2, 1, 1, Padding::same}, conv3(4),
+      ntk::activation(ntk::Quadrature<ntk::Gelu>{}), GlobalAvgPool{}, Dense(1.0, 0.0, 1));
+  const auto parsed = ntk::parse_architecture(
+      "conv:3x3:4:sw=1.3:sb=0.1,erf,avgpool:2:stride=1:same,conv:3x3:4:sw=1.3:sb=0.1,gelu,gap,dense", shape, true);
   ntk::ImageKernelOptions series;
   const auto by_series = ntk::image_kernel(forced, x, ntk::KernelKind::both, series);
   CHECK((ntk::image_kernel(parsed, x, ntk::KernelKind::both, series).ntk - by_series.ntk).cwiseAbs().maxCoeff() == 0);
@@ -165,7 +165,8 @@ TEST_CASE("Image kernels: generic activations (Mehler series, quadrature) match 
   CHECK((by_product.nngp - exact.nngp).cwiseAbs().maxCoeff() <= 1e-10 * exact.nngp.cwiseAbs().maxCoeff());
   CHECK((by_product.ntk - exact.ntk).cwiseAbs().maxCoeff() <= 1e-10 * exact.ntk.cwiseAbs().maxCoeff());
   // Tanh (no closed form) on a non-symmetric pair of sets equals the symmetric computation.
-  const auto tanh_arch = ntk::image_serial(shape, conv3(4), ntk::activation(ntk::Tanh{}), GlobalAvgPool{}, Dense(1.0, 0.0, 1));
+  const auto tanh_arch =
+      ntk::image_serial(shape, conv3(4), ntk::activation(ntk::Tanh{}), GlobalAvgPool{}, Dense(1.0, 0.0, 1));
   const auto sym = ntk::image_kernel(tanh_arch, x);
   const auto cross = ntk::image_kernel(tanh_arch, x, x);
   CHECK((sym.ntk - cross.ntk).cwiseAbs().maxCoeff() <= 1e-12 * sym.ntk.cwiseAbs().maxCoeff());
@@ -241,28 +242,42 @@ TEST_CASE("Image networks: the Jacobian matches central differences of forward",
 TEST_CASE("Image architectures: malformed shapes and inputs give clear errors", "[conv]") {
   const ImageShape shape{4, 4, 1};
   using IA = std::invalid_argument;
-  CHECK(conv_throws<IA>([&] { ntk::ImageArchitecture(ImageShape{0, 4, 1}, {Flatten{}}); }, "input height must be at least 1 (got 0)"));
+  CHECK(conv_throws<IA>(
+      [&] {
+        ntk::ImageArchitecture(ImageShape{0, 4, 1}, {Flatten{}});
+      },
+      "input height must be at least 1 (got 0)"));
   CHECK(conv_throws<IA>([&] { ntk::ImageArchitecture(shape, {}); }, "architecture has no layers"));
   Conv big = conv3(2, Padding::valid);
   big.filter_height = 5;
-  CHECK(conv_throws<IA>([&] { ntk::ImageArchitecture(shape, {big}); }, "layer 0 (conv): VALID window 5x3 is larger than its input 4x4"));
+  CHECK(conv_throws<IA>([&] { ntk::ImageArchitecture(shape, {big}); },
+                        "layer 0 (conv): VALID window 5x3 is larger than its input 4x4"));
   Conv zero_stride = conv3(2);
   zero_stride.stride_width = 0;
-  CHECK(conv_throws<IA>([&] { ntk::ImageArchitecture(shape, {zero_stride}); }, "layer 0 (conv): stride must be at least 1 (got 1x0)"));
-  CHECK(conv_throws<IA>([&] { ntk::ImageArchitecture(shape, {conv3(2), AvgPool{0, 2, 0, 0, Padding::valid}}); },
-                        "layer 1 (avgpool): window must be at least 1x1 (got 0x2)"));
+  CHECK(conv_throws<IA>([&] { ntk::ImageArchitecture(shape, {zero_stride}); },
+                        "layer 0 (conv): stride must be at least 1 (got 1x0)"));
+  CHECK(conv_throws<IA>(
+      [&] {
+        ntk::ImageArchitecture(shape, {conv3(2), AvgPool{0, 2, 0, 0, Padding::valid}});
+      },
+      "layer 1 (avgpool): window must be at least 1x1 (got 0x2)"));
   Conv negative = conv3(2);
   negative.sigma_w = -1;
   CHECK(conv_throws<IA>([&] { ntk::ImageArchitecture(shape, {negative}); }, "Conv sigma_w must be positive"));
   const ntk::ImageArchitecture spatial(shape, {conv3(2), ntk::ImageActivation(ntk::Relu{})});
   const Eigen::MatrixXd x = ntk_test::normal_matrix(2, 16, 1);
-  CHECK(conv_throws<IA>([&] { ntk::image_kernel(spatial, x); }, "ntk::image_kernel: the architecture's output must be one pixel"));
-  CHECK(conv_throws<IA>([&] { ntk::ImageNetwork(spatial, 1); }, "ntk::ImageNetwork: the architecture's output must be one pixel"));
-  const auto arch = ntk::image_serial(shape, conv3(0), ntk::activation(ntk::Relu{}), GlobalAvgPool{}, Dense(1.0, 0.0, 1));
-  CHECK(conv_throws<IA>([&] { ntk::ImageNetwork(arch, 1); }, "layer 0 needs at least 1 channel for a finite network (got 0)"));
+  CHECK(conv_throws<IA>([&] { ntk::image_kernel(spatial, x); },
+                        "ntk::image_kernel: the architecture's output must be one pixel"));
+  CHECK(conv_throws<IA>([&] { ntk::ImageNetwork(spatial, 1); },
+                        "ntk::ImageNetwork: the architecture's output must be one pixel"));
+  const auto arch =
+      ntk::image_serial(shape, conv3(0), ntk::activation(ntk::Relu{}), GlobalAvgPool{}, Dense(1.0, 0.0, 1));
+  CHECK(conv_throws<IA>([&] { ntk::ImageNetwork(arch, 1); },
+                        "layer 0 needs at least 1 channel for a finite network (got 0)"));
   const Eigen::MatrixXd wrong = ntk_test::normal_matrix(2, 15, 1);
-  CHECK(conv_throws<IA>([&] { ntk::image_kernel(arch, wrong); },
-                        "ntk::image_kernel: x must have 16 columns for shape 4x4x1 (H x W x C, channels last) (got 15)"));
+  CHECK(
+      conv_throws<IA>([&] { ntk::image_kernel(arch, wrong); },
+                      "ntk::image_kernel: x must have 16 columns for shape 4x4x1 (H x W x C, channels last) (got 15)"));
   CHECK(conv_throws<IA>([&] { ntk::image_kernel(arch, x, wrong); }, "x2 must have 16 columns"));
   Eigen::MatrixXd bad = x;
   bad(1, 3) = std::nan("");

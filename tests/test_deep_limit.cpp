@@ -21,9 +21,7 @@ template <class Phi>
 void check_constants(const Phi& phi, const T1Row& row, ntk::Regime regime) {
   const auto c = ntk::limit_constants(phi);
   INFO(phi.name());
-  auto close = [](double got, double want) {
-    return std::fabs(got - want) <= 1e-12 * std::max(1.0, std::fabs(want));
-  };
+  auto close = [](double got, double want) { return std::fabs(got - want) <= 1e-12 * std::max(1.0, std::fabs(want)); };
   CHECK(close(c.E_phi, row.e_phi));
   CHECK(close(c.E_dphi, row.e_dphi));
   CHECK(close(c.E_dphi2, row.e_dphi2));
@@ -54,7 +52,9 @@ std::vector<int> labels_of(const Matrix& x, double share_positive) {
   return y;
 }
 
-double agreement(const std::vector<int>& a, const std::vector<int>& b) { return ntk::accuracy(a, b); }
+double agreement(const std::vector<int>& a, const std::vector<int>& b) {
+  return ntk::accuracy(a, b);
+}
 
 }  // namespace
 
@@ -63,18 +63,29 @@ TEST_CASE("Limit constants match docs/mathematics.md T1 to 1e-12", "[deep]") {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   check_constants(ntk::Relu{}, {0.398942280401433, 0.5, 0.5, 0.5, 0.564189583547756, 0.707106781186548, 1.0, nan},
                   R::majority_vote);
-  check_constants(ntk::LeakyRelu{0.1}, {0.359048052361289, 0.55, 0.505, 0.505, 0.505250656163193,
-                                        0.773957299203321, 1.0, nan}, R::majority_vote);
-  check_constants(ntk::Erf{}, {0, 0.65147001587056, 0.569410034733742, 0.46455905439754, 0,
-                               0.95581527651992, 1.22570000378569, 0.888214651283706}, R::singular_kernel);
-  check_constants(ntk::Tanh{}, {0, 0.605705509602159, 0.464402902448268, 0.394294490397841, 0,
-                                0.964608689373725, 1.17780723230418, 0.880703630807796}, R::singular_kernel);
-  check_constants(ntk::Sigmoid{}, {0, 0.206620964141907, 0.0448362413501944, 0.043379035858093, 0,
-                                   0.992051998078328, 1.03359239003994, 0.966057743715587}, R::singular_kernel);
-  check_constants(ntk::Gelu{}, {0.282094791773878, 0.5, 0.455850865649287, 0.425221482570299,
-                                0.432600950487958, 0.766765220597768, 1.07203159843629, nan}, R::majority_vote);
-  check_constants(ntk::Sin{}, {0, 0.606530659712633, 0.567667641618306, 0.432332358381694, 0,
-                               0.922452236291572, 1.31303528549933, 1.18556576944557}, R::singular_kernel);
+  check_constants(ntk::LeakyRelu{0.1},
+                  {0.359048052361289, 0.55, 0.505, 0.505, 0.505250656163193, 0.773957299203321, 1.0, nan},
+                  R::majority_vote);
+  check_constants(ntk::Erf{},
+                  {0, 0.65147001587056, 0.569410034733742, 0.46455905439754, 0, 0.95581527651992, 1.22570000378569,
+                   0.888214651283706},
+                  R::singular_kernel);
+  check_constants(ntk::Tanh{},
+                  {0, 0.605705509602159, 0.464402902448268, 0.394294490397841, 0, 0.964608689373725, 1.17780723230418,
+                   0.880703630807796},
+                  R::singular_kernel);
+  check_constants(ntk::Sigmoid{},
+                  {0, 0.206620964141907, 0.0448362413501944, 0.043379035858093, 0, 0.992051998078328, 1.03359239003994,
+                   0.966057743715587},
+                  R::singular_kernel);
+  check_constants(ntk::Gelu{},
+                  {0.282094791773878, 0.5, 0.455850865649287, 0.425221482570299, 0.432600950487958, 0.766765220597768,
+                   1.07203159843629, nan},
+                  R::majority_vote);
+  check_constants(ntk::Sin{},
+                  {0, 0.606530659712633, 0.567667641618306, 0.432332358381694, 0, 0.922452236291572, 1.31303528549933,
+                   1.18556576944557},
+                  R::singular_kernel);
   for (double d : {2.0, 3.0, 4.0, 8.0}) {
     const double a1 = std::pow(2.0, -d / 4);
     check_constants(ntk::OptimalActivation(d), {0, a1, 2, 1, 0, a1, 2, d}, R::singular_kernel);
@@ -223,8 +234,8 @@ TEST_CASE("Deep Gram matrices by tiles equal entry() pair by pair in every regim
         }
     }
   };
-  check(ntk::Relu{}, 2000);                 // plain doubles throughout
-  check(ntk::Erf{}, 300);                   // table-free closed form, correlations shrink
-  check(ntk::OptimalActivation(2), 400);    // log form and the linear tail
-  check(ntk::Tanh{}, 50);                   // the Chebyshev table of the quadrature dual
+  check(ntk::Relu{}, 2000);               // plain doubles throughout
+  check(ntk::Erf{}, 300);                 // table-free closed form, correlations shrink
+  check(ntk::OptimalActivation(2), 400);  // log form and the linear tail
+  check(ntk::Tanh{}, 50);                 // the Chebyshev table of the quadrature dual
 }

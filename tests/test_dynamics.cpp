@@ -18,7 +18,9 @@ constexpr double inf = std::numeric_limits<double>::infinity();
 
 using ntk_test::normal_matrix;
 
-double relative(const Matrix& a, const Matrix& b) { return (a - b).norm() / std::max(b.norm(), 1e-300); }
+double relative(const Matrix& a, const Matrix& b) {
+  return (a - b).norm() / std::max(b.norm(), 1e-300);
+}
 
 // f' = -eta G (f - y), classical Runge-Kutta.
 Matrix integrate(const Matrix& g, const Matrix& y, Matrix f, double eta, double t, int steps) {
@@ -49,8 +51,7 @@ Problem analytic_problem() {
 
 }  // namespace
 
-TEST_CASE("Continuous dynamics match Runge-Kutta integration of f' = -eta G0 (f - Y) to 1e-10",
-          "[dynamics]") {
+TEST_CASE("Continuous dynamics match Runge-Kutta integration of f' = -eta G0 (f - Y) to 1e-10", "[dynamics]") {
   const Problem p = analytic_problem();
   const Matrix f0 = normal_matrix(7, 2, 4);
   ntk::DynamicsOptions options;
@@ -195,8 +196,7 @@ TEST_CASE("Wide networks trained by gradient descent track the linearized predic
       options.learning_rate = 0.5 / g0.eigenvalues().real().maxCoeff();
       options.f0 = net.forward(x);
       const ntk::LinearizedDynamics<> dyn(g0, y, options);
-      const auto projection =
-          dyn.project(net.empirical_ntk(xt, x, ntk::NtkOutputs::full), net.forward(xt));
+      const auto projection = dyn.project(net.empirical_ntk(xt, x, ntk::NtkOutputs::full), net.forward(xt));
       ntk::TrainOptions train;
       train.learning_rate = options.learning_rate;
       train.steps = 100;
@@ -208,8 +208,8 @@ TEST_CASE("Wide networks trained by gradient descent track the linearized predic
     test_gap.push_back(test_sum);
   }
   for (std::size_t i = 1; i < train_gap.size(); ++i) {
-    INFO("train gaps " << train_gap[i - 1] << " -> " << train_gap[i] << ", test gaps "
-                       << test_gap[i - 1] << " -> " << test_gap[i]);
+    INFO("train gaps " << train_gap[i - 1] << " -> " << train_gap[i] << ", test gaps " << test_gap[i - 1] << " -> "
+                       << test_gap[i]);
     CHECK(train_gap[i] < 0.75 * train_gap[i - 1]);
     CHECK(test_gap[i] < 0.75 * test_gap[i - 1]);
   }
@@ -231,8 +231,8 @@ TEST_CASE("GP covariances: NNGP posterior at infinity, NTK-GP prior at t = 0", "
   const auto pt = ntkgp.project(k_cross.ntk);
   CHECK(relative(ntkgp.ntk_gp_covariance(pt, k_train.nngp, k_cross.nngp, k_test.nngp, 0.0), k_test.nngp) <= 1e-14);
   const Matrix a = k_cross.ntk * k_train.ntk.inverse();
-  const Matrix expected = k_test.nngp + a * k_train.nngp * a.transpose() - a * k_cross.nngp.transpose() -
-                          k_cross.nngp * a.transpose();
+  const Matrix expected =
+      k_test.nngp + a * k_train.nngp * a.transpose() - a * k_cross.nngp.transpose() - k_cross.nngp * a.transpose();
   const Matrix got = ntkgp.ntk_gp_covariance(pt, k_train.nngp, k_cross.nngp, k_test.nngp, inf);
   CHECK(relative(got, expected) <= 1e-9);
   CHECK((got - got.transpose()).norm() <= 1e-12 * got.norm());

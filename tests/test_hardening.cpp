@@ -70,8 +70,8 @@ TEST_CASE("Edge cases: input norms from 1e-150 to 1e150 (double), 1e-30 to 1e15 
 TEST_CASE("Edge cases: zero vectors, duplicated points, correlations of exactly +-1", "[hardening]") {
   Matrix x = normal_matrix(5, 3, 3);
   x.row(0).setZero();
-  x.row(2) = x.row(1);    // duplicate: correlation +1
-  x.row(3) = -x.row(1);   // antipodal: correlation -1
+  x.row(2) = x.row(1);   // duplicate: correlation +1
+  x.row(3) = -x.row(1);  // antipodal: correlation -1
   for (double sigma_b : {0.0, 1.0}) {
     INFO("sigma_b " << sigma_b);
     CHECK(finite_kernel(ntk::Relu{}, 4, 1.0, sigma_b, x));
@@ -82,15 +82,13 @@ TEST_CASE("Edge cases: zero vectors, duplicated points, correlations of exactly 
   }
   const auto k = ntk::kernel(ntk::mlp(ntk::Relu{}, 4, 0, 1.0, 0.0), x);
   CHECK(k.ntk.row(0).cwiseAbs().maxCoeff() == 0);  // the zero input maps to 0 without bias
-  CHECK(k.ntk(1, 2) == k.ntk(1, 1));              // duplicates are identical
+  CHECK(k.ntk(1, 2) == k.ntk(1, 1));               // duplicates are identical
   // Duplicates make G0 singular: the dynamics stay finite at every time.
   const ntk::LinearizedDynamics<> dyn(ntk::ntk_kernel(ntk::mlp(ntk::Relu{}, 2), x), normal_matrix(5, 1, 4));
-  for (double t : {0.0, 1.0, 1e8, std::numeric_limits<double>::infinity()})
-    CHECK(dyn.train_predictions(t).allFinite());
+  for (double t : {0.0, 1.0, 1e8, std::numeric_limits<double>::infinity()}) CHECK(dyn.train_predictions(t).allFinite());
 }
 
-TEST_CASE("Properties on random cases: symmetric PSD Gram matrices, NTK >= NNGP on the diagonal",
-          "[hardening]") {
+TEST_CASE("Properties on random cases: symmetric PSD Gram matrices, NTK >= NNGP on the diagonal", "[hardening]") {
   const int cases = static_cast<int>(ntk_test::scaled(40, 10));
   ntk::NormalGenerator g(5);
   for (int c = 0; c < cases; ++c) {
@@ -135,8 +133,7 @@ TEST_CASE("Properties: duals of monotone activations are monotone in the correla
   check(ntk::Softplus{});
 }
 
-TEST_CASE("Properties: dynamics move monotonically from f0 to the t = inf solution in the eigenbasis",
-          "[hardening]") {
+TEST_CASE("Properties: dynamics move monotonically from f0 to the t = inf solution in the eigenbasis", "[hardening]") {
   const Matrix x = normal_matrix(8, 3, 7), y = normal_matrix(8, 2, 8), f0 = normal_matrix(8, 2, 9);
   const Matrix g = ntk::ntk_kernel(ntk::mlp(ntk::Erf{}, 2), x);
   const Eigen::SelfAdjointEigenSolver<Matrix> eigen(g);
@@ -157,8 +154,7 @@ TEST_CASE("Properties: dynamics move monotonically from f0 to the t = inf soluti
   }
 }
 
-TEST_CASE("Thread safety: concurrent calls on shared const objects give the serial results",
-          "[hardening]") {
+TEST_CASE("Thread safety: concurrent calls on shared const objects give the serial results", "[hardening]") {
   const Matrix x = normal_matrix(10, 3, 10);
   const auto arch = ntk::mlp(ntk::Tanh{}, 3, 0, 1.2, 0.3);
   const Matrix serial = ntk::ntk_kernel(arch, x);

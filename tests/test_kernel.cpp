@@ -37,8 +37,7 @@ struct T5Row {
 
 template <class Phi>
 void check_t5(const Phi& phi, double sw2, double sb2, const std::array<T5Row, 4>& rows, double tol) {
-  const std::array<Matrix, 4> pairs = {pair_rows({1, 0, 0}, {0, 1, 0}),
-                                       pair_rows({1, -2, 0.5}, {0.3, 0.4, -1.2}),
+  const std::array<Matrix, 4> pairs = {pair_rows({1, 0, 0}, {0, 1, 0}), pair_rows({1, -2, 0.5}, {0.3, 0.4, -1.2}),
                                        pair_rows({1, -2, 0.5}, {1, -2, 0.5}),
                                        pair_rows({0.6, 0.8, 0}, {0.6, 0.8, 0.001})};
   const auto net = ntk::mlp(phi, 2, 0, std::sqrt(sw2), std::sqrt(sb2));
@@ -139,8 +138,7 @@ TEST_CASE("Jacot et al. Fig. 1 limiting curve (docs/mathematics.md T4) to 1e-12"
   }
 }
 
-TEST_CASE("Kernels: closed form and forced quadrature agree to 1e-10 for smooth activations",
-          "[kernel]") {
+TEST_CASE("Kernels: closed form and forced quadrature agree to 1e-10 for smooth activations", "[kernel]") {
   const Matrix x = random_inputs(6, 4, 7);
   auto check = [&](const auto& phi) {
     const auto net = ntk::mlp(phi, 3, 0, 1.2, 0.3);
@@ -195,16 +193,14 @@ TEST_CASE("Kernels: with_activation(name, quadrature, f) wraps closed forms in Q
   const auto net = ntk::mlp(ntk::Erf{}, 2, 0, 1.1, 0.2);
   const auto wrapped = ntk::mlp(ntk::Quadrature<ntk::Erf>{}, 2, 0, 1.1, 0.2);
   const auto by_name = [&](const std::string& name, bool quadrature) {
-    return ntk::with_activation(name, quadrature, [&](const auto& phi) {
-      return ntk::ntk_kernel(ntk::mlp(phi, 2, 0, 1.1, 0.2), x, x2);
-    });
+    return ntk::with_activation(name, quadrature,
+                                [&](const auto& phi) { return ntk::ntk_kernel(ntk::mlp(phi, 2, 0, 1.1, 0.2), x, x2); });
   };
   CHECK((by_name("erf", true) - ntk::ntk_kernel(wrapped, x, x2)).cwiseAbs().maxCoeff() == 0);
   CHECK((by_name("erf", false) - ntk::ntk_kernel(net, x, x2)).cwiseAbs().maxCoeff() == 0);
   // tanh has no closed form: it is passed on as it is.
-  CHECK(ntk::with_activation("tanh", true, [](const auto& phi) {
-    return std::is_same_v<std::decay_t<decltype(phi)>, ntk::Tanh>;
-  }));
+  CHECK(ntk::with_activation("tanh", true,
+                             [](const auto& phi) { return std::is_same_v<std::decay_t<decltype(phi)>, ntk::Tanh>; }));
   CHECK(ntk::with_activation("gelu", true, [](const auto& phi) {
     return std::is_same_v<std::decay_t<decltype(phi)>, ntk::Quadrature<ntk::Gelu>>;
   }));
@@ -238,8 +234,7 @@ TEST_CASE("Gram matrices are symmetric and PSD at depths 1 3 10 100", "[kernel]"
   }
 }
 
-TEST_CASE("Generic activations on inputs of a common norm use the tabulated dual to 1e-10",
-          "[kernel]") {
+TEST_CASE("Generic activations on inputs of a common norm use the tabulated dual to 1e-10", "[kernel]") {
   Matrix x = random_inputs(12, 6, 3);
   x.rowwise().normalize();
   const auto net = ntk::mlp(ntk::Tanh{}, 3, 0, 1.3, 0.2);
@@ -264,8 +259,8 @@ TEST_CASE("Generic activations on inputs of a common norm use the tabulated dual
 namespace {
 // Θ^L and Σ^L of an MLP for one pair by the recursion by hand, each dual by direct 2-D quadrature.
 template <class Phi>
-std::pair<double, double> hand_recursion(const Phi& phi, const Matrix& x, Eigen::Index i, Eigen::Index j,
-                                         int depth, double sw2, double sb2) {
+std::pair<double, double> hand_recursion(const Phi& phi, const Matrix& x, Eigen::Index i, Eigen::Index j, int depth,
+                                         double sw2, double sb2) {
   const double d = static_cast<double>(x.cols());
   double qi = sw2 * x.row(i).squaredNorm() / d + sb2, qj = sw2 * x.row(j).squaredNorm() / d + sb2;
   double s = sw2 * x.row(i).dot(x.row(j)) / d + sb2, k = s;
@@ -280,12 +275,10 @@ std::pair<double, double> hand_recursion(const Phi& phi, const Matrix& x, Eigen:
 }
 }  // namespace
 
-TEST_CASE("Generic activations on inputs of different norms: Hermite series against direct quadrature",
-          "[kernel]") {
+TEST_CASE("Generic activations on inputs of different norms: Hermite series against direct quadrature", "[kernel]") {
   // Norms from 0.2 to 3 (first-layer variances up to 3.4 for tanh): series of hundreds of terms.
   Matrix x = random_inputs(10, 6, 5);
-  for (Eigen::Index i = 0; i < x.rows(); ++i)
-    x.row(i) *= (0.2 + 2.8 * static_cast<double>(i) / 9) / x.row(i).norm();
+  for (Eigen::Index i = 0; i < x.rows(); ++i) x.row(i) *= (0.2 + 2.8 * static_cast<double>(i) / 9) / x.row(i).norm();
   auto check = [&](const auto& phi, double sw, double sb) {
     const auto gram = ntk::kernel(ntk::mlp(phi, 3, 0, sw, sb), x);
     for (Eigen::Index i = 0; i < x.rows(); ++i)
@@ -318,7 +311,8 @@ TEST_CASE("Hermite series: known coefficients, the truncation bound and non-conv
   const std::vector<double> one{1.0};
   const auto own = hermite_series(h, std::vector<Set>{{one.data(), 1}});
   REQUIRE(own[0].converged);
-  for (int k = 0; k < 4; ++k) CHECK(std::fabs(own[0].a_at(0, k) - h.coefficients()[static_cast<std::size_t>(k)]) <= 1e-14);
+  for (int k = 0; k < 4; ++k)
+    CHECK(std::fabs(own[0].a_at(0, k) - h.coefficients()[static_cast<std::size_t>(k)]) <= 1e-14);
   // A loose tolerance uses fewer terms, and the Mehler sum's error stays inside its bound.
   const std::vector<double> q1{0.3}, q2{1.7};
   int terms_loose = 0;
@@ -327,7 +321,8 @@ TEST_CASE("Hermite series: known coefficients, the truncation bound and non-conv
     REQUIRE(series[0].converged);
     REQUIRE(series[0].terms == series[1].terms);
     REQUIRE(series[0].terms_dot == series[1].terms_dot);
-    const double bound = tolerance * std::sqrt(ntk::dual(ntk::Tanh{}, 0.3, 0.3, 0.3).t * ntk::dual(ntk::Tanh{}, 1.7, 1.7, 1.7).t);
+    const double bound =
+        tolerance * std::sqrt(ntk::dual(ntk::Tanh{}, 0.3, 0.3, 0.3).t * ntk::dual(ntk::Tanh{}, 1.7, 1.7, 1.7).t);
     double worst = 0;
     for (double rho : {-1.0, -0.6, 0.0, 0.5, 0.9, 0.999, 1.0}) {
       double t = 0;
@@ -514,8 +509,10 @@ TEST_CASE("Kernels: bad input is rejected with the function and the problem", "[
   REQUIRE_THROWS_AS(ntk::kernel_block(net, x, x, 0, 4, 0, 1), std::invalid_argument);
 }
 
-TEST_CASE("Named forms: mlp(phi, MlpShape) and kernel_block with RowRange/ColumnRange equal the "
-          "positional ones", "[kernel]") {
+TEST_CASE(
+    "Named forms: mlp(phi, MlpShape) and kernel_block with RowRange/ColumnRange equal the "
+    "positional ones",
+    "[kernel]") {
   ntk::MlpShape shape;
   shape.depth = 3;
   shape.sigma_w = 1.3;
@@ -532,6 +529,5 @@ TEST_CASE("Named forms: mlp(phi, MlpShape) and kernel_block with RowRange/Column
   const auto b = ntk::kernel_block(positional, x1, x2, 2, 6, 1, 4);
   CHECK((a.ntk - b.ntk).cwiseAbs().maxCoeff() == 0);
   CHECK((a.nngp - b.nngp).cwiseAbs().maxCoeff() == 0);
-  CHECK_THROWS_AS(ntk::kernel_block(named, x1, x2, ntk::RowRange{6, 2}, ntk::ColumnRange{1, 4}),
-                  std::invalid_argument);
+  CHECK_THROWS_AS(ntk::kernel_block(named, x1, x2, ntk::RowRange{6, 2}, ntk::ColumnRange{1, 4}), std::invalid_argument);
 }

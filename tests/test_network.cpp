@@ -15,7 +15,9 @@ using Vector = Eigen::VectorXd;
 
 using ntk_test::normal_matrix;
 
-double relative_frobenius(const Matrix& a, const Matrix& b) { return (a - b).norm() / b.norm(); }
+double relative_frobenius(const Matrix& a, const Matrix& b) {
+  return (a - b).norm() / b.norm();
+}
 
 }  // namespace
 
@@ -70,9 +72,8 @@ TEST_CASE("Network: parameters from a seed, ordering, shapes and set_parameters"
 }
 
 TEST_CASE("Jacobian by backpropagation matches central differences", "[network]") {
-  const auto arch = ntk::serial(ntk::Dense(1.2, 0.3, 6), ntk::activation(ntk::Tanh{}),
-                                ntk::Dense(0.9, 0.1, 5), ntk::activation(ntk::Erf{}),
-                                ntk::Dense(1.0, 0.2, 2));
+  const auto arch = ntk::serial(ntk::Dense(1.2, 0.3, 6), ntk::activation(ntk::Tanh{}), ntk::Dense(0.9, 0.1, 5),
+                                ntk::activation(ntk::Erf{}), ntk::Dense(1.0, 0.2, 2));
   ntk::Network<decltype(arch)> net(arch, 3, 5);
   const Matrix x = normal_matrix(4, 3, 2);
   const Matrix jac = net.jacobian(x);
@@ -198,10 +199,8 @@ TEST_CASE("Monte Carlo results do not depend on the thread count and the NTK mea
 }
 
 TEST_CASE("Network: bad input is rejected", "[network]") {
-  REQUIRE_THROWS_AS((ntk::Network<ntk::Mlp<ntk::Relu>>(ntk::mlp(ntk::Relu{}, 2, 0), 3, 1)),
-                    std::invalid_argument);
-  REQUIRE_THROWS_AS((ntk::Network<ntk::Mlp<ntk::Relu>>(ntk::mlp(ntk::Relu{}, 2, 4), 0, 1)),
-                    std::invalid_argument);
+  REQUIRE_THROWS_AS((ntk::Network<ntk::Mlp<ntk::Relu>>(ntk::mlp(ntk::Relu{}, 2, 0), 3, 1)), std::invalid_argument);
+  REQUIRE_THROWS_AS((ntk::Network<ntk::Mlp<ntk::Relu>>(ntk::mlp(ntk::Relu{}, 2, 4), 0, 1)), std::invalid_argument);
   ntk::Network<ntk::Mlp<ntk::Relu>> net(ntk::mlp(ntk::Relu{}, 2, 4), 3, 1);
   REQUIRE_THROWS_AS(net.forward(normal_matrix(2, 4, 1)), std::invalid_argument);
   Matrix x = normal_matrix(2, 3, 1);

@@ -64,8 +64,7 @@ TEST_CASE("Gauss-Hermite: E[cos Z] = exp(-1/2) to 1e-14 at every order from 20 t
     INFO("order " << order);
     REQUIRE(std::fabs(value - std::exp(-0.5)) <= 1e-14);
   }
-  const long double value = ntk::gauss_hermite<long double>(60).expect(
-      [](long double z) { return std::cos(z); });
+  const long double value = ntk::gauss_hermite<long double>(60).expect([](long double z) { return std::cos(z); });
   REQUIRE(std::fabs(static_cast<double>(value - std::exp(-0.5L))) <= 1e-18);
 }
 

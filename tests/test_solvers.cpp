@@ -20,7 +20,9 @@ using Vector = Eigen::VectorXd;
 using Index = Eigen::Index;
 using ntk_test::normal_matrix;
 
-double relative(const Matrix& a, const Matrix& b) { return (a - b).norm() / std::max(b.norm(), 1e-300); }
+double relative(const Matrix& a, const Matrix& b) {
+  return (a - b).norm() / std::max(b.norm(), 1e-300);
+}
 
 const auto relu3 = ntk::mlp(ntk::Relu{}, 3, 0, std::sqrt(2.0), 0.1);
 
@@ -97,7 +99,8 @@ TEST_CASE("Gram operators: bad construction is rejected naming the function") {
   CHECK_THROWS_AS(ntk::packed_gram(relu3, x, ntk::KernelKind::both), std::invalid_argument);
   ntk::PackedGramOptions nowhere;
   nowhere.file = "/nonexistent-dir/gram.bin";
-  CHECK(throws_with<std::invalid_argument>([&] { ntk::PackedGram<>(10, nowhere); }, "ntk::PackedGram: cannot create file"));
+  CHECK(throws_with<std::invalid_argument>([&] { ntk::PackedGram<>(10, nowhere); },
+                                           "ntk::PackedGram: cannot create file"));
   CHECK_THROWS_AS(ntk::MatrixFreeGram(relu3, x, ntk::KernelKind::both), std::invalid_argument);
   const Matrix rect(3, 4);
   CHECK_THROWS_AS(ntk::DenseGram<>(rect), std::invalid_argument);
@@ -160,7 +163,8 @@ void check_against_eigen(const Regression& r, double ridge) {
     const auto factors = ntk::dynamics_factor(packed, z, times, options.learning_rate, model, ridge, cheb, &info);
     CHECK(info.residual <= 1e-9);
     for (std::size_t i = 0; i < times.size(); ++i) {
-      INFO("model " << static_cast<int>(model) << " t " << times[i] << " ridge " << ridge << " degree " << info.iterations);
+      INFO("model " << static_cast<int>(model) << " t " << times[i] << " ridge " << ridge << " degree "
+                    << info.iterations);
       const Matrix predicted = r.f0t - r.gt * factors[i];
       CHECK(relative(predicted, eigen.test_predictions(projection, times[i])) <= 1e-6);
       CHECK(relative(r.y + z - r.g * factors[i] - ridge * factors[i], eigen.train_predictions(times[i])) <= 1e-6);
@@ -292,13 +296,16 @@ TEST_CASE("Solvers: non-convergence and a zero ridge and bad times and singular 
   CHECK_FALSE(info.converged);
   CHECK(info.residual > 1e-14);
   CHECK(partial.allFinite());
-  CHECK(throws_with<std::invalid_argument>([&] { ntk::cg_solve(dense, r.y, 0.0); }, "ntk::cg_solve: ridge must be positive"));
-  CHECK(throws_with<std::invalid_argument>([&] { ntk::cg_solve(dense, Matrix(r.y.topRows(10)), 1.0); }, "ntk::cg_solve: y must have 200 rows"));
+  CHECK(throws_with<std::invalid_argument>([&] { ntk::cg_solve(dense, r.y, 0.0); },
+                                           "ntk::cg_solve: ridge must be positive"));
+  CHECK(throws_with<std::invalid_argument>([&] { ntk::cg_solve(dense, Matrix(r.y.topRows(10)), 1.0); },
+                                           "ntk::cg_solve: y must have 200 rows"));
   CHECK(throws_with<std::invalid_argument>(
       [&] { ntk::dynamics_factor(dense, r.y, {inf}, 1.0, ntk::TimeModel::continuous); }, "t = inf is cg_solve"));
   ntk::ChebyshevOptions tight;
   tight.max_degree = 5;
-  CHECK_THROWS_AS(ntk::dynamics_factor(dense, r.y, {1000.0}, 1.0, ntk::TimeModel::continuous, 0.0, tight), ntk::NotConverged);
+  CHECK_THROWS_AS(ntk::dynamics_factor(dense, r.y, {1000.0}, 1.0, ntk::TimeModel::continuous, 0.0, tight),
+                  ntk::NotConverged);
   CHECK(throws_with<std::invalid_argument>(
       [&] { ntk::dynamics_factor(dense, r.y, {3.0}, 10.0, ntk::TimeModel::discrete); }, "diverges"));
   // A singular Gram matrix: Cholesky refuses, the t = inf dynamics falls back to the pseudo-inverse.
@@ -337,7 +344,8 @@ TEST_CASE("Solvers: plan_solver picks the cheapest correct path and refuses a me
   q.memory_limit = 4 * gib;
   CHECK(ntk::plan_solver(q).method == ntk::SolverMethod::matrix_free);
   q.ridge = 0;  // no ridge: the iterative paths do not apply and the dense ones do not fit
-  CHECK(throws_with<std::invalid_argument>([&] { ntk::plan_solver(q); }, "ntk::plan_solver: no path fits the memory limit 4096 MiB"));
+  CHECK(throws_with<std::invalid_argument>([&] { ntk::plan_solver(q); },
+                                           "ntk::plan_solver: no path fits the memory limit 4096 MiB"));
   q.ridge = 1e-3;
   q.method = ntk::SolverMethod::cholesky;
   CHECK(throws_with<std::invalid_argument>([&] { ntk::plan_solver(q); }, "cannot hold method cholesky for n = 60000"));

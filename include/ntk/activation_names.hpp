@@ -61,8 +61,8 @@ decltype(auto) with_activation(const std::string& name, F&& f) {
   const std::string tail = colon == std::string::npos ? "" : name.substr(colon + 1);
   const auto no_parameter = [&] {
     if (colon != std::string::npos)
-      detail::fail<std::invalid_argument>("with_activation", "activation '", head,
-                                          "' takes no parameter (got '", name, "')");
+      detail::fail<std::invalid_argument>("with_activation", "activation '", head, "' takes no parameter (got '", name,
+                                          "')");
   };
   if (head == "relu") return no_parameter(), f(Relu{});
   if (head == "leaky_relu")
@@ -79,13 +79,13 @@ decltype(auto) with_activation(const std::string& name, F&& f) {
   if (head == "hermite") return f(Hermite(detail::activation_parameters(tail, "hermite coefficients")));
   if (head == "opt") {
     if (tail.empty())
-      detail::fail<std::invalid_argument>("with_activation",
-                                          "activation 'opt' needs a dimension, e.g. opt:2");
+      detail::fail<std::invalid_argument>("with_activation", "activation 'opt' needs a dimension, e.g. opt:2");
     return f(OptimalActivation(detail::activation_parameters(tail, "opt dimension").at(0)));
   }
   if (head == "sign") return no_parameter(), f(Sign{});
   const auto exactly = [&](std::size_t count, const char* what) {
-    std::vector<double> v = tail.empty() ? std::vector<double>{} : detail::activation_parameters(tail, head + " " + what);
+    std::vector<double> v =
+        tail.empty() ? std::vector<double>{} : detail::activation_parameters(tail, head + " " + what);
     if (v.size() != count)
       detail::fail<std::invalid_argument>("with_activation", "activation '", head, "' needs ", count, " ", what,
                                           " (got ", v.size(), " in '", name, "')");
@@ -94,8 +94,8 @@ decltype(auto) with_activation(const std::string& name, F&& f) {
   const auto degree = [&] {
     const double n = exactly(1, "degree")[0];
     if (n != std::floor(n) || n < 0 || n > 64)
-      detail::fail<std::invalid_argument>("with_activation", "activation '", head,
-                                          "' needs an integer degree (got '", tail, "')");
+      detail::fail<std::invalid_argument>("with_activation", "activation '", head, "' needs an integer degree (got '",
+                                          tail, "')");
     return static_cast<int>(n);
   };
   if (head == "abrelu") {
@@ -114,8 +114,8 @@ decltype(auto) with_activation(const std::string& name, F&& f) {
   if (head == "monomial") return f(Monomial(degree()));
   if (head == "rectified_monomial") return f(RectifiedMonomial(degree()));
   if (head == "polynomial") return f(Polynomial(detail::activation_parameters(tail, "polynomial coefficients")));
-  detail::fail<std::invalid_argument>("with_activation", "unknown activation '", name, "' (known: ",
-                                      activation_names, ")");
+  detail::fail<std::invalid_argument>("with_activation", "unknown activation '", name, "' (known: ", activation_names,
+                                      ")");
 }
 
 /// As with_activation(name, f), but when `quadrature` is true an activation with a closed-form dual

@@ -80,8 +80,7 @@ void hermite_values(Scalar z, std::size_t n, Scalar* out) {
   out[0] = 1;
   if (n >= 1) out[1] = z;
   for (std::size_t k = 1; k < n; ++k)
-    out[k + 1] = (z * out[k] - std::sqrt(static_cast<Scalar>(k)) * out[k - 1]) /
-                 std::sqrt(static_cast<Scalar>(k + 1));
+    out[k + 1] = (z * out[k] - std::sqrt(static_cast<Scalar>(k)) * out[k - 1]) / std::sqrt(static_cast<Scalar>(k + 1));
 }
 
 /// The dual of the positively homogeneous φ(z) = a min(z, 0) + b max(z, 0) per unit
@@ -105,8 +104,7 @@ template <class Scalar>
 NTK_ALWAYS_INLINE Dual<Scalar> piecewise_linear_dual(Scalar a, Scalar b, Scalar q1, Scalar c, Scalar q2) {
   const Scalar root = geometric_mean(q1, q2);
   // c = 0 whenever root = 0 (after clamping), so dividing by the smallest normal gives ρ = 0.
-  const Dual<Scalar> unit =
-      piecewise_linear_unit_dual(a, b, c / std::max(root, std::numeric_limits<Scalar>::min()));
+  const Dual<Scalar> unit = piecewise_linear_unit_dual(a, b, c / std::max(root, std::numeric_limits<Scalar>::min()));
   return {root * unit.t, unit.t_dot};
 }
 
@@ -116,9 +114,8 @@ NTK_ALWAYS_INLINE Dual<Scalar> piecewise_linear_dual(Scalar a, Scalar b, Scalar 
 template <class Phi, class Scalar, class = void>
 struct has_closed_form_dual : std::false_type {};
 template <class Phi, class Scalar>
-struct has_closed_form_dual<
-    Phi, Scalar,
-    std::void_t<decltype(std::declval<const Phi&>().dual(Scalar(), Scalar(), Scalar()))>>
+struct has_closed_form_dual<Phi, Scalar,
+                            std::void_t<decltype(std::declval<const Phi&>().dual(Scalar(), Scalar(), Scalar()))>>
     : std::true_type {};
 template <class Phi, class Scalar>
 inline constexpr bool has_closed_form_dual_v = has_closed_form_dual<Phi, Scalar>::value;
@@ -140,21 +137,19 @@ struct is_activation : std::false_type {};
 template <class Phi, class Scalar>
 struct is_activation<Phi, Scalar,
                      std::void_t<decltype(std::declval<const Phi&>().value(Scalar())),
-                                 decltype(std::declval<const Phi&>().derivative(Scalar()))>>
-    : std::true_type {};
+                                 decltype(std::declval<const Phi&>().derivative(Scalar()))>> : std::true_type {};
 
 /// Compile-time tests for the optional members of the activation contract.
 template <class Phi, class Scalar, class = void>
 struct has_value_and_derivative : std::false_type {};
 template <class Phi, class Scalar>
-struct has_value_and_derivative<
-    Phi, Scalar, std::void_t<decltype(std::declval<const Phi&>().value_and_derivative(Scalar()))>>
+struct has_value_and_derivative<Phi, Scalar,
+                                std::void_t<decltype(std::declval<const Phi&>().value_and_derivative(Scalar()))>>
     : std::true_type {};
 template <class Phi, class Scalar, class = void>
 struct has_means : std::false_type {};
 template <class Phi, class Scalar>
-struct has_means<Phi, Scalar,
-                 std::void_t<decltype(std::declval<const Phi&>().template means<Scalar>())>>
+struct has_means<Phi, Scalar, std::void_t<decltype(std::declval<const Phi&>().template means<Scalar>())>>
     : std::true_type {};
 
 /// Compile-time test for a parameter check: `phi.check(function)`, which throws
@@ -163,7 +158,8 @@ struct has_means<Phi, Scalar,
 template <class Phi, class = void>
 struct has_parameter_check : std::false_type {};
 template <class Phi>
-struct has_parameter_check<Phi, std::void_t<decltype(std::declval<const Phi&>().check(static_cast<const char*>(nullptr)))>>
+struct has_parameter_check<Phi,
+                           std::void_t<decltype(std::declval<const Phi&>().check(static_cast<const char*>(nullptr)))>>
     : std::true_type {};
 
 namespace detail {
@@ -204,9 +200,13 @@ struct LeakyRelu {
   }
   std::string name() const { return "leaky_relu:" + std::to_string(slope); }
   template <class S>
-  S value(S z) const { return z > 0 ? z : static_cast<S>(slope) * z; }
+  S value(S z) const {
+    return z > 0 ? z : static_cast<S>(slope) * z;
+  }
   template <class S>
-  S derivative(S z) const { return z > 0 ? S(1) : static_cast<S>(slope); }
+  S derivative(S z) const {
+    return z > 0 ? S(1) : static_cast<S>(slope);
+  }
   template <class S>
   Dual<S> dual(S q1, S c, S q2) const {
     return detail::piecewise_linear_dual(static_cast<S>(slope), S(1), q1, c, q2);
@@ -228,30 +228,50 @@ struct LeakyRelu {
 struct Relu {
   std::string name() const { return "relu"; }
   template <class S>
-  S value(S z) const { return z > 0 ? z : S(0); }
+  S value(S z) const {
+    return z > 0 ? z : S(0);
+  }
   template <class S>
-  S derivative(S z) const { return z > 0 ? S(1) : S(0); }
+  S derivative(S z) const {
+    return z > 0 ? S(1) : S(0);
+  }
   template <class S>
-  Dual<S> dual(S q1, S c, S q2) const { return detail::piecewise_linear_dual(S(0), S(1), q1, c, q2); }
+  Dual<S> dual(S q1, S c, S q2) const {
+    return detail::piecewise_linear_dual(S(0), S(1), q1, c, q2);
+  }
   template <class S>
-  Dual<S> unit_dual(S rho) const { return detail::piecewise_linear_unit_dual(S(0), S(1), rho); }
+  Dual<S> unit_dual(S rho) const {
+    return detail::piecewise_linear_unit_dual(S(0), S(1), rho);
+  }
   template <class S>
-  std::pair<S, S> means() const { return {1 / std::sqrt(2 * detail::pi_v<S>), S(0.5)}; }
+  std::pair<S, S> means() const {
+    return {1 / std::sqrt(2 * detail::pi_v<S>), S(0.5)};
+  }
 };
 
 /// φ(z) = |z|; dual exact.
 struct Abs {
   std::string name() const { return "abs"; }
   template <class S>
-  S value(S z) const { return std::fabs(z); }
+  S value(S z) const {
+    return std::fabs(z);
+  }
   template <class S>
-  S derivative(S z) const { return z > 0 ? S(1) : (z < 0 ? S(-1) : S(0)); }
+  S derivative(S z) const {
+    return z > 0 ? S(1) : (z < 0 ? S(-1) : S(0));
+  }
   template <class S>
-  Dual<S> dual(S q1, S c, S q2) const { return detail::piecewise_linear_dual(S(-1), S(1), q1, c, q2); }
+  Dual<S> dual(S q1, S c, S q2) const {
+    return detail::piecewise_linear_dual(S(-1), S(1), q1, c, q2);
+  }
   template <class S>
-  Dual<S> unit_dual(S rho) const { return detail::piecewise_linear_unit_dual(S(-1), S(1), rho); }
+  Dual<S> unit_dual(S rho) const {
+    return detail::piecewise_linear_unit_dual(S(-1), S(1), rho);
+  }
   template <class S>
-  std::pair<S, S> means() const { return {std::sqrt(2 / detail::pi_v<S>), S(0)}; }
+  std::pair<S, S> means() const {
+    return {std::sqrt(2 / detail::pi_v<S>), S(0)};
+  }
 };
 
 /// φ(z) = erf(scale z); dual: Williams (1997), exact.
@@ -263,7 +283,9 @@ struct Erf {
   }
   std::string name() const { return "erf"; }
   template <class S>
-  S value(S z) const { return std::erf(static_cast<S>(scale) * z); }
+  S value(S z) const {
+    return std::erf(static_cast<S>(scale) * z);
+  }
   template <class S>
   S derivative(S z) const {
     const S b = static_cast<S>(scale);
@@ -291,7 +313,9 @@ struct Tanh {
   /// lim φ(z) as z → ∞ (φ is odd and saturates: detail/saturating.hpp).
   double saturation() const { return 1; }
   template <class S>
-  S value(S z) const { return std::tanh(z); }
+  S value(S z) const {
+    return std::tanh(z);
+  }
   template <class S>
   S derivative(S z) const {
     const S t = std::tanh(z);
@@ -311,7 +335,9 @@ struct Sigmoid {
   /// lim φ(z) as z → ∞ (φ is odd and saturates: detail/saturating.hpp).
   double saturation() const { return 0.5; }
   template <class S>
-  S value(S z) const { return std::tanh(z / 2) / 2; }
+  S value(S z) const {
+    return std::tanh(z / 2) / 2;
+  }
   template <class S>
   S derivative(S z) const {
     const S t = std::tanh(z / 2);
@@ -323,20 +349,25 @@ struct Sigmoid {
 struct Softplus {
   std::string name() const { return "softplus"; }
   template <class S>
-  S value(S z) const { return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z)); }
+  S value(S z) const {
+    return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z));
+  }
   template <class S>
-  S derivative(S z) const { return z > 0 ? 1 / (1 + std::exp(-z)) : std::exp(z) / (1 + std::exp(z)); }
+  S derivative(S z) const {
+    return z > 0 ? 1 / (1 + std::exp(-z)) : std::exp(z) / (1 + std::exp(z));
+  }
 };
 
 /// GELU φ(z) = z Φ(z); dual exact (Tsuchida et al. 2020).
 struct Gelu {
   std::string name() const { return "gelu"; }
   template <class S>
-  S value(S z) const { return z * std::erfc(-z / std::sqrt(S(2))) / 2; }
+  S value(S z) const {
+    return z * std::erfc(-z / std::sqrt(S(2))) / 2;
+  }
   template <class S>
   S derivative(S z) const {
-    return std::erfc(-z / std::sqrt(S(2))) / 2 +
-           z * std::exp(-z * z / 2) / std::sqrt(2 * detail::pi_v<S>);
+    return std::erfc(-z / std::sqrt(S(2))) / 2 + z * std::exp(-z * z / 2) / std::sqrt(2 * detail::pi_v<S>);
   }
   template <class S>
   Dual<S> dual(S q1, S c, S q2) const {
@@ -367,27 +398,39 @@ struct Gelu {
 struct Identity {
   std::string name() const { return "identity"; }
   template <class S>
-  S value(S z) const { return z; }
+  S value(S z) const {
+    return z;
+  }
   template <class S>
-  S derivative(S) const { return S(1); }
+  S derivative(S) const {
+    return S(1);
+  }
   template <class S>
   Dual<S> dual(S q1, S c, S q2) const {
     const S limit = std::sqrt(q1) * std::sqrt(q2);
     return {c > limit ? limit : (c < -limit ? -limit : c), S(1)};
   }
   template <class S>
-  Dual<S> unit_dual(S rho) const { return {rho > 1 ? S(1) : (rho < -1 ? S(-1) : rho), S(1)}; }
+  Dual<S> unit_dual(S rho) const {
+    return {rho > 1 ? S(1) : (rho < -1 ? S(-1) : rho), S(1)};
+  }
   template <class S>
-  std::pair<S, S> means() const { return {S(0), S(1)}; }
+  std::pair<S, S> means() const {
+    return {S(0), S(1)};
+  }
 };
 
 /// φ(z) = sin(z); dual exact.
 struct Sin {
   std::string name() const { return "sin"; }
   template <class S>
-  S value(S z) const { return std::sin(z); }
+  S value(S z) const {
+    return std::sin(z);
+  }
   template <class S>
-  S derivative(S z) const { return std::cos(z); }
+  S derivative(S z) const {
+    return std::cos(z);
+  }
   template <class S>
   Dual<S> dual(S q1, S c, S q2) const {
     const S m = q1 / 2 + q2 / 2;  // not (q1 + q2) / 2, which overflows for variances near the type's maximum
@@ -400,9 +443,13 @@ struct Sin {
 struct Cos {
   std::string name() const { return "cos"; }
   template <class S>
-  S value(S z) const { return std::cos(z); }
+  S value(S z) const {
+    return std::cos(z);
+  }
   template <class S>
-  S derivative(S z) const { return -std::sin(z); }
+  S derivative(S z) const {
+    return -std::sin(z);
+  }
   template <class S>
   Dual<S> dual(S q1, S c, S q2) const {
     const S m = q1 / 2 + q2 / 2;  // not (q1 + q2) / 2, which overflows for variances near the type's maximum
@@ -440,19 +487,21 @@ class Hermite {
   /// (E[φ(Z)], E[φ'(Z)]) = (c_0, c_1) (the second by Stein's lemma).
   template <class S>
   std::pair<S, S> means() const {
-    return {static_cast<S>(m_coefficients[0]),
-            static_cast<S>(m_coefficients.size() > 1 ? m_coefficients[1] : 0.0)};
+    return {static_cast<S>(m_coefficients[0]), static_cast<S>(m_coefficients.size() > 1 ? m_coefficients[1] : 0.0)};
   }
   std::string name() const {
     std::string s = "hermite:";
-    for (std::size_t k = 0; k < m_coefficients.size(); ++k)
-      s += (k ? "," : "") + std::to_string(m_coefficients[k]);
+    for (std::size_t k = 0; k < m_coefficients.size(); ++k) s += (k ? "," : "") + std::to_string(m_coefficients[k]);
     return s;
   }
   template <class S>
-  S value(S z) const { return evaluate(m_coefficients, z); }
+  S value(S z) const {
+    return evaluate(m_coefficients, z);
+  }
   template <class S>
-  S derivative(S z) const { return evaluate(m_derivative, z); }
+  S derivative(S z) const {
+    return evaluate(m_derivative, z);
+  }
   template <class S>
   Dual<S> dual(S q1, S c, S q2) const {
     const S root = std::sqrt(q1) * std::sqrt(q2);
@@ -465,8 +514,7 @@ class Hermite {
   static S evaluate(const std::vector<double>& coefficients, S z) {
     S previous = 0, current = 1, sum = static_cast<S>(coefficients[0]);
     for (std::size_t k = 0; k + 1 < coefficients.size(); ++k) {
-      const S next = (z * current - std::sqrt(static_cast<S>(k)) * previous) /
-                     std::sqrt(static_cast<S>(k + 1));
+      const S next = (z * current - std::sqrt(static_cast<S>(k)) * previous) / std::sqrt(static_cast<S>(k + 1));
       previous = current;
       current = next;
       sum += static_cast<S>(coefficients[k + 1]) * current;
@@ -524,14 +572,12 @@ class OptimalActivation : public Hermite {
  private:
   static std::vector<double> coefficients_for(double d) {
     if (!(d >= 2) || !std::isfinite(d))
-      detail::fail<std::invalid_argument>("OptimalActivation", "dimension d must be >= 2 (got ", d,
-                                          ")");
+      detail::fail<std::invalid_argument>("OptimalActivation", "dimension d must be >= 2 (got ", d, ")");
     const double outer = std::pow(2.0, -d / 4);
     return {0.0, outer, std::sqrt(1 - std::pow(2.0, 1 - d / 2)), outer};
   }
   double m_dimension;
 };
-
 
 /// Any activation evaluated the generic way: value, derivative and name are forwarded, the closed
 /// forms (dual, unit_dual) and moments (means) are hidden, so duals and kernels come from
@@ -550,9 +596,13 @@ struct Quadrature {
   }
   std::string name() const { return phi.name(); }
   template <class S>
-  S value(S z) const { return phi.value(z); }
+  S value(S z) const {
+    return phi.value(z);
+  }
   template <class S>
-  S derivative(S z) const { return phi.derivative(z); }
+  S derivative(S z) const {
+    return phi.derivative(z);
+  }
 };
 template <class Phi>
 Quadrature(Phi) -> Quadrature<Phi>;
@@ -652,9 +702,13 @@ class ABRelu {
   }
   std::string name() const { return "abrelu:" + std::to_string(m_a) + "," + std::to_string(m_b); }
   template <class S>
-  S value(S z) const { return z > 0 ? static_cast<S>(m_b) * z : static_cast<S>(m_a) * z; }
+  S value(S z) const {
+    return z > 0 ? static_cast<S>(m_b) * z : static_cast<S>(m_a) * z;
+  }
   template <class S>
-  S derivative(S z) const { return z > 0 ? static_cast<S>(m_b) : static_cast<S>(m_a); }
+  S derivative(S z) const {
+    return z > 0 ? static_cast<S>(m_b) : static_cast<S>(m_a);
+  }
   template <class S>
   Dual<S> dual(S q1, S c, S q2) const {
     return detail::piecewise_linear_dual(static_cast<S>(m_a), static_cast<S>(m_b), q1, c, q2);
@@ -677,9 +731,13 @@ class ABRelu {
 struct Sign {
   std::string name() const { return "sign"; }
   template <class S>
-  S value(S z) const { return z > 0 ? S(1) : (z < 0 ? S(-1) : S(0)); }
+  S value(S z) const {
+    return z > 0 ? S(1) : (z < 0 ? S(-1) : S(0));
+  }
   template <class S>
-  S derivative(S) const { return S(0); }
+  S derivative(S) const {
+    return S(0);
+  }
   template <class S>
   Dual<S> dual(S q1, S c, S q2) const {
     if (!(q1 > 0) || !(q2 > 0)) return {S(0), S(0)};
@@ -703,9 +761,13 @@ class Exp {
   }
   std::string name() const { return "exp:" + std::to_string(m_a) + "," + std::to_string(m_b); }
   template <class S>
-  S value(S z) const { return static_cast<S>(m_a) * std::exp(static_cast<S>(m_b) * z); }
+  S value(S z) const {
+    return static_cast<S>(m_a) * std::exp(static_cast<S>(m_b) * z);
+  }
   template <class S>
-  S derivative(S z) const { return static_cast<S>(m_a * m_b) * std::exp(static_cast<S>(m_b) * z); }
+  S derivative(S z) const {
+    return static_cast<S>(m_a * m_b) * std::exp(static_cast<S>(m_b) * z);
+  }
   template <class S>
   Dual<S> dual(S q1, S c, S q2) const {
     const S limit = detail::geometric_mean(q1, q2);
@@ -737,7 +799,9 @@ class Gaussian {
   }
   std::string name() const { return "gaussian:" + std::to_string(m_a) + "," + std::to_string(m_b); }
   template <class S>
-  S value(S z) const { return static_cast<S>(m_a) * std::exp(static_cast<S>(m_b) * z * z); }
+  S value(S z) const {
+    return static_cast<S>(m_a) * std::exp(static_cast<S>(m_b) * z * z);
+  }
   template <class S>
   S derivative(S z) const {
     return static_cast<S>(2 * m_a * m_b) * z * std::exp(static_cast<S>(m_b) * z * z);
@@ -802,12 +866,10 @@ class Polynomial {
   /// a non-finite coefficient.
   explicit Polynomial(std::vector<double> coefficients) : m_c(std::move(coefficients)) {
     if (m_c.empty() || m_c.size() > 33)
-      detail::fail<std::invalid_argument>("Polynomial", "coefficients must number 1 to 33 (got ",
-                                          m_c.size(), ")");
+      detail::fail<std::invalid_argument>("Polynomial", "coefficients must number 1 to 33 (got ", m_c.size(), ")");
     for (std::size_t j = 0; j < m_c.size(); ++j)
       if (!std::isfinite(m_c[j]))
-        detail::fail<std::invalid_argument>("Polynomial", "coefficient ", j, " must be finite (got ",
-                                            m_c[j], ")");
+        detail::fail<std::invalid_argument>("Polynomial", "coefficient ", j, " must be finite (got ", m_c[j], ")");
     m_d.assign(m_c.size() > 1 ? m_c.size() - 1 : 1, 0.0);
     for (std::size_t j = 1; j < m_c.size(); ++j) m_d[j - 1] = static_cast<double>(j) * m_c[j];
     m_dual = detail::PolynomialDual(m_c);
@@ -818,8 +880,8 @@ class Polynomial {
   void check(const char* function) const {
     for (std::size_t j = 0; j < m_c.size(); ++j)
       if (!std::isfinite(m_c[j]))
-        detail::fail<std::invalid_argument>(function, "Polynomial coefficient ", j, " must be finite (got ",
-                                            m_c[j], ")");
+        detail::fail<std::invalid_argument>(function, "Polynomial coefficient ", j, " must be finite (got ", m_c[j],
+                                            ")");
   }
   std::string name() const {
     std::string s = "polynomial:";
@@ -827,9 +889,13 @@ class Polynomial {
     return s;
   }
   template <class S>
-  S value(S z) const { return detail::horner(m_c, z); }
+  S value(S z) const {
+    return detail::horner(m_c, z);
+  }
   template <class S>
-  S derivative(S z) const { return detail::horner(m_d, z); }
+  S derivative(S z) const {
+    return detail::horner(m_d, z);
+  }
   template <class S>
   Dual<S> dual(S q1, S c, S q2) const {
     const S limit = detail::geometric_mean(q1, q2);
@@ -868,13 +934,14 @@ class RectifiedMonomial {
   /// Throws std::invalid_argument unless 0 <= degree <= 16.
   explicit RectifiedMonomial(int degree = 1) : m_degree(degree) {
     if (degree < 0 || degree > 16)
-      detail::fail<std::invalid_argument>("RectifiedMonomial", "degree must be in [0, 16] (got ",
-                                          degree, ")");
+      detail::fail<std::invalid_argument>("RectifiedMonomial", "degree must be in [0, 16] (got ", degree, ")");
   }
   int degree() const { return m_degree; }
   std::string name() const { return "rectified_monomial:" + std::to_string(m_degree); }
   template <class S>
-  S value(S z) const { return z > 0 ? power(z, m_degree) : S(0); }
+  S value(S z) const {
+    return z > 0 ? power(z, m_degree) : S(0);
+  }
   template <class S>
   S derivative(S z) const {
     return m_degree == 0 || !(z > 0) ? S(0) : static_cast<S>(m_degree) * power(z, m_degree - 1);
@@ -914,7 +981,7 @@ class RectifiedMonomial {
     S s_power[max + 1];
     s_power[0] = 1;
     for (int k = 1; k <= max; ++k) s_power[k] = s_power[k - 1] * s;
-    S m[max][max];  // m[a][b] = E[X₊^a Y₊^b], symmetric in (a, b)
+    S m[max][max];                          // m[a][b] = E[X₊^a Y₊^b], symmetric in (a, b)
     const auto stein = [&](int a, int b) {  // a >= 1, with m(a−2, b) and m(a−1, b−1) known
       S value = a >= 2 ? static_cast<S>(a - 1) * m[a - 2][b] : s_power[b] * half[b] * inv_root_2pi;
       value += rho * (b >= 1 ? static_cast<S>(b) * m[a - 1][b - 1] : s_power[a - 1] * half[a - 1] * inv_root_2pi);

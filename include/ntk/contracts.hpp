@@ -33,31 +33,27 @@ struct AnyLayer {
 template <class Phi, class Scalar, class = void>
 struct has_value : std::false_type {};
 template <class Phi, class Scalar>
-struct has_value<Phi, Scalar, std::void_t<decltype(std::declval<const Phi&>().value(Scalar()))>>
-    : std::true_type {};
+struct has_value<Phi, Scalar, std::void_t<decltype(std::declval<const Phi&>().value(Scalar()))>> : std::true_type {};
 template <class Phi, class Scalar, class = void>
 struct has_derivative : std::false_type {};
 template <class Phi, class Scalar>
-struct has_derivative<Phi, Scalar,
-                      std::void_t<decltype(std::declval<const Phi&>().derivative(Scalar()))>>
+struct has_derivative<Phi, Scalar, std::void_t<decltype(std::declval<const Phi&>().derivative(Scalar()))>>
     : std::true_type {};
 
 template <class Arch, class = void>
 struct has_size : std::false_type {};
 template <class Arch>
-struct has_size<Arch, std::void_t<decltype(std::size_t(std::declval<const Arch&>().size()))>>
-    : std::true_type {};
+struct has_size<Arch, std::void_t<decltype(std::size_t(std::declval<const Arch&>().size()))>> : std::true_type {};
 template <class Arch, class = void>
 struct has_for_each_layer : std::false_type {};
 template <class Arch>
-struct has_for_each_layer<
-    Arch, std::void_t<decltype(std::declval<const Arch&>().for_each_layer(AnyLayer{}))>>
+struct has_for_each_layer<Arch, std::void_t<decltype(std::declval<const Arch&>().for_each_layer(AnyLayer{}))>>
     : std::true_type {};
 template <class Arch, class = void>
 struct has_for_each_layer_reverse : std::false_type {};
 template <class Arch>
-struct has_for_each_layer_reverse<
-    Arch, std::void_t<decltype(std::declval<const Arch&>().for_each_layer_reverse(AnyLayer{}))>>
+struct has_for_each_layer_reverse<Arch,
+                                  std::void_t<decltype(std::declval<const Arch&>().for_each_layer_reverse(AnyLayer{}))>>
     : std::true_type {};
 
 /// The activation contract; true, or a static_assert naming the missing member.

@@ -219,14 +219,14 @@ class ImageActivationModel final : public ImageActivationBase {
     }
     void pairs(Eigen::Index p1, Eigen::Index p2, Eigen::Index count, double* sigma, double* theta) const override {
       if constexpr (closed) {
-        closed_entries(m_phi, m_a.q.data() + p1, m_a.root.data() + p1, m_a.inverse_root.data() + p1,
-                       m_b.q.data() + p2, m_b.root.data() + p2, m_b.inverse_root.data() + p2, count, sigma, theta);
+        closed_entries(m_phi, m_a.q.data() + p1, m_a.root.data() + p1, m_a.inverse_root.data() + p1, m_b.q.data() + p2,
+                       m_b.root.data() + p2, m_b.inverse_root.data() + p2, count, sigma, theta);
       } else {
         for (Eigen::Index t = 0; t < count; ++t) generic(p1 + t, p2 + t, sigma[t], theta[t]);
       }
     }
-    void padded_pairs(Eigen::Index first, Eigen::Index count, Eigen::Index offset1, Eigen::Index offset2,
-                      double* sigma, double* theta) const override {
+    void padded_pairs(Eigen::Index first, Eigen::Index count, Eigen::Index offset1, Eigen::Index offset2, double* sigma,
+                      double* theta) const override {
       if constexpr (closed) {
         const Eigen::Index i = first + offset1, j = first + offset2;
         closed_entries(m_phi, m_a.padded_q.data() + i, m_a.padded_root.data() + i, m_a.padded_inverse_root.data() + i,
@@ -245,7 +245,6 @@ class ImageActivationModel final : public ImageActivationBase {
         }
       }
     }
-
 
     void row(Eigen::Index p1, Eigen::Index p2, Eigen::Index count, Eigen::Index room, double* sigma,
              double* theta) const override {
@@ -319,8 +318,8 @@ class ImageActivationModel final : public ImageActivationBase {
         const double limit = m_a.root[i1] * m_b.root[i2];
         const double c = std::min(std::max(sigma, -limit), limit);
         const double q1 = m_a.q[i1], q2 = m_b.q[i2];
-        const int order = m_options.quadrature_order > 0 ? m_options.quadrature_order
-                                                         : adaptive_quadrature_order(std::max(q1, q2));
+        const int order =
+            m_options.quadrature_order > 0 ? m_options.quadrature_order : adaptive_quadrature_order(std::max(q1, q2));
         d = quadrature_dual(m_phi, Covariance2<double>{q1, c, q2}, gauss_hermite<double>(order));
       }
       sigma = d.t;
@@ -467,9 +466,11 @@ class ImageArchitecture {
       const auto window = [&](Eigen::Index fh, Eigen::Index fw, Eigen::Index sh, Eigen::Index sw, Padding padding,
                               const char* what) {
         if (fh < 1 || fw < 1)
-          detail::fail<std::invalid_argument>(fn, where, "(", what, "): window must be at least 1x1 (got ", fh, "x", fw, ")");
+          detail::fail<std::invalid_argument>(fn, where, "(", what, "): window must be at least 1x1 (got ", fh, "x", fw,
+                                              ")");
         if (sh < 1 || sw < 1)
-          detail::fail<std::invalid_argument>(fn, where, "(", what, "): stride must be at least 1 (got ", sh, "x", sw, ")");
+          detail::fail<std::invalid_argument>(fn, where, "(", what, "): stride must be at least 1 (got ", sh, "x", sw,
+                                              ")");
         if (padding == Padding::valid && (fh > shape.height || fw > shape.width))
           detail::fail<std::invalid_argument>(fn, where, "(", what, "): VALID window ", fh, "x", fw,
                                               " is larger than its input ", shape.height, "x", shape.width);
@@ -491,7 +492,8 @@ class ImageArchitecture {
         const Eigen::Index sh = pool->stride_height > 0 ? pool->stride_height : pool->window_height;
         const Eigen::Index sw = pool->stride_width > 0 ? pool->stride_width : pool->window_width;
         if (pool->stride_height < 0 || pool->stride_width < 0)
-          detail::fail<std::invalid_argument>(fn, where, "(avgpool): stride must be at least 1, or 0 for the window (got ",
+          detail::fail<std::invalid_argument>(fn, where,
+                                              "(avgpool): stride must be at least 1, or 0 for the window (got ",
                                               pool->stride_height, "x", pool->stride_width, ")");
         window(pool->window_height, pool->window_width, sh, sw, pool->padding, "avgpool");
         shape = {r.rows.out, r.columns.out, shape.channels};
@@ -553,9 +555,10 @@ class ImageArchitecture {
   /// Throws std::invalid_argument unless the output is one pixel.
   void check_flat(const char* function) const {
     if (m_output.pixels() != 1)
-      detail::fail<std::invalid_argument>(function, "the architecture's output must be one pixel: end with "
-                                          "GlobalAvgPool or Flatten, then Dense (got ", m_output.height, "x",
-                                          m_output.width, ")");
+      detail::fail<std::invalid_argument>(function,
+                                          "the architecture's output must be one pixel: end with "
+                                          "GlobalAvgPool or Flatten, then Dense (got ",
+                                          m_output.height, "x", m_output.width, ")");
   }
 
   const ImageShape& input_shape() const { return m_input; }
@@ -699,7 +702,8 @@ class ImagePairEngine {
             q.q.resize(static_cast<std::size_t>(H * W));
             for (Eigen::Index h = 0; h < H; ++h)
               for (Eigen::Index w = 0; w < W; ++w)
-                q.q[static_cast<std::size_t>(h * W + w)] = m_sigma[static_cast<std::size_t>(((h * H + h) * W + w) * W + w)];
+                q.q[static_cast<std::size_t>(h * W + w)] =
+                    m_sigma[static_cast<std::size_t>(((h * H + h) * W + w) * W + w)];
             q.finish();
             record->layers.push_back(std::move(q));
             step = layer.activation->prepare(record->layers.back(), record->layers.back(), m_options);
@@ -796,7 +800,8 @@ class ImagePairEngine {
                    double* __restrict out, Eigen::Index n) {
     for (Eigen::Index w = 0; w < n; ++w) out[w] = a[w] + b[w] + c[w];
   }
-  static void sum_rows(const double* const* sources, Eigen::Index r, int count, double* __restrict out, Eigen::Index n) {
+  static void sum_rows(const double* const* sources, Eigen::Index r, int count, double* __restrict out,
+                       Eigen::Index n) {
     const double* __restrict first = sources[0] + r;
     for (Eigen::Index w = 0; w < n; ++w) out[w] = first[w];
     for (int k = 1; k < count; ++k) {
@@ -1047,7 +1052,8 @@ class ImagePairEngine {
           const ResolvedLayer& layer = layers[l];
           if (layer.kind == Kind::activation) {
             // Chain index of line entry f: f + h1 S + w1 (first image), f + h2 S + w2 (second).
-            m_steps[layer.chain]->padded_pairs(R * S, nh * S, h1 * S + w1, h2 * S + w2, m_line_s.data(), m_line_t.data());
+            m_steps[layer.chain]->padded_pairs(R * S, nh * S, h1 * S + w1, h2 * S + w2, m_line_s.data(),
+                                               m_line_t.data());
             apply_mask(R, nh);
           } else {
             alive = conv_line(layer, dh, dw, nh, nw);
@@ -1248,7 +1254,8 @@ class ImagePairEngine {
 
   /// out = (scale (a + b + c) + bias) mask.
   static void finish3(const double* __restrict a, const double* __restrict b, const double* __restrict c,
-                      const double* __restrict mask, double scale, double bias, Eigen::Index n, double* __restrict out) {
+                      const double* __restrict mask, double scale, double bias, Eigen::Index n,
+                      double* __restrict out) {
     for (Eigen::Index f = 0; f < n; ++f) out[f] = (scale * (a[f] + b[f] + c[f]) + bias) * mask[f];
   }
   /// out = scale (a + b + c) mask + sigma.
@@ -1267,7 +1274,8 @@ class ImagePairEngine {
   /// mask[c] = 1 on the columns of nw entries (M, M + nw), 0 on the margins.
   void set_mask(Eigen::Index nw) {
     const Eigen::Index M = m_arch.line_columns();
-    for (Eigen::Index c = 0; c < static_cast<Eigen::Index>(m_mask.size()); ++c) m_mask[static_cast<std::size_t>(c)] = (c >= M && c < M + nw) ? 1.0 : 0.0;
+    for (Eigen::Index c = 0; c < static_cast<Eigen::Index>(m_mask.size()); ++c)
+      m_mask[static_cast<std::size_t>(c)] = (c >= M && c < M + nw) ? 1.0 : 0.0;
   }
   /// Zeroes the margin columns of rows [R, R + nh) of the line.
   void apply_mask(Eigen::Index R, Eigen::Index nh) {
@@ -1366,8 +1374,10 @@ class ImagePairEngine {
       }
       // Rows a VALID convolution dropped.
       if (oh < nh) {
-        std::fill(m_line_s.begin() + static_cast<std::ptrdiff_t>(last), m_line_s.begin() + static_cast<std::ptrdiff_t>((R + nh) * S), 0.0);
-        std::fill(m_line_t.begin() + static_cast<std::ptrdiff_t>(last), m_line_t.begin() + static_cast<std::ptrdiff_t>((R + nh) * S), 0.0);
+        std::fill(m_line_s.begin() + static_cast<std::ptrdiff_t>(last),
+                  m_line_s.begin() + static_cast<std::ptrdiff_t>((R + nh) * S), 0.0);
+        std::fill(m_line_t.begin() + static_cast<std::ptrdiff_t>(last),
+                  m_line_t.begin() + static_cast<std::ptrdiff_t>((R + nh) * S), 0.0);
       }
     }
     nh = oh;
@@ -1428,16 +1438,17 @@ class ImagePairEngine {
   DualOptions m_options;
   Eigen::MatrixXd m_gram;
   std::vector<double> m_sigma, m_theta, m_next_sigma, m_next_theta, m_local_sigma, m_local_theta, m_buffer;
-  std::vector<const double*> m_sources_s, m_sources_t, m_rows_s, m_rows_t;  // taps of one output
+  std::vector<const double*> m_sources_s, m_sources_t, m_rows_s, m_rows_t;   // taps of one output
   std::vector<double> m_line_s, m_line_t, m_scratch_s, m_scratch_t, m_mask;  // one covariance line
   std::vector<double> m_bl_s, m_bl_t, m_tmp_s, m_tmp_t, m_out_s, m_out_t, m_prev_s, m_prev_t, m_ring_s, m_ring_t,
       m_block_mask;  // one block line
   Eigen::Index m_block_sb = 0, m_block_m = 0, m_block_size = 0, m_block_guard = 0;
-  std::vector<std::unique_ptr<ActivationStep>> m_steps;                     // per activation layer
+  std::vector<std::unique_ptr<ActivationStep>> m_steps;  // per activation layer
 };
 
 template <class D>
-void check_images(const char* function, const char* name, const ImageArchitecture& arch, const Eigen::MatrixBase<D>& x) {
+void check_images(const char* function, const char* name, const ImageArchitecture& arch,
+                  const Eigen::MatrixBase<D>& x) {
   static_assert(std::is_same_v<typename D::Scalar, double>, "ntk: image kernels take double data");
   detail::check_nonempty(function, name, x);
   if (x.cols() != arch.input_shape().size())
@@ -1445,7 +1456,6 @@ void check_images(const char* function, const char* name, const ImageArchitectur
                                 arch.input_shape().str(), " (H x W x C, channels last) (got ", x.cols(), ")");
   detail::check_finite(function, name, x);
 }
-
 
 /// Gram matrices between the rows of x1 and x2 (symmetric: x2 is x1, one triangle).
 inline Kernels<double> image_gram(const char* function, const ImageArchitecture& arch, const RowMajorMatrix& x1,
@@ -1466,7 +1476,8 @@ inline Kernels<double> image_gram(const char* function, const ImageArchitecture&
 #pragma omp for schedule(dynamic)
 #endif
     for (Eigen::Index i = 0; i < n1; ++i) {
-      const Dual<double> d = engine.run(x1.row(i).data(), x1.row(i).data(), nullptr, nullptr, &chain1[static_cast<std::size_t>(i)]);
+      const Dual<double> d =
+          engine.run(x1.row(i).data(), x1.row(i).data(), nullptr, nullptr, &chain1[static_cast<std::size_t>(i)]);
       self_s1[i] = d.t;
       self_t1[i] = d.t_dot;
     }
@@ -1510,7 +1521,8 @@ inline Kernels<double> image_gram(const char* function, const ImageArchitecture&
         theta(i, j) = theta(j, i);
       }
   if (!sigma.allFinite() || !theta.allFinite())
-    fail<std::overflow_error>(function, "the kernel overflows double (got a non-finite entry); reduce depth or sigma_w");
+    fail<std::overflow_error>(function,
+                              "the kernel overflows double (got a non-finite entry); reduce depth or sigma_w");
   Kernels<double> result;
   if (kind != KernelKind::ntk) result.nngp = std::move(sigma);
   if (kind != KernelKind::nngp) result.ntk = std::move(theta);

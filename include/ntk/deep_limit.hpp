@@ -45,17 +45,21 @@ enum class Regime { majority_vote, nearest_neighbor, singular_kernel, undetermin
 
 inline const char* to_string(Regime r) {
   switch (r) {
-    case Regime::majority_vote: return "majority_vote";
-    case Regime::nearest_neighbor: return "nearest_neighbor";
-    case Regime::singular_kernel: return "singular_kernel";
-    default: return "undetermined";
+    case Regime::majority_vote:
+      return "majority_vote";
+    case Regime::nearest_neighbor:
+      return "nearest_neighbor";
+    case Regime::singular_kernel:
+      return "singular_kernel";
+    default:
+      return "undetermined";
   }
 }
 
 /// Gaussian moments of φ (raw) and the constants of the normalized φ̃ = φ / sqrt(E[φ²]).
 struct LimitConstants {
-  double E_phi = 0, E_dphi = 0, E_dphi2 = 0, E_phi2 = 0;  ///< E[φ], E[φ'], E[φ'²], E[φ²], Z ~ N(0,1)
-  double A = 0, A_prime = 0, B = 0;                       ///< of φ̃
+  double E_phi = 0, E_dphi = 0, E_dphi2 = 0, E_phi2 = 0;    ///< E[φ], E[φ'], E[φ'²], E[φ²], Z ~ N(0,1)
+  double A = 0, A_prime = 0, B = 0;                         ///< of φ̃
   double alpha = std::numeric_limits<double>::quiet_NaN();  ///< singular regime only
   Regime regime = Regime::undetermined;
 };
@@ -91,13 +95,19 @@ LimitConstants limit_constants(const Phi& phi) {
     c.E_phi2 = d.t;
     c.E_dphi2 = d.t_dot;
   } else {
-    c.E_phi2 = rule.expect([&](double z) { const double v = phi.value(z); return v * v; });
-    c.E_dphi2 = rule.expect([&](double z) { const double v = phi.derivative(z); return v * v; });
+    c.E_phi2 = rule.expect([&](double z) {
+      const double v = phi.value(z);
+      return v * v;
+    });
+    c.E_dphi2 = rule.expect([&](double z) {
+      const double v = phi.derivative(z);
+      return v * v;
+    });
   }
   if (!std::isfinite(c.E_phi) || !std::isfinite(c.E_dphi) || !std::isfinite(c.E_phi2) || !std::isfinite(c.E_dphi2))
-    detail::fail<std::overflow_error>("limit_constants", "the Gaussian moments of phi are too large for double (got E[phi] = ",
-                                      c.E_phi, ", E[phi'] = ", c.E_dphi, ", E[phi^2] = ", c.E_phi2,
-                                      ", E[phi'^2] = ", c.E_dphi2, ")");
+    detail::fail<std::overflow_error>(
+        "limit_constants", "the Gaussian moments of phi are too large for double (got E[phi] = ", c.E_phi,
+        ", E[phi'] = ", c.E_dphi, ", E[phi^2] = ", c.E_phi2, ", E[phi'^2] = ", c.E_dphi2, ")");
   if (!(c.E_phi2 > 0))
     detail::fail<std::domain_error>("limit_constants", "E[phi^2] must be positive (got ", c.E_phi2, ")");
   const double scale = std::sqrt(c.E_phi2);
@@ -105,8 +115,9 @@ LimitConstants limit_constants(const Phi& phi) {
   c.A_prime = c.E_dphi / scale;
   c.B = c.E_dphi2 / c.E_phi2;
   if (!std::isfinite(c.B))
-    detail::fail<std::overflow_error>("limit_constants", "B = E[phi'^2] / E[phi^2] is too large for double (got E[phi'^2] = ",
-                                      c.E_dphi2, ", E[phi^2] = ", c.E_phi2, ")");
+    detail::fail<std::overflow_error>("limit_constants",
+                                      "B = E[phi'^2] / E[phi^2] is too large for double (got E[phi'^2] = ", c.E_dphi2,
+                                      ", E[phi^2] = ", c.E_phi2, ")");
   const bool a_zero = std::fabs(c.A) <= limit_zero_tolerance;
   const bool a_prime_zero = std::fabs(c.A_prime) <= limit_zero_tolerance;
   if (!a_zero && c.B >= 1 - limit_zero_tolerance) {
@@ -142,9 +153,7 @@ struct LogNumber {
   double sign = 0;  ///< -1, 0 or +1
   double log_abs = -std::numeric_limits<double>::infinity();
 
-  static LogNumber of(double v) {
-    return v == 0 ? LogNumber{} : LogNumber{v > 0 ? 1.0 : -1.0, std::log(std::fabs(v))};
-  }
+  static LogNumber of(double v) { return v == 0 ? LogNumber{} : LogNumber{v > 0 ? 1.0 : -1.0, std::log(std::fabs(v))}; }
   double value() const { return sign * std::exp(log_abs); }
   /// Zero is sign 0 (log_abs −∞); a magnitude whose logarithm underflowed to −∞ is zero too, so
   /// no −∞ − (−∞) = NaN reaches log_abs (deep nearest-neighbour kernels, ρ^(2^L) for L = 10⁴).
@@ -274,9 +283,7 @@ struct DeepGram {
   Eigen::MatrixXd sign, log_abs;
   double log_diagonal = 0;
   /// K / K(x, x) entrywise (may underflow to 0 where the ratio is below 1e-308).
-  Eigen::MatrixXd ratio() const {
-    return (sign.array() * (log_abs.array() - log_diagonal).exp()).matrix();
-  }
+  Eigen::MatrixXd ratio() const { return (sign.array() * (log_abs.array() - log_diagonal).exp()).matrix(); }
 };
 
 /// Which deep kernel.
@@ -287,8 +294,7 @@ template <class Phi>
 class DeepKernel {
  public:
   /// Throws std::invalid_argument for depth < 1, std::domain_error if E[φ²] = 0.
-  DeepKernel(const Phi& phi, long depth, DeepKind kind = DeepKind::ntk)
-      : m_dual(phi), m_depth(depth), m_kind(kind) {
+  DeepKernel(const Phi& phi, long depth, DeepKind kind = DeepKind::ntk) : m_dual(phi), m_depth(depth), m_kind(kind) {
     detail::check_at_least("DeepKernel", "depth", depth, 1L);
     detail::check_allocation("DeepKernel", "the per-layer factors (3 (depth + 1) doubles)",
                              detail::saturating_product(static_cast<std::size_t>(depth) + 1, 3), sizeof(double));
@@ -302,7 +308,7 @@ class DeepKernel {
     for (std::size_t l = 0; l < static_cast<std::size_t>(depth); ++l) {
       m_shrink[l] = 1 / (b + inverse);  // D_l / D_{l+1}
       inverse *= m_shrink[l];
-      m_inverse[l] = inverse;           // 1 / D_{l+1}
+      m_inverse[l] = inverse;  // 1 / D_{l+1}
       m_log_d[l + 1] = m_log_d[l] - std::log(m_shrink[l]);
     }
     m_log_diagonal = kind == DeepKind::ntk ? m_log_d.back() : 0.0;
@@ -377,7 +383,7 @@ class DeepKernel {
       LogNumber lrho = LogNumber::of(rho);
       bool back = false;
       LogNumber k = LogNumber::of(r) * LogNumber{1, m_log_d[static_cast<std::size_t>(l)]};  // K_l
-      for (; l < m_depth; ++l) {  // log form
+      for (; l < m_depth; ++l) {                                                            // log form
         if (linear_tail && lrho.log_abs < -40 + m_linear_log) {
           // |ρ| < 4e-18 A'²: ψ(ρ) = A'² ρ and ψ'(ρ) = A'² to double precision from here on.
           const double m = static_cast<double>(m_depth - l);
@@ -408,15 +414,16 @@ class DeepKernel {
   template <class D1, class D2>
   DeepGram gram(const Eigen::MatrixBase<D1>& a, const Eigen::MatrixBase<D2>& b) const {
     if (a.cols() != b.cols())
-      detail::fail<std::invalid_argument>("DeepKernel::gram", "a and b must have the same number of "
-                                          "features (got ", a.cols(), " and ", b.cols(), ")");
+      detail::fail<std::invalid_argument>("DeepKernel::gram",
+                                          "a and b must have the same number of "
+                                          "features (got ",
+                                          a.cols(), " and ", b.cols(), ")");
     const Eigen::MatrixXd ua = project_to_sphere(a), ub = project_to_sphere(b);
     // Cosines within a few ulp of ±1 are round-off of an exact ±1 (a point with itself): snap them,
     // since for B > 1 the recursion amplifies 1 − ρ by B per layer.
     const double snap = 1 - 8 * std::numeric_limits<double>::epsilon();
-    const Eigen::MatrixXd cosines = (ua * ub.transpose()).unaryExpr([snap](double c) {
-      return c >= snap ? 1.0 : (c <= -snap ? -1.0 : c);
-    });
+    const Eigen::MatrixXd cosines =
+        (ua * ub.transpose()).unaryExpr([snap](double c) { return c >= snap ? 1.0 : (c <= -snap ? -1.0 : c); });
     DeepGram g;
     g.sign.resize(ua.rows(), ub.rows());
     g.log_abs.resize(ua.rows(), ub.rows());
@@ -459,8 +466,7 @@ struct LabelCoding {
     c.binary = std::all_of(labels.begin(), labels.end(), [](int y) { return y == 1 || y == -1; });
     if (!c.binary) {
       const int lo = *std::min_element(labels.begin(), labels.end());
-      if (lo < 0)
-        fail<std::invalid_argument>(function, "labels must be all ±1 or class ids >= 0 (got ", lo, ")");
+      if (lo < 0) fail<std::invalid_argument>(function, "labels must be all ±1 or class ids >= 0 (got ", lo, ")");
       c.classes = *std::max_element(labels.begin(), labels.end()) + 1;
     }
     return c;
@@ -485,13 +491,12 @@ struct LabelCoding {
 };
 
 template <class D>
-void check_classification(const char* function, const Eigen::MatrixBase<D>& x,
-                          const std::vector<int>& labels) {
+void check_classification(const char* function, const Eigen::MatrixBase<D>& x, const std::vector<int>& labels) {
   detail::check_nonempty(function, "x", x);
   detail::check_finite(function, "x", x);
   if (static_cast<std::size_t>(x.rows()) != labels.size())
-    fail<std::invalid_argument>(function, "labels must have one entry per row of x (got ",
-                                labels.size(), " for ", x.rows(), " rows)");
+    fail<std::invalid_argument>(function, "labels must have one entry per row of x (got ", labels.size(), " for ",
+                                x.rows(), " rows)");
 }
 
 }  // namespace detail
@@ -504,8 +509,7 @@ void check_classification(const char* function, const Eigen::MatrixBase<D>& x,
 template <class Phi>
 class DeepKernelClassifier {
  public:
-  DeepKernelClassifier(const Phi& phi, long depth, DeepKind kind = DeepKind::ntk)
-      : m_kernel(phi, depth, kind) {}
+  DeepKernelClassifier(const Phi& phi, long depth, DeepKind kind = DeepKind::ntk) : m_kernel(phi, depth, kind) {}
 
   /// Throws std::invalid_argument for shapes or labels.  A numerically singular G is inverted by its
   /// pseudo-inverse (eigenvalues below 1e-13 λ_max dropped).
@@ -521,8 +525,7 @@ class DeepKernelClassifier {
     const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(g);
     const Eigen::VectorXd& lambda = eigen.eigenvalues();
     const double cutoff = 1e-13 * lambda.cwiseAbs().maxCoeff();
-    const Eigen::VectorXd inverse =
-        lambda.unaryExpr([cutoff](double v) { return v > cutoff ? 1 / v : 0.0; });
+    const Eigen::VectorXd inverse = lambda.unaryExpr([cutoff](double v) { return v > cutoff ? 1 / v : 0.0; });
     const Eigen::MatrixXd& v = eigen.eigenvectors();
     m_weights = (v * inverse.asDiagonal() * (v.transpose() * m_coding.targets(labels))).transpose();
   }
@@ -530,8 +533,7 @@ class DeepKernelClassifier {
   /// Predicted labels for the rows of x.  Throws std::logic_error before fit().
   template <class D>
   std::vector<int> predict(const Eigen::MatrixBase<D>& x) const {
-    if (m_x.size() == 0)
-      detail::fail<std::logic_error>("DeepKernelClassifier::predict", "call fit() first");
+    if (m_x.size() == 0) detail::fail<std::logic_error>("DeepKernelClassifier::predict", "call fit() first");
     if (x.cols() != m_x.cols())
       detail::fail<std::invalid_argument>("DeepKernelClassifier::predict", "x must have ", m_x.cols(),
                                           " features (got ", x.cols(), ")");
@@ -548,8 +550,7 @@ class DeepKernelClassifier {
       }
       const double top = k.log_abs.col(j).maxCoeff();
       Eigen::VectorXd column(m_x.rows());
-      for (Eigen::Index i = 0; i < m_x.rows(); ++i)
-        column[i] = k.sign(i, j) * std::exp(k.log_abs(i, j) - top);
+      for (Eigen::Index i = 0; i < m_x.rows(); ++i) column[i] = k.sign(i, j) * std::exp(k.log_abs(i, j) - top);
       out[static_cast<std::size_t>(j)] = m_coding.decide((m_weights * column).transpose());
     }
     return out;
@@ -619,8 +620,10 @@ std::vector<int> singular_kernel(const Eigen::MatrixBase<D1>& x, const std::vect
 /// Fraction of equal entries.
 inline double accuracy(const std::vector<int>& predicted, const std::vector<int>& truth) {
   if (predicted.size() != truth.size() || truth.empty())
-    detail::fail<std::invalid_argument>("accuracy", "label vectors must be non-empty and of equal "
-                                        "length (got ", predicted.size(), " and ", truth.size(), ")");
+    detail::fail<std::invalid_argument>("accuracy",
+                                        "label vectors must be non-empty and of equal "
+                                        "length (got ",
+                                        predicted.size(), " and ", truth.size(), ")");
   std::size_t hits = 0;
   for (std::size_t i = 0; i < truth.size(); ++i) hits += predicted[i] == truth[i];
   return static_cast<double>(hits) / static_cast<double>(truth.size());

@@ -35,12 +35,10 @@ struct DualOptions {
   /// series tolerance outside (0, 1).
   void check(const char* function) const {
     if (quadrature_order < 0 || quadrature_order > max_quadrature_order)
-      detail::fail<std::invalid_argument>(function, "quadrature order must be in [1, ",
-                                          max_quadrature_order, "], or 0 for adaptive (got ",
-                                          quadrature_order, ")");
+      detail::fail<std::invalid_argument>(function, "quadrature order must be in [1, ", max_quadrature_order,
+                                          "], or 0 for adaptive (got ", quadrature_order, ")");
     if (!(series_tolerance > 0 && series_tolerance < 1))
-      detail::fail<std::invalid_argument>(function, "series_tolerance must be in (0, 1) (got ",
-                                          series_tolerance, ")");
+      detail::fail<std::invalid_argument>(function, "series_tolerance must be in (0, 1) (got ", series_tolerance, ")");
   }
 };
 
@@ -95,17 +93,15 @@ Dual<S> dual_unchecked(const Phi& phi, const Covariance2<S>& cov, const DualOpti
 /// itself exceeds the scalar type (e.g. a cubic φ at variance 1e140).  Within the tolerance the correlation is
 /// clamped into [-1, 1].
 template <class Phi, class Scalar>
-Dual<Scalar> dual(const Phi& phi, Scalar s11, Scalar s12, Scalar s22,
-                  const DualOptions& options = {}) {
+Dual<Scalar> dual(const Phi& phi, Scalar s11, Scalar s12, Scalar s22, const DualOptions& options = {}) {
   static_assert(detail::check_activation_contract<Phi, Scalar>(),
                 "ntk::dual: the activation does not meet the contract (see the message above)");
   options.check("dual");
   detail::check_activation_parameters("dual", phi);
-  const Dual<Scalar> d =
-      detail::dual_unchecked(phi, detail::checked_covariance("dual", s11, s12, s22), options);
+  const Dual<Scalar> d = detail::dual_unchecked(phi, detail::checked_covariance("dual", s11, s12, s22), options);
   if (!std::isfinite(d.t) || !std::isfinite(d.t_dot))
-    detail::fail<std::overflow_error>("dual", "the expectation is out of the scalar type's range (got ",
-                                      d.t, ", ", d.t_dot, " at variances ", s11, ", ", s22, ")");
+    detail::fail<std::overflow_error>("dual", "the expectation is out of the scalar type's range (got ", d.t, ", ",
+                                      d.t_dot, " at variances ", s11, ", ", s22, ")");
   return d;
 }
 

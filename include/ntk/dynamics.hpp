@@ -38,10 +38,10 @@ enum class TimeModel { continuous, discrete };
 
 /// Options of LinearizedDynamics.
 struct DynamicsOptions {
-  double learning_rate = 1;            ///< η > 0
+  double learning_rate = 1;  ///< η > 0
   TimeModel time = TimeModel::continuous;
-  double diag_reg = 0;                 ///< ridge added to G0 (>= 0)
-  bool diag_reg_relative = false;      ///< diag_reg is relative to trace(G0) / N
+  double diag_reg = 0;             ///< ridge added to G0 (>= 0)
+  bool diag_reg_relative = false;  ///< diag_reg is relative to trace(G0) / N
   /// Eigenvalues at or below this are treated as 0 (pseudo-inverse at t = ∞); negative means
   /// N ε λ_max.
   double pinv_tolerance = -1;
@@ -88,8 +88,8 @@ class LinearizedDynamics {
   /// The former spelling with f0 beside the options (kept for existing callers; prefer
   /// DynamicsOptions::f0).  A non-empty f0 here overrides options.f0.
   template <class DG, class DY>
-  LinearizedDynamics(const Eigen::MatrixBase<DG>& g0, const Eigen::MatrixBase<DY>& y,
-                     const Matrix& f0, const DynamicsOptions& options)
+  LinearizedDynamics(const Eigen::MatrixBase<DG>& g0, const Eigen::MatrixBase<DY>& y, const Matrix& f0,
+                     const DynamicsOptions& options)
       : m_options(options) {
     const char* fn = "LinearizedDynamics";
     options.check(fn);
@@ -105,8 +105,8 @@ class LinearizedDynamics {
     } else if (N == n * k) {
       m_columns = 1;
     } else {
-      detail::fail<std::invalid_argument>(fn, "g0 must be n x n or (n k) x (n k) for y of shape ",
-                                          n, " x ", k, " (got ", N, " x ", N, ")");
+      detail::fail<std::invalid_argument>(fn, "g0 must be n x n or (n k) x (n k) for y of shape ", n, " x ", k,
+                                          " (got ", N, " x ", N, ")");
     }
     m_n = n;
     m_k = k;
@@ -121,14 +121,13 @@ class LinearizedDynamics {
     const Matrix symmetric = (g0 + g0.transpose()) / 2;
     if (options.infinite_time_only && factor_cholesky(symmetric)) return;
     Eigen::SelfAdjointEigenSolver<Matrix> solver(symmetric);
-    if (solver.info() != Eigen::Success)
-      detail::fail<std::runtime_error>(fn, "eigendecomposition failed");
+    if (solver.info() != Eigen::Success) detail::fail<std::runtime_error>(fn, "eigendecomposition failed");
     m_v = solver.eigenvectors();
     m_lambda = solver.eigenvalues();
     const Scalar top = std::max(m_lambda.cwiseAbs().maxCoeff(), Scalar(0));
     if (m_lambda.minCoeff() < -Scalar(1e-10) * top)
-      detail::fail<std::invalid_argument>(fn, "g0 must be positive semi-definite (got eigenvalue ",
-                                          m_lambda.minCoeff(), " with largest ", top, ")");
+      detail::fail<std::invalid_argument>(fn, "g0 must be positive semi-definite (got eigenvalue ", m_lambda.minCoeff(),
+                                          " with largest ", top, ")");
     m_lambda = m_lambda.cwiseMax(Scalar(0));  // round-off below zero is zero
     Scalar ridge = static_cast<Scalar>(options.diag_reg);
     if (options.diag_reg_relative) ridge *= symmetric.trace() / static_cast<Scalar>(N);
@@ -138,8 +137,7 @@ class LinearizedDynamics {
                       : static_cast<Scalar>(N) * std::numeric_limits<Scalar>::epsilon() * m_lambda.maxCoeff();
     const Scalar eta = static_cast<Scalar>(options.learning_rate);
     if (options.time == TimeModel::discrete && eta * m_lambda.maxCoeff() >= 2)
-      detail::fail<std::invalid_argument>(fn, "learning_rate ", eta, " >= 2 / lambda_max = ",
-                                          2 / m_lambda.maxCoeff(),
+      detail::fail<std::invalid_argument>(fn, "learning_rate ", eta, " >= 2 / lambda_max = ", 2 / m_lambda.maxCoeff(),
                                           ": discrete gradient descent diverges");
     m_z0 = m_v.transpose() * flatten(m_f0 - m_y);  // residual in the eigenbasis, N x c
   }
@@ -190,8 +188,8 @@ class LinearizedDynamics {
     detail::check_finite(fn, "kernel_test_train", kernel_test_train);
     const Eigen::Index m = m_columns == 1 ? kernel_test_train.rows() / m_k : kernel_test_train.rows();
     if (m_columns == 1 && kernel_test_train.rows() % m_k != 0)
-      detail::fail<std::invalid_argument>(fn, "kernel_test_train must have a multiple of ", m_k,
-                                          " rows (got ", kernel_test_train.rows(), ")");
+      detail::fail<std::invalid_argument>(fn, "kernel_test_train must have a multiple of ", m_k, " rows (got ",
+                                          kernel_test_train.rows(), ")");
     TestProjection<Scalar> p;
     if (m_cholesky)
       p.kernel_v = kernel_test_train;  // κ itself: predictions need only κ α, O(m N k)
@@ -207,12 +205,12 @@ class LinearizedDynamics {
   /// f_t(x) (eq. 26): f0(x) − κ(x, X) G0⁻¹(I − e^{−η G0 t})(f0(X) − Y).  m x k.
   Matrix test_predictions(const TestProjection<Scalar>& p, double t) const {
     if (m_cholesky) require_infinite("LinearizedDynamics::test_predictions", t);
-    const Matrix change = m_cholesky ? Matrix(p.kernel_v * m_alpha) : Matrix(p.kernel_v * (factor(t).asDiagonal() * m_z0));
+    const Matrix change =
+        m_cholesky ? Matrix(p.kernel_v * m_alpha) : Matrix(p.kernel_v * (factor(t).asDiagonal() * m_z0));
     return finite("test_predictions", p.f0 - unflatten(change, p.f0.rows()));
   }
   /// The same for a vector of times (one projection, O(m N k) per time).
-  std::vector<Matrix> test_predictions(const TestProjection<Scalar>& p,
-                                       const std::vector<double>& times) const {
+  std::vector<Matrix> test_predictions(const TestProjection<Scalar>& p, const std::vector<double>& times) const {
     std::vector<Matrix> out;
     for (double t : times) out.push_back(test_predictions(p, t));
     return out;
@@ -242,8 +240,7 @@ class LinearizedDynamics {
   /// dynamics built on Θ(X, X) with f0 ~ GP(0, K): with A = Θ(x, X) Θ⁻¹(I − e^{−ηΘt}),
   ///   Σ_t = K(x, x) + A K(X, X) Aᵀ − A K(X, x) − K(x, X) Aᵀ.   (m x m; shared kernel only)
   Matrix ntk_gp_covariance(const TestProjection<Scalar>& theta_test, const Matrix& nngp_train_train,
-                           const Matrix& nngp_test_train, const Matrix& nngp_test_test,
-                           double t) const {
+                           const Matrix& nngp_test_train, const Matrix& nngp_test_test, double t) const {
     const char* fn = "LinearizedDynamics::ntk_gp_covariance";
     require_shared(fn);
     detail::check_rows(fn, "nngp_train_train", nngp_train_train, m_n);
@@ -267,8 +264,7 @@ class LinearizedDynamics {
 
   /// NNGP-GP covariance (only the readout trained; dynamics built on K(X, X)):
   ///   Σ_t = K(x, x) − K(x, X) K⁻¹(I − e^{−2ηKt}) K(X, x).  At t = ∞ the GP posterior covariance.
-  Matrix nngp_gp_covariance(const TestProjection<Scalar>& nngp_test, const Matrix& nngp_test_test,
-                            double t) const {
+  Matrix nngp_gp_covariance(const TestProjection<Scalar>& nngp_test, const Matrix& nngp_test_test, double t) const {
     const char* fn = "LinearizedDynamics::nngp_gp_covariance";
     require_shared(fn);
     detail::check_rows(fn, "nngp_test_test", nngp_test_test, nngp_test.kernel_v.rows());
@@ -306,8 +302,7 @@ class LinearizedDynamics {
     const Scalar eta = static_cast<Scalar>(m_options.learning_rate);
     if (m_options.time == TimeModel::discrete && eta * m_top >= 2)
       detail::fail<std::invalid_argument>("LinearizedDynamics", "learning_rate ", eta,
-                                          " >= 2 / lambda_max = ", 2 / m_top,
-                                          ": discrete gradient descent diverges");
+                                          " >= 2 / lambda_max = ", 2 / m_top, ": discrete gradient descent diverges");
     m_l = std::move(l);
     m_alpha = flatten(m_f0 - m_y);
     detail::cholesky_solve_in_place<Scalar>(m_l, m_alpha);
@@ -317,8 +312,10 @@ class LinearizedDynamics {
 
   static void require_infinite(const char* fn, double t) {
     if (!std::isinf(t) || t < 0)
-      detail::fail<std::logic_error>(fn, "only t = inf is available: the dynamics was built with "
-                                         "infinite_time_only (got t = ", t, ")");
+      detail::fail<std::logic_error>(fn,
+                                     "only t = inf is available: the dynamics was built with "
+                                     "infinite_time_only (got t = ",
+                                     t, ")");
   }
 
   /// Finite input can still produce a result beyond the scalar range (kernel entries and targets
@@ -332,11 +329,14 @@ class LinearizedDynamics {
   [[noreturn]] void overflow(const char* function) const {
     const Scalar tiny = std::sqrt(std::numeric_limits<Scalar>::min());
     if (m_g0_magnitude < tiny)
-      detail::fail<std::overflow_error>(function, "the result exceeds the scalar type's range: g0 is too small "
-                                                  "(largest |g0| entry ", m_g0_magnitude,
-                                        ", its inverse overflows; scale g0 up)");
-    detail::fail<std::overflow_error>(function, "the result exceeds the scalar type's range: the inputs are too "
-                                                "large (largest |g0| entry ", m_g0_magnitude, ")");
+      detail::fail<std::overflow_error>(function,
+                                        "the result exceeds the scalar type's range: g0 is too small "
+                                        "(largest |g0| entry ",
+                                        m_g0_magnitude, ", its inverse overflows; scale g0 up)");
+    detail::fail<std::overflow_error>(function,
+                                      "the result exceeds the scalar type's range: the inputs are too "
+                                      "large (largest |g0| entry ",
+                                      m_g0_magnitude, ")");
   }
 
   void require_shared(const char* fn) const {
@@ -345,12 +345,10 @@ class LinearizedDynamics {
   }
 
   static void check_time(double t, TimeModel model) {
-    if (!(t >= 0))
-      detail::fail<std::invalid_argument>("LinearizedDynamics", "time must be >= 0 (got ", t, ")");
+    if (!(t >= 0)) detail::fail<std::invalid_argument>("LinearizedDynamics", "time must be >= 0 (got ", t, ")");
     if (model == TimeModel::discrete && std::isfinite(t) && t != std::floor(t))
       detail::fail<std::invalid_argument>("LinearizedDynamics",
-                                          "discrete time must be an integer number of steps (got ",
-                                          t, ")");
+                                          "discrete time must be an integer number of steps (got ", t, ")");
   }
 
   /// e(λ, t) = e^{−ηλt} or (1 − ηλ)^t; 0 at t = ∞ for λ > tolerance, 1 below it.

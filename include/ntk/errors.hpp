@@ -60,8 +60,7 @@ void check_finite(const char* function, const char* name, const Eigen::DenseBase
     for (Eigen::Index i = 0; i < m.rows(); ++i) {
       const auto v = m(i, j);
       if (!std::isfinite(static_cast<long double>(v)))
-        detail::fail<std::domain_error>(function, name, " has a non-finite entry at (", i, ", ", j,
-                                        ") (got ", v, ")");
+        detail::fail<std::domain_error>(function, name, " has a non-finite entry at (", i, ", ", j, ") (got ", v, ")");
     }
 }
 
@@ -76,50 +75,41 @@ void check_finite_scalar(const char* function, const char* name, Scalar v) {
 template <class Scalar>
 void check_positive(const char* function, const char* name, Scalar v) {
   if (!(v > 0) || !std::isfinite(static_cast<long double>(v)))
-    detail::fail<std::invalid_argument>(function, name, " must be positive and finite (got ", v,
-                                        ")");
+    detail::fail<std::invalid_argument>(function, name, " must be positive and finite (got ", v, ")");
 }
 
 /// Throws std::invalid_argument unless v >= 0 (and finite).
 template <class Scalar>
 void check_nonnegative(const char* function, const char* name, Scalar v) {
   if (!(v >= 0) || !std::isfinite(static_cast<long double>(v)))
-    detail::fail<std::invalid_argument>(function, name, " must be non-negative and finite (got ", v,
-                                        ")");
+    detail::fail<std::invalid_argument>(function, name, " must be non-negative and finite (got ", v, ")");
 }
 
 /// Throws std::invalid_argument unless v >= minimum.
 template <class Integer>
 void check_at_least(const char* function, const char* name, Integer v, Integer minimum) {
-  if (v < minimum)
-    detail::fail<std::invalid_argument>(function, name, " must be at least ", minimum, " (got ", v,
-                                        ")");
+  if (v < minimum) detail::fail<std::invalid_argument>(function, name, " must be at least ", minimum, " (got ", v, ")");
 }
 
 /// Throws std::invalid_argument if `m` has no rows or no columns.
 template <class Derived>
 void check_nonempty(const char* function, const char* name, const Eigen::EigenBase<Derived>& m) {
   if (m.rows() == 0 || m.cols() == 0)
-    detail::fail<std::invalid_argument>(function, name, " must not be empty (got ", m.rows(), " x ",
-                                        m.cols(), ")");
+    detail::fail<std::invalid_argument>(function, name, " must not be empty (got ", m.rows(), " x ", m.cols(), ")");
 }
 
 /// Throws std::invalid_argument unless `m` has `rows` rows.
 template <class Derived>
-void check_rows(const char* function, const char* name, const Eigen::EigenBase<Derived>& m,
-                Eigen::Index rows) {
+void check_rows(const char* function, const char* name, const Eigen::EigenBase<Derived>& m, Eigen::Index rows) {
   if (m.rows() != rows)
-    detail::fail<std::invalid_argument>(function, name, " must have ", rows, " rows (got ",
-                                        m.rows(), ")");
+    detail::fail<std::invalid_argument>(function, name, " must have ", rows, " rows (got ", m.rows(), ")");
 }
 
 /// Throws std::invalid_argument unless `m` has `cols` columns.
 template <class Derived>
-void check_cols(const char* function, const char* name, const Eigen::EigenBase<Derived>& m,
-                Eigen::Index cols) {
+void check_cols(const char* function, const char* name, const Eigen::EigenBase<Derived>& m, Eigen::Index cols) {
   if (m.cols() != cols)
-    detail::fail<std::invalid_argument>(function, name, " must have ", cols, " columns (got ",
-                                        m.cols(), ")");
+    detail::fail<std::invalid_argument>(function, name, " must have ", cols, " columns (got ", m.cols(), ")");
 }
 
 /// Throws std::invalid_argument unless `m` is square and symmetric to a relative tolerance.
@@ -127,14 +117,13 @@ template <class Derived>
 void check_symmetric(const char* function, const char* name, const Eigen::MatrixBase<Derived>& m,
                      double relative_tolerance = 1e-10) {
   if (m.rows() != m.cols())
-    detail::fail<std::invalid_argument>(function, name, " must be square (got ", m.rows(), " x ",
-                                        m.cols(), ")");
+    detail::fail<std::invalid_argument>(function, name, " must be square (got ", m.rows(), " x ", m.cols(), ")");
   using std::abs;
   const double scale = static_cast<double>(m.cwiseAbs().maxCoeff());
   const double asym = static_cast<double>((m - m.transpose()).cwiseAbs().maxCoeff());
   if (asym > relative_tolerance * scale)
-    detail::fail<std::invalid_argument>(function, name, " must be symmetric (got max |m - m^T| = ",
-                                        asym, " relative to max |m| = ", scale, ")");
+    detail::fail<std::invalid_argument>(function, name, " must be symmetric (got max |m - m^T| = ", asym,
+                                        " relative to max |m| = ", scale, ")");
 }
 
 }  // namespace detail

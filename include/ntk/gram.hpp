@@ -49,20 +49,18 @@ struct gram_operator_check : std::false_type {};
 
 template <class Op>
 struct gram_operator_check<
-    Op, std::void_t<typename Op::Scalar,
-                    decltype(std::declval<const Op&>().apply(
-                        std::declval<const Eigen::Ref<const Eigen::Matrix<
-                            typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic>>&>(),
-                        std::declval<Eigen::Ref<
-                            Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic>>>())),
-                    decltype(std::declval<const Op&>().columns(
-                        std::declval<const std::vector<Eigen::Index>&>(),
-                        std::declval<Eigen::Ref<
-                            Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic>>>()))>>
-    : std::bool_constant<
-          std::is_convertible_v<decltype(std::declval<const Op&>().rows()), Eigen::Index> &&
-          std::is_convertible_v<decltype(std::declval<const Op&>().diagonal()),
-                                Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, 1>>> {};
+    Op,
+    std::void_t<
+        typename Op::Scalar,
+        decltype(std::declval<const Op&>().apply(
+            std::declval<const Eigen::Ref<const Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic>>&>(),
+            std::declval<Eigen::Ref<Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic>>>())),
+        decltype(std::declval<const Op&>().columns(
+            std::declval<const std::vector<Eigen::Index>&>(),
+            std::declval<Eigen::Ref<Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic>>>()))>>
+    : std::bool_constant<std::is_convertible_v<decltype(std::declval<const Op&>().rows()), Eigen::Index> &&
+                         std::is_convertible_v<decltype(std::declval<const Op&>().diagonal()),
+                                               Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, 1>>> {};
 
 }  // namespace detail
 
@@ -116,14 +114,11 @@ void accumulate_block_column(const Storage* r, Eigen::Index c1, Eigen::Index c0,
     const Chunk chunk(r + r0, rows, w, Eigen::OuterStride<>(c1));
     if constexpr (std::is_same_v<Storage, Scalar>) {
       acc.middleRows(r0, rows).noalias() += chunk * v_block;
-      if (lower > 0)
-        acc.middleRows(c0, w).noalias() += chunk.topRows(lower).transpose() * v.middleRows(r0, lower);
+      if (lower > 0) acc.middleRows(c0, w).noalias() += chunk.topRows(lower).transpose() * v.middleRows(r0, lower);
     } else {
       widened = chunk.template cast<Scalar>();
       acc.middleRows(r0, rows).noalias() += widened * v_block;
-      if (lower > 0)
-        acc.middleRows(c0, w).noalias() +=
-            widened.topRows(lower).transpose() * v.middleRows(r0, lower);
+      if (lower > 0) acc.middleRows(c0, w).noalias() += widened.topRows(lower).transpose() * v.middleRows(r0, lower);
     }
   }
 }
@@ -158,13 +153,10 @@ class DenseGram {
   explicit DenseGram(const Matrix& g) : m_g(g.data(), g.rows(), g.cols()) {
     detail::check_nonempty("DenseGram", "g", g);
     if (g.rows() != g.cols())
-      detail::fail<std::invalid_argument>("DenseGram", "g must be square (got ", g.rows(), " x ",
-                                          g.cols(), ")");
+      detail::fail<std::invalid_argument>("DenseGram", "g must be square (got ", g.rows(), " x ", g.cols(), ")");
   }
   Eigen::Index rows() const { return m_g.rows(); }
-  void apply(const Eigen::Ref<const Matrix>& v, Eigen::Ref<Matrix> out) const {
-    out.noalias() = m_g * v;
-  }
+  void apply(const Eigen::Ref<const Matrix>& v, Eigen::Ref<Matrix> out) const { out.noalias() = m_g * v; }
   Vector diagonal() const { return m_g.diagonal(); }
   void columns(const std::vector<Eigen::Index>& idx, Eigen::Ref<Matrix> out) const {
     for (std::size_t c = 0; c < idx.size(); ++c) out.col(static_cast<Eigen::Index>(c)) = m_g.col(idx[c]);
@@ -290,8 +282,8 @@ class PackedGram {
 #endif
       for (Eigen::Index J = blocks - 1; J >= 0; --J) {  // largest block columns first
         const Eigen::Index c0 = J * b, c1 = std::min(m_n, c0 + b);
-        detail::accumulate_block_column<Scalar, Storage>(m_data + m_offsets[static_cast<std::size_t>(J)],
-                                                         c1, c0, c1 - c0, v, acc, widened);
+        detail::accumulate_block_column<Scalar, Storage>(m_data + m_offsets[static_cast<std::size_t>(J)], c1, c0,
+                                                         c1 - c0, v, acc, widened);
       }
     }
     out = partial[0];
@@ -302,8 +294,8 @@ class PackedGram {
   Scalar entry(Eigen::Index i, Eigen::Index j) const {
     if (i > j) std::swap(i, j);
     const Eigen::Index b = m_options.block, J = j / b, c1 = std::min(m_n, J * b + b);
-    return static_cast<Scalar>(m_data[m_offsets[static_cast<std::size_t>(J)] +
-                                      static_cast<std::size_t>((j - J * b) * c1 + i)]);
+    return static_cast<Scalar>(
+        m_data[m_offsets[static_cast<std::size_t>(J)] + static_cast<std::size_t>((j - J * b) * c1 + i)]);
   }
   Vector diagonal() const {
     Vector d(m_n);
@@ -320,10 +312,16 @@ class PackedGram {
   }
 
   /// Bytes held by the triangle.
-  std::size_t bytes() const { return m_offsets.back() * sizeof(Storage); }
-  const PackedGramOptions& options() const { return m_options; }
+  std::size_t bytes() const {
+    return m_offsets.back() * sizeof(Storage);
+  }
+  const PackedGramOptions& options() const {
+    return m_options;
+  }
   /// Raw storage of block column J (for readers of the layout, e.g. a distributed operator).
-  const Storage* block_data(Eigen::Index J) const { return m_data + m_offsets[static_cast<std::size_t>(J)]; }
+  const Storage* block_data(Eigen::Index J) const {
+    return m_data + m_offsets[static_cast<std::size_t>(J)];
+  }
 
  private:
   using StorageMatrix = Eigen::Matrix<Storage, Eigen::Dynamic, Eigen::Dynamic>;
@@ -339,8 +337,7 @@ class PackedGram {
 /// kernel_into (no n x n temporary; the tile buffer is n x block only for float storage).
 /// kernel_into's exceptions; progress is called after every tile.
 template <class Storage = double, class Arch, class D>
-PackedGram<typename D::Scalar, Storage> packed_gram(const Arch& arch, const Eigen::MatrixBase<D>& x,
-                                                    KernelKind kind,
+PackedGram<typename D::Scalar, Storage> packed_gram(const Arch& arch, const Eigen::MatrixBase<D>& x, KernelKind kind,
                                                     const KernelOptions& kernel_options = {},
                                                     const PackedGramOptions& options = {},
                                                     const GramProgress& progress = {}) {
@@ -353,8 +350,8 @@ PackedGram<typename D::Scalar, Storage> packed_gram(const Arch& arch, const Eige
   const Matrix points = x;  // contiguous rows for the tile views
   gram.fill(
       [&](Eigen::Index c0, Eigen::Index c1, Eigen::Ref<Matrix> out) {
-        detail::compute_into("packed_gram", arch, points.topRows(c1), points.middleRows(c0, c1 - c0),
-                             false, kind, out, out, kernel_options);
+        detail::compute_into("packed_gram", arch, points.topRows(c1), points.middleRows(c0, c1 - c0), false, kind, out,
+                             out, kernel_options);
       },
       progress);
   return gram;
@@ -389,8 +386,8 @@ class MatrixFreeGram {
     for (Eigen::Index c0 = 0; c0 < n; c0 += m_block) {
       const Eigen::Index c1 = std::min(n, c0 + m_block), w = c1 - c0;
       tile.resize(c1, w);
-      detail::compute_into("MatrixFreeGram::apply", m_arch, m_x.topRows(c1), m_x.middleRows(c0, w),
-                           false, m_kind, tile, tile, m_options);
+      detail::compute_into("MatrixFreeGram::apply", m_arch, m_x.topRows(c1), m_x.middleRows(c0, w), false, m_kind, tile,
+                           tile, m_options);
       detail::symmetrize_diagonal_block(tile, c0, w);
       detail::accumulate_block_column<Scalar, Scalar>(tile.data(), c1, c0, w, v, acc, widened);
     }
@@ -403,8 +400,7 @@ class MatrixFreeGram {
   void columns(const std::vector<Eigen::Index>& idx, Eigen::Ref<Matrix> out) const {
     Matrix picked(static_cast<Eigen::Index>(idx.size()), m_x.cols());
     for (std::size_t c = 0; c < idx.size(); ++c) picked.row(static_cast<Eigen::Index>(c)) = m_x.row(idx[c]);
-    detail::compute_into("MatrixFreeGram::columns", m_arch, m_x, picked, false, m_kind, out, out,
-                         m_options);
+    detail::compute_into("MatrixFreeGram::columns", m_arch, m_x, picked, false, m_kind, out, out, m_options);
   }
 
  private:
@@ -416,8 +412,8 @@ class MatrixFreeGram {
 };
 
 template <class Arch, class D>
-MatrixFreeGram(const Arch&, const Eigen::MatrixBase<D>&, KernelKind, const KernelOptions& = {},
-               Eigen::Index = 1024) -> MatrixFreeGram<Arch, typename D::Scalar>;
+MatrixFreeGram(const Arch&, const Eigen::MatrixBase<D>&, KernelKind, const KernelOptions& = {}, Eigen::Index = 1024)
+    -> MatrixFreeGram<Arch, typename D::Scalar>;
 
 /// A non-owning, type-erased view of any Gram operator with the same Scalar (it must outlive the
 /// view).  Code that handles several operator types (the tool, the Python bindings) passes a
@@ -433,8 +429,7 @@ class GramRef {
 
   template <class Op, class = std::enable_if_t<!std::is_same_v<Op, GramRef>>>
   GramRef(const Op& op)  // NOLINT(google-explicit-constructor): a view, converted implicitly
-      : m_op(&op), m_rows(op.rows()), m_apply(&apply_of<Op>), m_diagonal(&diagonal_of<Op>),
-        m_columns(&columns_of<Op>) {
+      : m_op(&op), m_rows(op.rows()), m_apply(&apply_of<Op>), m_diagonal(&diagonal_of<Op>), m_columns(&columns_of<Op>) {
     detail::require_gram_operator<Op>();
     static_assert(std::is_same_v<typename Op::Scalar, Scalar>, "ntk::GramRef: the operator's Scalar differs");
   }

@@ -33,17 +33,14 @@ namespace ntk {
 /// Throws std::invalid_argument (empty inputs, feature counts that differ, bad layers or options),
 /// std::domain_error (non-finite entries), std::overflow_error (result out of range).
 template <class Arch, class D1, class D2>
-Kernels<typename D1::Scalar> kernel(const Arch& arch, const Eigen::MatrixBase<D1>& x1,
-                                    const Eigen::MatrixBase<D2>& x2,
-                                    KernelKind kind = KernelKind::both,
-                                    const KernelOptions& options = {}) {
+Kernels<typename D1::Scalar> kernel(const Arch& arch, const Eigen::MatrixBase<D1>& x1, const Eigen::MatrixBase<D2>& x2,
+                                    KernelKind kind = KernelKind::both, const KernelOptions& options = {}) {
   return detail::compute_block("kernel", arch, x1, x2, false, kind, options);
 }
 
 /// The symmetric case x2 = x1: one triangle is computed.
 template <class Arch, class D>
-Kernels<typename D::Scalar> kernel(const Arch& arch, const Eigen::MatrixBase<D>& x,
-                                   KernelKind kind = KernelKind::both,
+Kernels<typename D::Scalar> kernel(const Arch& arch, const Eigen::MatrixBase<D>& x, KernelKind kind = KernelKind::both,
                                    const KernelOptions& options = {}) {
   return detail::compute_block("kernel", arch, x, x, true, kind, options);
 }
@@ -54,9 +51,8 @@ Kernels<typename D::Scalar> kernel(const Arch& arch, const Eigen::MatrixBase<D>&
 /// std::invalid_argument for kind both or an `out` of another size (then `out` is untouched);
 /// after std::overflow_error the contents of `out` are unspecified.
 template <class Arch, class D1, class D2>
-void kernel_into(const Arch& arch, const Eigen::MatrixBase<D1>& x1, const Eigen::MatrixBase<D2>& x2,
-                 KernelKind kind, detail::OutputRef<typename D1::Scalar> out,
-                 const KernelOptions& options = {}) {
+void kernel_into(const Arch& arch, const Eigen::MatrixBase<D1>& x1, const Eigen::MatrixBase<D2>& x2, KernelKind kind,
+                 detail::OutputRef<typename D1::Scalar> out, const KernelOptions& options = {}) {
   detail::compute_into_checked("kernel_into", arch, x1, x2, false, kind, out, options);
 }
 
@@ -79,8 +75,8 @@ auto ntk_kernel(const Arch& arch, const Eigen::MatrixBase<D>& x, const KernelOpt
 }
 /// Σ^L(x1, x2) (n1 x n2); see kernel().
 template <class Arch, class D1, class D2>
-auto nngp_kernel(const Arch& arch, const Eigen::MatrixBase<D1>& x1,
-                 const Eigen::MatrixBase<D2>& x2, const KernelOptions& options = {}) {
+auto nngp_kernel(const Arch& arch, const Eigen::MatrixBase<D1>& x1, const Eigen::MatrixBase<D2>& x2,
+                 const KernelOptions& options = {}) {
   return kernel(arch, x1, x2, KernelKind::nngp, options).nngp;
 }
 template <class Arch, class D>
@@ -96,16 +92,17 @@ auto nngp_kernel(const Arch& arch, const Eigen::MatrixBase<D>& x, const KernelOp
 /// Throws std::invalid_argument for ranges outside the inputs, plus kernel()'s exceptions.
 template <class Arch, class D1, class D2>
 Kernels<typename D1::Scalar> kernel_block(const Arch& arch, const Eigen::MatrixBase<D1>& x1,
-                                          const Eigen::MatrixBase<D2>& x2, Eigen::Index r0,
-                                          Eigen::Index r1, Eigen::Index c0, Eigen::Index c1,
-                                          KernelKind kind = KernelKind::both,
+                                          const Eigen::MatrixBase<D2>& x2, Eigen::Index r0, Eigen::Index r1,
+                                          Eigen::Index c0, Eigen::Index c1, KernelKind kind = KernelKind::both,
                                           const KernelOptions& options = {}) {
   if (r0 < 0 || r1 > x1.rows() || r0 >= r1 || c0 < 0 || c1 > x2.rows() || c0 >= c1)
-    detail::fail<std::invalid_argument>("kernel_block", "ranges must be non-empty and inside the "
-                                        "inputs (got rows [", r0, ", ", r1, ") of ", x1.rows(),
-                                        ", columns [", c0, ", ", c1, ") of ", x2.rows(), ")");
-  return detail::compute_block("kernel_block", arch, x1.middleRows(r0, r1 - r0),
-                               x2.middleRows(c0, c1 - c0), false, kind, options);
+    detail::fail<std::invalid_argument>("kernel_block",
+                                        "ranges must be non-empty and inside the "
+                                        "inputs (got rows [",
+                                        r0, ", ", r1, ") of ", x1.rows(), ", columns [", c0, ", ", c1, ") of ",
+                                        x2.rows(), ")");
+  return detail::compute_block("kernel_block", arch, x1.middleRows(r0, r1 - r0), x2.middleRows(c0, c1 - c0), false,
+                               kind, options);
 }
 
 /// Half-open ranges of rows of x1 and of x2 (the block's columns), for kernel_block.
@@ -120,9 +117,8 @@ struct ColumnRange {
 /// ntk::ColumnRange{200, 300}).
 template <class Arch, class D1, class D2>
 Kernels<typename D1::Scalar> kernel_block(const Arch& arch, const Eigen::MatrixBase<D1>& x1,
-                                          const Eigen::MatrixBase<D2>& x2, RowRange rows,
-                                          ColumnRange columns, KernelKind kind = KernelKind::both,
-                                          const KernelOptions& options = {}) {
+                                          const Eigen::MatrixBase<D2>& x2, RowRange rows, ColumnRange columns,
+                                          KernelKind kind = KernelKind::both, const KernelOptions& options = {}) {
   return kernel_block(arch, x1, x2, rows.begin, rows.end, columns.begin, columns.end, kind, options);
 }
 
@@ -136,12 +132,10 @@ Kernels<typename D::Scalar> kernel_diagonal(const Arch& arch, const Eigen::Matri
 /// Σ^l, Σ̇^l and Θ^l after every affine layer l = 1..L (n1 x n2 each; O(n1 n2 L) memory).
 /// kernel()'s exceptions, except that entries are not checked for overflow.
 template <class Arch, class D1, class D2>
-std::vector<LayerKernels<typename D1::Scalar>> kernel_layers(const Arch& arch,
-                                                             const Eigen::MatrixBase<D1>& x1,
+std::vector<LayerKernels<typename D1::Scalar>> kernel_layers(const Arch& arch, const Eigen::MatrixBase<D1>& x1,
                                                              const Eigen::MatrixBase<D2>& x2,
                                                              const KernelOptions& options = {}) {
   return detail::compute_layers("kernel_layers", arch, x1, x2, options);
 }
-
 
 }  // namespace ntk

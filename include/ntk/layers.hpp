@@ -149,11 +149,11 @@ Mlp<Phi> mlp(Phi phi, long depth, Eigen::Index width = 0, double sigma_w = 1, do
 ///   shape.sigma_w = 1.5;
 ///   const auto net = ntk::mlp(ntk::Relu{}, shape);
 struct MlpShape {
-  long depth = 1;               ///< hidden (Dense, Activation) pairs before the readout
-  Eigen::Index width = 0;       ///< hidden units (finite networks only)
-  double sigma_w = 1;           ///< weight scale of every layer
-  double sigma_b = 1;           ///< bias scale of every layer
-  Eigen::Index outputs = 1;     ///< readout units
+  long depth = 1;            ///< hidden (Dense, Activation) pairs before the readout
+  Eigen::Index width = 0;    ///< hidden units (finite networks only)
+  double sigma_w = 1;        ///< weight scale of every layer
+  double sigma_b = 1;        ///< bias scale of every layer
+  Eigen::Index outputs = 1;  ///< readout units
 };
 
 /// mlp() with every parameter named; the same checks.

@@ -24,8 +24,8 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
-#include <ctime>
 #include <cstdint>
+#include <ctime>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -136,11 +136,16 @@ struct Failure {
   /// Throws the failure as its standard type, marked as raised on every rank.
   [[noreturn]] void raise(int rank) const {
     switch (kind) {
-      case invalid_argument: throw Raised<std::invalid_argument>(message, rank);
-      case domain_error: throw Raised<std::domain_error>(message, rank);
-      case overflow_error: throw Raised<std::overflow_error>(message, rank);
-      case logic_error: throw Raised<std::logic_error>(message, rank);
-      default: throw Raised<std::runtime_error>(message, rank);  // bad_alloc included
+      case invalid_argument:
+        throw Raised<std::invalid_argument>(message, rank);
+      case domain_error:
+        throw Raised<std::domain_error>(message, rank);
+      case overflow_error:
+        throw Raised<std::overflow_error>(message, rank);
+      case logic_error:
+        throw Raised<std::logic_error>(message, rank);
+      default:
+        throw Raised<std::runtime_error>(message, rank);  // bad_alloc included
     }
   }
 };
@@ -160,8 +165,7 @@ inline void raise_agreed(MPI_Comm comm, const Failure& local, bool any_failed) {
   message.resize(static_cast<std::size_t>(header[1]));
   MPI_Bcast(message.data(), header[1], MPI_CHAR, lowest, comm);
   // Where it happened, unless it happened everywhere (the same bad argument on every rank).
-  if (p > 1 && all[1] == 0)
-    message += " (rank " + std::to_string(lowest) + " of " + std::to_string(p) + ")";
+  if (p > 1 && all[1] == 0) message += " (rank " + std::to_string(lowest) + " of " + std::to_string(p) + ")";
   Failure{header[0], message}.raise(lowest);
 }
 
@@ -184,13 +188,11 @@ struct Traffic {
 /// summed on one rank by MPI_Reduce_scatter, then all-gathered).  A status scalar rides along, so
 /// a failure on any rank (local.failed()) makes every rank throw it, without a separate message.
 template <class Scalar>
-void sum_replicated(MPI_Comm comm, Scalar* data, Eigen::Index count, const Failure& local,
-                    Traffic* traffic = nullptr) {
+void sum_replicated(MPI_Comm comm, Scalar* data, Eigen::Index count, const Failure& local, Traffic* traffic = nullptr) {
   const int p = size(comm);
   const Eigen::Index total = count + 1;
   if (total > INT_MAX)
-    fail<std::overflow_error>("mpi::sum_replicated", "more than INT_MAX scalars in one sum (got ",
-                              total, ")");
+    fail<std::overflow_error>("mpi::sum_replicated", "more than INT_MAX scalars in one sum (got ", total, ")");
   const auto start = std::chrono::steady_clock::now();
   std::vector<Scalar> buffer(static_cast<std::size_t>(total));
   if (local.failed())
@@ -207,11 +209,10 @@ void sum_replicated(MPI_Comm comm, Scalar* data, Eigen::Index count, const Failu
   const int me = rank(comm);
   const std::size_t mine = static_cast<std::size_t>(me);
   std::vector<Scalar> segment(static_cast<std::size_t>(std::max(counts[mine], 1)));
-  check_call(MPI_Reduce_scatter(buffer.data(), segment.data(), counts.data(), datatype<Scalar>(),
-                                MPI_SUM, comm),
+  check_call(MPI_Reduce_scatter(buffer.data(), segment.data(), counts.data(), datatype<Scalar>(), MPI_SUM, comm),
              "mpi::sum_replicated", "MPI_Reduce_scatter");
-  check_call(MPI_Allgatherv(segment.data(), counts[mine], datatype<Scalar>(), buffer.data(),
-                            counts.data(), offsets.data(), datatype<Scalar>(), comm),
+  check_call(MPI_Allgatherv(segment.data(), counts[mine], datatype<Scalar>(), buffer.data(), counts.data(),
+                            offsets.data(), datatype<Scalar>(), comm),
              "mpi::sum_replicated", "MPI_Allgatherv");
   if (traffic) {
     const double share = static_cast<double>(total - counts[mine]);
@@ -352,8 +353,7 @@ class DistributedGram {
     const int p = size(comm), me = rank(comm);
     collective(comm, [&] {
       options.check(fn);
-      if (kind == KernelKind::both)
-        ntk::detail::fail<std::invalid_argument>(fn, "kind must be nngp or ntk (got both)");
+      if (kind == KernelKind::both) ntk::detail::fail<std::invalid_argument>(fn, "kind must be nngp or ntk (got both)");
       ntk::detail::check_request(fn, arch, x, x, kernel_options);
       // One copy of the inputs, shared by the kernel phase and later column requests.
       const auto shared = std::make_shared<const Matrix>(x);
@@ -377,8 +377,7 @@ class DistributedGram {
                                                        const std::vector<Eigen::Index>& index) {
         const Matrix& points = *shared;
         Matrix pivots(static_cast<Eigen::Index>(index.size()), points.cols());
-        for (std::size_t c = 0; c < index.size(); ++c)
-          pivots.row(static_cast<Eigen::Index>(c)) = points.row(index[c]);
+        for (std::size_t c = 0; c < index.size(); ++c) pivots.row(static_cast<Eigen::Index>(c)) = points.row(index[c]);
         Matrix out(r1 - r0, pivots.rows());
         kernel_into(arch, points.middleRows(r0, r1 - r0), pivots, kind, out, kernel_options);
         return out;
@@ -398,9 +397,9 @@ class DistributedGram {
     Matrix sum;
     try {
       if (v.rows() != m_n || out.rows() != m_n || out.cols() != k)
-        ntk::detail::fail<std::invalid_argument>("DistributedGram::apply", "v and out must have ",
-                                                 m_n, " rows and equal columns (got v ", v.rows(),
-                                                 " x ", k, ", out ", out.rows(), " x ", out.cols(), ")");
+        ntk::detail::fail<std::invalid_argument>("DistributedGram::apply", "v and out must have ", m_n,
+                                                 " rows and equal columns (got v ", v.rows(), " x ", k, ", out ",
+                                                 out.rows(), " x ", out.cols(), ")");
       if (m_fault_after >= 0 && m_fault_after-- == 0)
         ntk::detail::fail<std::runtime_error>("DistributedGram::apply", "injected fault");
       sum = Matrix::Zero(m_n, k);
@@ -439,12 +438,12 @@ class DistributedGram {
     Matrix sum;
     try {
       if (out.rows() != m_n || out.cols() != m)
-        ntk::detail::fail<std::invalid_argument>("DistributedGram::columns", "out must be ", m_n,
-                                                 " x ", m, " (got ", out.rows(), " x ", out.cols(), ")");
+        ntk::detail::fail<std::invalid_argument>("DistributedGram::columns", "out must be ", m_n, " x ", m, " (got ",
+                                                 out.rows(), " x ", out.cols(), ")");
       for (Eigen::Index i : index)
         if (i < 0 || i >= m_n)
-          ntk::detail::fail<std::invalid_argument>("DistributedGram::columns",
-                                                   "index out of range (got ", i, " for n = ", m_n, ")");
+          ntk::detail::fail<std::invalid_argument>("DistributedGram::columns", "index out of range (got ", i,
+                                                   " for n = ", m_n, ")");
       sum = Matrix::Zero(m_n, m);
       const auto [r0, r1] = detail::even_range(m_n, size(m_comm), rank(m_comm));
       if (r1 > r0 && m > 0) sum.middleRows(r0, r1 - r0) = m_columns(r0, r1, index);
@@ -500,8 +499,7 @@ class DistributedGram {
   /// The kernel phase: tiles shared among threads (one tile per thread at a time, each through
   /// kernel_into on one thread), so there is one parallel region, not one per tile.
   template <class Arch>
-  void compute_tiles(const Arch& arch, const Matrix& inputs, KernelKind kind,
-                     const KernelOptions& kernel_options) {
+  void compute_tiles(const Arch& arch, const Matrix& inputs, KernelKind kind, const KernelOptions& kernel_options) {
     const int count = static_cast<int>(m_tiles.size());
     KernelOptions serial = kernel_options;
 #if defined(_OPENMP)
@@ -519,8 +517,7 @@ class DistributedGram {
         if (t.diagonal())
           kernel_into(arch, inputs.middleRows(t.row, t.rows), kind, out, serial);
         else
-          kernel_into(arch, inputs.middleRows(t.row, t.rows), inputs.middleRows(t.col, t.cols),
-                      kind, out, serial);
+          kernel_into(arch, inputs.middleRows(t.row, t.rows), inputs.middleRows(t.col, t.cols), kind, out, serial);
       } catch (...) {
 #if defined(_OPENMP)
 #pragma omp critical(ntk_mpi_tile_error)
@@ -561,8 +558,7 @@ class DistributedGram {
         const Tile& t = m_tiles[static_cast<std::size_t>(i)];
         const Eigen::Map<const Matrix> tile(m_storage.data() + t.offset, t.rows, t.cols);
         acc->middleRows(t.row, t.rows).noalias() += tile * v.middleRows(t.col, t.cols);
-        if (!t.diagonal())
-          acc->middleRows(t.col, t.cols).noalias() += tile.transpose() * v.middleRows(t.row, t.rows);
+        if (!t.diagonal()) acc->middleRows(t.col, t.cols).noalias() += tile.transpose() * v.middleRows(t.row, t.rows);
       }
     }
     for (const Matrix& m : partial) sum += m;
@@ -586,9 +582,9 @@ class DistributedGram {
 /// O(block · n/P)); the partial products are summed.  Identical on every rank.
 template <class Arch, class DT, class DX, class DC>
 Eigen::Matrix<typename DX::Scalar, Eigen::Dynamic, Eigen::Dynamic> cross_kernel_times(
-    MPI_Comm comm, const Arch& arch, const Eigen::MatrixBase<DT>& x_test,
-    const Eigen::MatrixBase<DX>& x_train, KernelKind kind, const Eigen::MatrixBase<DC>& alpha,
-    const KernelOptions& kernel_options = {}, Eigen::Index block = 1024) {
+    MPI_Comm comm, const Arch& arch, const Eigen::MatrixBase<DT>& x_test, const Eigen::MatrixBase<DX>& x_train,
+    KernelKind kind, const Eigen::MatrixBase<DC>& alpha, const KernelOptions& kernel_options = {},
+    Eigen::Index block = 1024) {
   using Scalar = typename DX::Scalar;
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
   const char* fn = "mpi::cross_kernel_times";
@@ -597,8 +593,7 @@ Eigen::Matrix<typename DX::Scalar, Eigen::Dynamic, Eigen::Dynamic> cross_kernel_
   try {
     ntk::detail::check_request(fn, arch, x_test, x_train, kernel_options);
     ntk::detail::check_rows(fn, "alpha", alpha, x_train.rows());
-    if (kind == KernelKind::both)
-      ntk::detail::fail<std::invalid_argument>(fn, "kind must be nngp or ntk (got both)");
+    if (kind == KernelKind::both) ntk::detail::fail<std::invalid_argument>(fn, "kind must be nngp or ntk (got both)");
     ntk::detail::check_at_least(fn, "block", block, Eigen::Index(1));
     out = Matrix::Zero(x_test.rows(), alpha.cols());
     const auto [r0, r1] = detail::even_range(x_train.rows(), size(comm), rank(comm));

@@ -80,13 +80,14 @@ class Network {
         info.weight_scale = static_cast<Scalar>(layer.sigma_w / std::sqrt(static_cast<double>(width)));
         info.bias_scale = static_cast<Scalar>(layer.sigma_b);
         // Refuse a parameter vector that cannot be allocated before the products can overflow.
-        const std::size_t layer_count = detail::saturating_product(static_cast<std::size_t>(layer.width),
-                                                                   static_cast<std::size_t>(width) + 1);
-        detail::check_allocation("Network", "the parameters",
-                                 static_cast<std::size_t>(offset) > std::numeric_limits<std::size_t>::max() - layer_count
-                                     ? std::numeric_limits<std::size_t>::max()
-                                     : static_cast<std::size_t>(offset) + layer_count,
-                                 sizeof(Scalar));
+        const std::size_t layer_count =
+            detail::saturating_product(static_cast<std::size_t>(layer.width), static_cast<std::size_t>(width) + 1);
+        detail::check_allocation(
+            "Network", "the parameters",
+            static_cast<std::size_t>(offset) > std::numeric_limits<std::size_t>::max() - layer_count
+                ? std::numeric_limits<std::size_t>::max()
+                : static_cast<std::size_t>(offset) + layer_count,
+            sizeof(Scalar));
         offset += layer.width * width + layer.width;
       } else {
         info.out = width;
@@ -111,8 +112,8 @@ class Network {
   /// values; θ is unchanged then.
   void set_parameters(const Eigen::Ref<const Vector>& theta) {
     if (theta.size() != m_theta.size())
-      detail::fail<std::invalid_argument>("Network::set_parameters", "theta must have ",
-                                          m_theta.size(), " entries (got ", theta.size(), ")");
+      detail::fail<std::invalid_argument>("Network::set_parameters", "theta must have ", m_theta.size(),
+                                          " entries (got ", theta.size(), ")");
     detail::check_finite("Network::set_parameters", "theta", theta);
     m_theta = theta;
   }
@@ -172,10 +173,11 @@ class Network {
     check_input("Network::empirical_ntk", x1);
     check_input("Network::empirical_ntk", x2);
     const Eigen::Index n1 = x1.rows(), n2 = x2.rows(), k = m_output;
-    detail::check_allocation("Network::empirical_ntk", "the kernel",
-                             detail::saturating_product(static_cast<std::size_t>(n1) * static_cast<std::size_t>(n2),
-                                                        outputs == NtkOutputs::full ? static_cast<std::size_t>(k * k) : 1),
-                             sizeof(Scalar));
+    detail::check_allocation(
+        "Network::empirical_ntk", "the kernel",
+        detail::saturating_product(static_cast<std::size_t>(n1) * static_cast<std::size_t>(n2),
+                                   outputs == NtkOutputs::full ? static_cast<std::size_t>(k * k) : 1),
+        sizeof(Scalar));
     std::vector<Matrix> in1, in2;
     run_forward(x1, in1);
     run_forward(x2, in2);
@@ -193,8 +195,7 @@ class Network {
       const Info& info = m_info[l];
       if (!info.dense) continue;
       inner.noalias() = in1[l] * in2[l].transpose();
-      inner = (inner.array() * (info.weight_scale * info.weight_scale) +
-               info.bias_scale * info.bias_scale).matrix();
+      inner = (inner.array() * (info.weight_scale * info.weight_scale) + info.bias_scale * info.bias_scale).matrix();
       for (Eigen::Index o = 0; o < k; ++o)
         for (Eigen::Index q = 0; q < k; ++q) {
           if (outputs == NtkOutputs::averaged && q != o) continue;
@@ -203,8 +204,7 @@ class Network {
             result.array() += block.array() * inner.array() / static_cast<Scalar>(k);
           } else {
             for (Eigen::Index i = 0; i < n1; ++i)
-              for (Eigen::Index j = 0; j < n2; ++j)
-                result(i * k + o, j * k + q) += block(i, j) * inner(i, j);
+              for (Eigen::Index j = 0; j < n2; ++j) result(i * k + o, j * k + q) += block(i, j) * inner(i, j);
           }
         }
     }
@@ -317,8 +317,7 @@ class Network {
     detail::check_finite(function, "x", x);
   }
   template <class D1, class D2>
-  void check_targets(const char* function, const Eigen::MatrixBase<D1>& x,
-                     const Eigen::MatrixBase<D2>& y) const {
+  void check_targets(const char* function, const Eigen::MatrixBase<D1>& x, const Eigen::MatrixBase<D2>& y) const {
     check_input(function, x);
     detail::check_rows(function, "y", y, x.rows());
     detail::check_cols(function, "y", y, m_output);
@@ -354,8 +353,7 @@ class Network {
   }
 
   /// Backward pass from ∂/∂f = seed (n x k): deltas[l] = ∂/∂(output of Dense layer l) (n x out_l).
-  void run_backward(const Matrix& seed, const std::vector<Matrix>& inputs,
-                    std::vector<Matrix>& deltas) const {
+  void run_backward(const Matrix& seed, const std::vector<Matrix>& inputs, std::vector<Matrix>& deltas) const {
     deltas.resize(m_info.size());
     Matrix delta = seed;
     m_arch.for_each_layer_reverse([&](std::size_t l, const auto& layer) {
@@ -374,8 +372,7 @@ class Network {
     });
   }
 
-  Vector gradient_from(const Matrix& residual, const std::vector<Matrix>& inputs,
-                       std::vector<Matrix>& deltas) const {
+  Vector gradient_from(const Matrix& residual, const std::vector<Matrix>& inputs, std::vector<Matrix>& deltas) const {
     run_backward(residual, inputs, deltas);
     Vector grad(m_theta.size());
     for (std::size_t l = 0; l < m_info.size(); ++l) {
@@ -481,7 +478,7 @@ MonteCarloEstimate<Scalar> monte_carlo(const char* function, long draws, Eigen::
                                       saturating_product(static_cast<std::size_t>(n1), static_cast<std::size_t>(n2))),
                    sizeof(Scalar));
   std::vector<Matrix> samples(static_cast<std::size_t>(draws));
-  samples[0] = draw(0);  // outside the parallel region, so bad input throws to the caller
+  samples[0] = draw(0);      // outside the parallel region, so bad input throws to the caller
   std::exception_ptr error;  // an exception may not leave the parallel region
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(dynamic)
@@ -506,8 +503,7 @@ MonteCarloEstimate<Scalar> monte_carlo(const char* function, long draws, Eigen::
   MonteCarloEstimate<Scalar> estimate;
   estimate.mean = sum / count;
   const Matrix variance =
-      ((squares.array() / count - estimate.mean.array().square()).max(Scalar(0)) * count /
-       (count - 1)).matrix();
+      ((squares.array() / count - estimate.mean.array().square()).max(Scalar(0)) * count / (count - 1)).matrix();
   estimate.standard_error = (variance.array() / count).sqrt().matrix();
   detail::check_result_finite(function, "the estimate", estimate.mean);
   detail::check_result_finite(function, "the standard error", estimate.standard_error);
@@ -520,10 +516,9 @@ MonteCarloEstimate<Scalar> monte_carlo(const char* function, long draws, Eigen::
 /// outputs (f0 ~ GP(0, Σ^L), lecture eq. 17), n1 x n2, with its standard error.  Draw m uses seed
 /// NormalGenerator::derive(seed, m); the result does not depend on the thread count.
 template <class Arch, class D1, class D2>
-MonteCarloEstimate<typename D1::Scalar> monte_carlo_nngp(const Arch& arch,
-                                                         const Eigen::MatrixBase<D1>& x1,
-                                                         const Eigen::MatrixBase<D2>& x2,
-                                                         long draws, std::uint64_t seed) {
+MonteCarloEstimate<typename D1::Scalar> monte_carlo_nngp(const Arch& arch, const Eigen::MatrixBase<D1>& x1,
+                                                         const Eigen::MatrixBase<D2>& x2, long draws,
+                                                         std::uint64_t seed) {
   using Scalar = typename D1::Scalar;
   const typename Network<Arch, Scalar>::Matrix a = x1, b = x2;
   return detail::monte_carlo<Scalar>("monte_carlo_nngp", draws, a.rows(), b.rows(), [&](long m) {
@@ -535,10 +530,9 @@ MonteCarloEstimate<typename D1::Scalar> monte_carlo_nngp(const Arch& arch,
 
 /// Monte Carlo mean of the output-averaged empirical NTK over `draws` random networks.
 template <class Arch, class D1, class D2>
-MonteCarloEstimate<typename D1::Scalar> monte_carlo_ntk(const Arch& arch,
-                                                        const Eigen::MatrixBase<D1>& x1,
-                                                        const Eigen::MatrixBase<D2>& x2,
-                                                        long draws, std::uint64_t seed) {
+MonteCarloEstimate<typename D1::Scalar> monte_carlo_ntk(const Arch& arch, const Eigen::MatrixBase<D1>& x1,
+                                                        const Eigen::MatrixBase<D2>& x2, long draws,
+                                                        std::uint64_t seed) {
   using Scalar = typename D1::Scalar;
   const typename Network<Arch, Scalar>::Matrix a = x1, b = x2;
   return detail::monte_carlo<Scalar>("monte_carlo_ntk", draws, a.rows(), b.rows(), [&](long m) {

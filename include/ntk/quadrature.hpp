@@ -36,8 +36,8 @@ class GaussHermiteRule {
   /// Throws std::invalid_argument for an order out of range.  Cost O(order^2).
   explicit GaussHermiteRule(int order) {
     if (order < 1 || order > max_quadrature_order)
-      detail::fail<std::invalid_argument>("GaussHermiteRule", "order must be in [1, ",
-                                          max_quadrature_order, "] (got ", order, ")");
+      detail::fail<std::invalid_argument>("GaussHermiteRule", "order must be in [1, ", max_quadrature_order, "] (got ",
+                                          order, ")");
     build(order);
   }
 
@@ -72,8 +72,8 @@ class GaussHermiteRule {
     auto evaluate = [&](Long z, Long& ratio, Long& log_previous) {
       Long previous = 0, current = 1, log_scale = 0;
       for (int k = 0; k < n; ++k) {
-        const Long next = (z * current - root[static_cast<std::size_t>(k)] * previous) /
-                          root[static_cast<std::size_t>(k + 1)];
+        const Long next =
+            (z * current - root[static_cast<std::size_t>(k)] * previous) / root[static_cast<std::size_t>(k + 1)];
         previous = current;
         current = next;
         if (std::fabs(current) > 1e150L) {
@@ -95,8 +95,7 @@ class GaussHermiteRule {
         // h_n' = sqrt(n) h_{n-1}, so the Newton step is h_n / (sqrt(n) h_{n-1}).
         const Long step = ratio / root[static_cast<std::size_t>(n)];
         x[i] -= step;
-        if (std::fabs(step) <= 4 * std::numeric_limits<Long>::epsilon() * (1 + std::fabs(x[i])))
-          break;
+        if (std::fabs(step) <= 4 * std::numeric_limits<Long>::epsilon() * (1 + std::fabs(x[i]))) break;
       }
       evaluate(x[i], ratio, log_previous);
       w[i] = std::exp(-std::log(static_cast<Long>(n)) - 2 * log_previous);
@@ -166,21 +165,19 @@ Covariance2<Scalar> checked_covariance(const char* function, Scalar s11, Scalar 
   detail::check_finite_scalar(function, "s12", s12);
   detail::check_finite_scalar(function, "s22", s22);
   if (s11 < 0 || s22 < 0)
-    fail<std::invalid_argument>(function, "variances must be non-negative (got s11 = ", s11,
-                                ", s22 = ", s22, ")");
+    fail<std::invalid_argument>(function, "variances must be non-negative (got s11 = ", s11, ", s22 = ", s22, ")");
   const long double bound = static_cast<long double>(s11) * static_cast<long double>(s22);
   const long double s12sq = static_cast<long double>(s12) * static_cast<long double>(s12);
   if (s12sq > bound * (1 + 1e-12L))
-    fail<std::invalid_argument>(function, "covariance is not positive semi-definite (got s12 = ",
-                                s12, " with s11 * s22 = ", static_cast<double>(bound), ")");
+    fail<std::invalid_argument>(function, "covariance is not positive semi-definite (got s12 = ", s12,
+                                " with s11 * s22 = ", static_cast<double>(bound), ")");
   const Scalar limit = std::sqrt(s11) * std::sqrt(s22);
   return {s11, std::clamp(s12, -limit, limit), s22};
 }
 
 /// Σ_ij W_i W_j f(X_ij) g(Y_ij) with the Cholesky factor of a validated covariance.
 template <class Scalar, class F, class G>
-Scalar expect2_unchecked(F&& f, G&& g, const Covariance2<Scalar>& cov,
-                         const GaussHermiteRule<Scalar>& rule) {
+Scalar expect2_unchecked(F&& f, G&& g, const Covariance2<Scalar>& cov, const GaussHermiteRule<Scalar>& rule) {
   const auto& z = rule.nodes();
   const auto& w = rule.weights();
   const std::size_t n = z.size();

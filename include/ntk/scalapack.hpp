@@ -35,23 +35,22 @@ void Cblacs_gridinit(int* context, const char* order, int rows, int cols);
 void Cblacs_gridinfo(int context, int* rows, int* cols, int* row, int* col);
 void Cblacs_gridexit(int context);
 int numroc_(const int* n, const int* nb, const int* iproc, const int* isrcproc, const int* nprocs);
-void descinit_(int* desc, const int* m, const int* n, const int* mb, const int* nb, const int* irsrc,
-               const int* icsrc, const int* context, const int* lld, int* info);
-void pdsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* ia,
-              const int* ja, const int* desca, double* w, double* z, const int* iz, const int* jz,
-              const int* descz, double* work, const int* lwork, int* iwork, const int* liwork,
-              int* info, std::size_t jobz_length, std::size_t uplo_length);
-void pdpotrf_(const char* uplo, const int* n, double* a, const int* ia, const int* ja,
-              const int* desca, int* info, std::size_t uplo_length);
-void pdpotrs_(const char* uplo, const int* n, const int* nrhs, const double* a, const int* ia,
-              const int* ja, const int* desca, double* b, const int* ib, const int* jb,
-              const int* descb, int* info, std::size_t uplo_length);
+void descinit_(int* desc, const int* m, const int* n, const int* mb, const int* nb, const int* irsrc, const int* icsrc,
+               const int* context, const int* lld, int* info);
+void pdsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* ia, const int* ja,
+              const int* desca, double* w, double* z, const int* iz, const int* jz, const int* descz, double* work,
+              const int* lwork, int* iwork, const int* liwork, int* info, std::size_t jobz_length,
+              std::size_t uplo_length);
+void pdpotrf_(const char* uplo, const int* n, double* a, const int* ia, const int* ja, const int* desca, int* info,
+              std::size_t uplo_length);
+void pdpotrs_(const char* uplo, const int* n, const int* nrhs, const double* a, const int* ia, const int* ja,
+              const int* desca, double* b, const int* ib, const int* jb, const int* descb, int* info,
+              std::size_t uplo_length);
 }
 }  // namespace scalapack
 
 inline int to_int(const char* function, Eigen::Index v) {
-  if (v > INT_MAX)
-    ntk::detail::fail<std::overflow_error>(function, "size beyond ScaLAPACK's int range (got ", v, ")");
+  if (v > INT_MAX) ntk::detail::fail<std::overflow_error>(function, "size beyond ScaLAPACK's int range (got ", v, ")");
   return static_cast<int>(v);
 }
 
@@ -99,8 +98,13 @@ class BlockCyclicMatrix {
   using Matrix = Eigen::MatrixXd;
 
   BlockCyclicMatrix(const BlacsGrid& grid, Eigen::Index rows, Eigen::Index cols, int block)
-      : m_rows(rows), m_cols(cols), m_block(block), m_grid_rows(grid.rows()), m_grid_cols(grid.cols()),
-        m_row(grid.row()), m_col(grid.col()) {
+      : m_rows(rows),
+        m_cols(cols),
+        m_block(block),
+        m_grid_rows(grid.rows()),
+        m_grid_cols(grid.cols()),
+        m_row(grid.row()),
+        m_col(grid.col()) {
     const char* fn = "BlockCyclicMatrix";
     const int m = detail::to_int(fn, rows), n = detail::to_int(fn, cols), zero = 0;
     const int local_rows = detail::scalapack::numroc_(&m, &block, &m_row, &zero, &m_grid_rows);
@@ -108,8 +112,7 @@ class BlockCyclicMatrix {
     const int lld = std::max(1, local_rows), context = grid.context();
     int info = 0;
     detail::scalapack::descinit_(m_desc, &m, &n, &block, &block, &zero, &zero, &context, &lld, &info);
-    if (info != 0)
-      ntk::detail::fail<std::invalid_argument>(fn, "descinit failed (info ", info, ")");
+    if (info != 0) ntk::detail::fail<std::invalid_argument>(fn, "descinit failed (info ", info, ")");
     m_local = Matrix::Zero(local_rows, local_cols);
   }
 
@@ -148,8 +151,8 @@ Eigen::MatrixXd gather_rows(const Eigen::MatrixBase<D>& x, Eigen::Index count, G
 /// column panel, the local rows up to the panel's last global column, one kernel_into call each.
 /// Entries below the diagonal are left as they are (ScaLAPACK reads the upper triangle).
 template <class Arch, class D>
-void fill_upper(const Arch& arch, const Eigen::MatrixBase<D>& x, KernelKind kind,
-                const KernelOptions& options, double ridge, int block, BlockCyclicMatrix& a) {
+void fill_upper(const Arch& arch, const Eigen::MatrixBase<D>& x, KernelKind kind, const KernelOptions& options,
+                double ridge, int block, BlockCyclicMatrix& a) {
   Eigen::MatrixXd& local = a.local();
   const Eigen::Index lr = local.rows(), lc = local.cols();
   const Eigen::MatrixXd rows = gather_rows(x, lr, [&](Eigen::Index i) { return a.global_row(i); });
@@ -185,11 +188,12 @@ inline double spectral_factor(double l, double t, double eta, TimeModel model, d
 }
 
 inline void check_time(const char* function, double t, TimeModel model) {
-  if (!(t >= 0))
-    ntk::detail::fail<std::invalid_argument>(function, "time must be >= 0 (got ", t, ")");
+  if (!(t >= 0)) ntk::detail::fail<std::invalid_argument>(function, "time must be >= 0 (got ", t, ")");
   if (model == TimeModel::discrete && std::isfinite(t) && t != std::floor(t))
-    ntk::detail::fail<std::invalid_argument>(function, "discrete time must be an integer number of "
-                                                       "steps (got ", t, ")");
+    ntk::detail::fail<std::invalid_argument>(function,
+                                             "discrete time must be an integer number of "
+                                             "steps (got ",
+                                             t, ")");
 }
 
 }  // namespace detail
@@ -213,9 +217,8 @@ class ScalapackDynamics {
   /// x: training inputs (n x d), y: targets (n x k), options.f0: f0(X) (n x k) or empty for 0;
   /// all identical on every rank.
   template <class Arch, class D, class DY>
-  ScalapackDynamics(MPI_Comm comm, const Arch& arch, const Eigen::MatrixBase<D>& x,
-                    const Eigen::MatrixBase<DY>& y, KernelKind kind, const DynamicsOptions& options = {},
-                    const KernelOptions& kernel_options = {},
+  ScalapackDynamics(MPI_Comm comm, const Arch& arch, const Eigen::MatrixBase<D>& x, const Eigen::MatrixBase<DY>& y,
+                    KernelKind kind, const DynamicsOptions& options = {}, const KernelOptions& kernel_options = {},
                     const ScalapackOptions& scalapack_options = {})
       : m_comm(comm), m_grid(comm), m_options(options), m_n(x.rows()), m_k(y.cols()) {
     static_assert(std::is_same_v<typename D::Scalar, double>, "ntk::ScalapackDynamics: double only");
@@ -223,14 +226,13 @@ class ScalapackDynamics {
     // pdsyevd mis-sizes its workspace when a block is larger than a process's share of the rows:
     // blocks no larger than n / (grid side).
     const int side = std::max(m_grid.rows(), m_grid.cols());
-    const int block = static_cast<int>(std::max<Eigen::Index>(
-        1, std::min<Eigen::Index>(scalapack_options.block, (x.rows() + side - 1) / side)));
+    const int block = static_cast<int>(
+        std::max<Eigen::Index>(1, std::min<Eigen::Index>(scalapack_options.block, (x.rows() + side - 1) / side)));
     std::unique_ptr<BlockCyclicMatrix> a;
     collective(comm, [&] {
       options.check(fn);
       scalapack_options.check(fn);
-      if (kind == KernelKind::both)
-        ntk::detail::fail<std::invalid_argument>(fn, "kind must be nngp or ntk (got both)");
+      if (kind == KernelKind::both) ntk::detail::fail<std::invalid_argument>(fn, "kind must be nngp or ntk (got both)");
       ntk::detail::check_request(fn, arch, x, x, kernel_options);
       ntk::detail::check_nonempty(fn, "y", y);
       ntk::detail::check_rows(fn, "y", y, m_n);
@@ -256,39 +258,38 @@ class ScalapackDynamics {
     m_lambda.resize(m_n);
     int info = 0, lwork = -1, liwork = -1, iwork_size = 0;
     double work_size = 0;
-    detail::scalapack::pdsyevd_("V", "U", &n, a->local().data(), &one, &one, a->descriptor(),
-                                m_lambda.data(), m_v->local().data(), &one, &one, m_v->descriptor(),
-                                &work_size, &lwork, &iwork_size, &liwork, &info, 1, 1);
+    detail::scalapack::pdsyevd_("V", "U", &n, a->local().data(), &one, &one, a->descriptor(), m_lambda.data(),
+                                m_v->local().data(), &one, &one, m_v->descriptor(), &work_size, &lwork, &iwork_size,
+                                &liwork, &info, 1, 1);
     // Some ScaLAPACK versions under-report pdsyevd's workspace: a margin.
     lwork = static_cast<int>(work_size * 1.2) + 4096;
     liwork = std::max(iwork_size, 1) + 64;
     std::vector<double> work(static_cast<std::size_t>(lwork));
     std::vector<int> iwork(static_cast<std::size_t>(liwork));
-    detail::scalapack::pdsyevd_("V", "U", &n, a->local().data(), &one, &one, a->descriptor(),
-                                m_lambda.data(), m_v->local().data(), &one, &one, m_v->descriptor(),
-                                work.data(), &lwork, iwork.data(), &liwork, &info, 1, 1);
+    detail::scalapack::pdsyevd_("V", "U", &n, a->local().data(), &one, &one, a->descriptor(), m_lambda.data(),
+                                m_v->local().data(), &one, &one, m_v->descriptor(), work.data(), &lwork, iwork.data(),
+                                &liwork, &info, 1, 1);
     m_solve_seconds = seconds_since(start);
     a.reset();
     collective(comm, [&] {
-      if (info != 0)
-        ntk::detail::fail<std::runtime_error>(fn, "pdsyevd failed (info ", info, ")");
+      if (info != 0) ntk::detail::fail<std::runtime_error>(fn, "pdsyevd failed (info ", info, ")");
       const double top = std::max(m_lambda.cwiseAbs().maxCoeff(), 0.0);
       if (m_lambda.minCoeff() < -1e-10 * top)
-        ntk::detail::fail<std::invalid_argument>(fn, "g0 must be positive semi-definite (got "
-                                                 "eigenvalue ", m_lambda.minCoeff(), " with largest ",
-                                                 top, ")");
+        ntk::detail::fail<std::invalid_argument>(fn,
+                                                 "g0 must be positive semi-definite (got "
+                                                 "eigenvalue ",
+                                                 m_lambda.minCoeff(), " with largest ", top, ")");
       m_lambda = m_lambda.cwiseMax(0.0);
       double ridge = options.diag_reg;
       if (options.diag_reg_relative) ridge *= diagonal.sum() / static_cast<double>(m_n);
       m_lambda.array() += ridge;
       m_tolerance = options.pinv_tolerance >= 0
                         ? options.pinv_tolerance
-                        : static_cast<double>(m_n) * std::numeric_limits<double>::epsilon() *
-                              m_lambda.maxCoeff();
+                        : static_cast<double>(m_n) * std::numeric_limits<double>::epsilon() * m_lambda.maxCoeff();
       const double eta = options.learning_rate;
       if (options.time == TimeModel::discrete && eta * m_lambda.maxCoeff() >= 2)
-        ntk::detail::fail<std::invalid_argument>(fn, "learning_rate ", eta, " >= 2 / lambda_max = ",
-                                                 2 / m_lambda.maxCoeff(),
+        ntk::detail::fail<std::invalid_argument>(fn, "learning_rate ", eta,
+                                                 " >= 2 / lambda_max = ", 2 / m_lambda.maxCoeff(),
                                                  ": discrete gradient descent diverges");
     });
     // z0 = Vᵀ (f0 − Y): each rank's V entries against the replicated residual, then summed.
@@ -371,8 +372,7 @@ class ScalapackDynamics {
     for (Eigen::Index i = 0; i < v.rows(); ++i) out.row(m_v->global_row(i)) = part.row(i);
     detail::Failure local;
     if (!out.allFinite())
-      local = {detail::Failure::overflow_error,
-               "ntk::ScalapackDynamics: the result exceeds the scalar type's range"};
+      local = {detail::Failure::overflow_error, "ntk::ScalapackDynamics: the result exceeds the scalar type's range"};
     detail::sum_replicated(m_comm, out.data(), out.size(), local);
     return out;
   }
@@ -412,8 +412,7 @@ ScalapackSolution scalapack_solve(MPI_Comm comm, const Arch& arch, const Eigen::
   collective(comm, [&] {
     scalapack_options.check(fn);
     ntk::detail::check_nonnegative(fn, "ridge", ridge);
-    if (kind == KernelKind::both)
-      ntk::detail::fail<std::invalid_argument>(fn, "kind must be nngp or ntk (got both)");
+    if (kind == KernelKind::both) ntk::detail::fail<std::invalid_argument>(fn, "kind must be nngp or ntk (got both)");
     ntk::detail::check_request(fn, arch, x, x, kernel_options);
     ntk::detail::check_nonempty(fn, "r", r);
     ntk::detail::check_rows(fn, "r", r, x.rows());
@@ -434,14 +433,14 @@ ScalapackSolution scalapack_solve(MPI_Comm comm, const Arch& arch, const Eigen::
   int worst = 0;
   MPI_Allreduce(&info, &worst, 1, MPI_INT, MPI_MAX, comm);
   if (worst == 0)
-    detail::scalapack::pdpotrs_("U", &n, &k, a->local().data(), &one, &one, a->descriptor(),
-                                b->local().data(), &one, &one, b->descriptor(), &info, 1);
+    detail::scalapack::pdpotrs_("U", &n, &k, a->local().data(), &one, &one, a->descriptor(), b->local().data(), &one,
+                                &one, b->descriptor(), &info, 1);
   out.solve_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   detail::Failure local;
   if (worst > 0)
     local = {detail::Failure::domain_error,
-             "ntk::scalapack_solve: G0 + ridge I is not positive definite (leading minor " +
-                 std::to_string(worst) + "); add a ridge or use ScalapackDynamics"};
+             "ntk::scalapack_solve: G0 + ridge I is not positive definite (leading minor " + std::to_string(worst) +
+                 "); add a ridge or use ScalapackDynamics"};
   else if (worst < 0 || info != 0)
     local = {detail::Failure::runtime_error,
              "ntk::scalapack_solve: pdpotrf/pdpotrs failed (info " + std::to_string(worst ? worst : info) + ")"};

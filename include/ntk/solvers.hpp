@@ -112,8 +112,9 @@ bool cholesky_solve_in_place(Eigen::Ref<Eigen::Matrix<Scalar, Eigen::Dynamic, Ei
 /// (G + λI)⁻¹ Y by Cholesky on a copy of g (n² extra memory); throws std::invalid_argument when
 /// G + λI is not positive definite.
 template <class DG, class DY>
-Eigen::Matrix<typename DG::Scalar, Eigen::Dynamic, Eigen::Dynamic> cholesky_solve(
-    const Eigen::MatrixBase<DG>& g, const Eigen::MatrixBase<DY>& y, double ridge = 0) {
+Eigen::Matrix<typename DG::Scalar, Eigen::Dynamic, Eigen::Dynamic> cholesky_solve(const Eigen::MatrixBase<DG>& g,
+                                                                                  const Eigen::MatrixBase<DY>& y,
+                                                                                  double ridge = 0) {
   using Scalar = typename DG::Scalar;
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
   Matrix factor = g, solution = y;
@@ -152,8 +153,7 @@ struct SpectraAdapter {
 /// the residual trace falls below 1e-14 trace(G) (G of lower rank).  O(n r²) flops and r columns.
 template <class Op>
 Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic> rp_cholesky(const Op& op, Eigen::Index rank,
-                                                                                Eigen::Index block,
-                                                                                std::uint64_t seed) {
+                                                                               Eigen::Index block, std::uint64_t seed) {
   detail::require_gram_operator<Op>();
   using Scalar = typename Op::Scalar;
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
@@ -184,7 +184,8 @@ Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic> rp_cholesky(c
     Matrix g(n, b);
     op.columns(pivots, g);
     Matrix fs(r, b);  // F(pivots, :)ᵀ
-    for (Eigen::Index c = 0; c < b; ++c) fs.col(c) = f.topLeftCorner(n, r).row(pivots[static_cast<std::size_t>(c)]).transpose();
+    for (Eigen::Index c = 0; c < b; ++c)
+      fs.col(c) = f.topLeftCorner(n, r).row(pivots[static_cast<std::size_t>(c)]).transpose();
     if (r > 0) g.noalias() -= f.leftCols(r) * fs;
     Matrix h(b, b);
     for (Eigen::Index c = 0; c < b; ++c)
@@ -197,8 +198,7 @@ Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic> rp_cholesky(c
     Eigen::Index keep = 0;
     for (Eigen::Index i = 0; i < b; ++i) keep += e[i] > cut;
     if (keep == 0) break;
-    const Matrix w = eig.eigenvectors().rightCols(keep) *
-                     e.tail(keep).cwiseSqrt().cwiseInverse().asDiagonal();
+    const Matrix w = eig.eigenvectors().rightCols(keep) * e.tail(keep).cwiseSqrt().cwiseInverse().asDiagonal();
     f.middleCols(r, keep).noalias() = g * w;
     d -= f.middleCols(r, keep).rowwise().squaredNorm();
     d = d.cwiseMax(Scalar(0));
@@ -253,10 +253,9 @@ class NystromPreconditioner {
 /// throw_on_failure is false; info (optional) receives iterations, residual and timings.
 template <class Op, class DY>
 Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic> cg_solve(const Op& op,
-                                                                             const Eigen::MatrixBase<DY>& y,
-                                                                             double ridge,
-                                                                             const CgOptions& options = {},
-                                                                             SolverInfo* info = nullptr) {
+                                                                            const Eigen::MatrixBase<DY>& y,
+                                                                            double ridge, const CgOptions& options = {},
+                                                                            SolverInfo* info = nullptr) {
   detail::require_gram_operator<Op>();
   using Scalar = typename Op::Scalar;
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
@@ -267,9 +266,11 @@ Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic> cg_solve(cons
   detail::check_rows(fn, "y", y, op.rows());
   detail::check_finite(fn, "y", y);
   if (!(ridge > 0) || !std::isfinite(ridge))
-    detail::fail<std::invalid_argument>(fn, "ridge must be positive and finite: with ridge 0 a singular "
-                                            "Gram matrix has no unique solution (use the dense pseudo-inverse "
-                                            "of LinearizedDynamics) (got ", ridge, ")");
+    detail::fail<std::invalid_argument>(fn,
+                                        "ridge must be positive and finite: with ridge 0 a singular "
+                                        "Gram matrix has no unique solution (use the dense pseudo-inverse "
+                                        "of LinearizedDynamics) (got ",
+                                        ridge, ")");
   const Scalar mu = static_cast<Scalar>(ridge);
   const Eigen::Index n = op.rows(), k = y.cols();
   SolverInfo result;
@@ -332,12 +333,11 @@ Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic> cg_solve(cons
   result.solve_seconds = detail::seconds_since(start);
   result.converged = result.residual <= options.tolerance * 10 && rel.maxCoeff() <= tol;
   if (info) *info = result;
-  if (!x.allFinite())
-    detail::fail<std::overflow_error>(fn, "the solution exceeds the scalar type's range");
+  if (!x.allFinite()) detail::fail<std::overflow_error>(fn, "the solution exceeds the scalar type's range");
   if (!result.converged && options.throw_on_failure)
     throw NotConverged("ntk::cg_solve: no convergence within " + std::to_string(it) +
-                           " iterations (relative residual " + std::to_string(result.residual) +
-                           " > tolerance " + std::to_string(options.tolerance) + ")",
+                           " iterations (relative residual " + std::to_string(result.residual) + " > tolerance " +
+                           std::to_string(options.tolerance) + ")",
                        result);
   return x;
 }
@@ -418,8 +418,7 @@ std::vector<Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic>> 
   }
   SolverInfo result;
   const auto start = std::chrono::steady_clock::now();
-  const double top = options.largest_eigenvalue > 0 ? options.largest_eigenvalue
-                                                    : largest_eigenvalue(op) * (1 + 1e-3);
+  const double top = options.largest_eigenvalue > 0 ? options.largest_eigenvalue : largest_eigenvalue(op) * (1 + 1e-3);
   result.largest_eigenvalue = top;
   const double a = ridge, b = ridge + std::max(top, 1e-300);
   if (model == TimeModel::discrete && learning_rate * b >= 2)
@@ -492,8 +491,9 @@ std::vector<Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic>> 
           result.iterations = m - 1;
           result.residual = estimate;
           if (info) *info = result;
-          throw NotConverged("ntk::dynamics_factor: t = " + std::to_string(t) + " needs a Chebyshev degree above max_degree " +
-                                 std::to_string(options.max_degree) + " (estimated error " + std::to_string(estimate) + ")",
+          throw NotConverged("ntk::dynamics_factor: t = " + std::to_string(t) +
+                                 " needs a Chebyshev degree above max_degree " + std::to_string(options.max_degree) +
+                                 " (estimated error " + std::to_string(estimate) + ")",
                              result);
         }
         break;
@@ -589,16 +589,16 @@ enum class SolverMethod {
 
 /// What plan_solver is asked.
 struct SolverRequest {
-  Eigen::Index n = 0;                 ///< training points
-  Eigen::Index k = 1;                 ///< target columns
-  Eigen::Index test_points = 0;       ///< m
-  Eigen::Index finite_times = 0;      ///< number of finite times asked
-  bool infinite_time = true;          ///< t = ∞ asked
-  double ridge = 0;                   ///< λ
-  std::size_t memory_limit = 0;       ///< bytes; 0 = no limit
-  bool covariance = false;            ///< NTK-GP / NNGP covariances asked (eigen only)
+  Eigen::Index n = 0;             ///< training points
+  Eigen::Index k = 1;             ///< target columns
+  Eigen::Index test_points = 0;   ///< m
+  Eigen::Index finite_times = 0;  ///< number of finite times asked
+  bool infinite_time = true;      ///< t = ∞ asked
+  double ridge = 0;               ///< λ
+  std::size_t memory_limit = 0;   ///< bytes; 0 = no limit
+  bool covariance = false;        ///< NTK-GP / NNGP covariances asked (eigen only)
   Eigen::Index preconditioner_rank = 1000;
-  Eigen::Index block = 1024;          ///< test-point block and tile width
+  Eigen::Index block = 1024;                      ///< test-point block and tile width
   SolverMethod method = SolverMethod::automatic;  ///< force a path
   std::size_t scalar_bytes = sizeof(double);
   /// Bytes per stored entry of the packed triangle: sizeof(double), or sizeof(float) for
@@ -616,11 +616,16 @@ struct SolverPlan {
 /// Name of a method ("auto", "eigen", "cholesky", "packed", "matrix-free").
 inline const char* method_name(SolverMethod m) {
   switch (m) {
-    case SolverMethod::automatic: return "auto";
-    case SolverMethod::eigen: return "eigen";
-    case SolverMethod::cholesky: return "cholesky";
-    case SolverMethod::packed: return "packed";
-    case SolverMethod::matrix_free: return "matrix-free";
+    case SolverMethod::automatic:
+      return "auto";
+    case SolverMethod::eigen:
+      return "eigen";
+    case SolverMethod::cholesky:
+      return "cholesky";
+    case SolverMethod::packed:
+      return "packed";
+    case SolverMethod::matrix_free:
+      return "matrix-free";
   }
   return "?";
 }
@@ -636,15 +641,22 @@ inline std::size_t method_bytes(SolverMethod method, const SolverRequest& q) {
   const double vectors = 8 * n * k * s * static_cast<double>(1 + q.finite_times);
   double bytes = 0;
   switch (method) {
-    case SolverMethod::eigen: bytes = 4 * n * n * s + 2 * m * n * s; break;
-    case SolverMethod::cholesky: bytes = n * n * s + b * n * s; break;
+    case SolverMethod::eigen:
+      bytes = 4 * n * n * s + 2 * m * n * s;
+      break;
+    case SolverMethod::cholesky:
+      bytes = n * n * s + b * n * s;
+      break;
     case SolverMethod::packed:
       bytes = static_cast<double>(PackedGram<double>::storage_bytes(q.n, PackedGramOptions{})) / 8 *
                   static_cast<double>(q.storage_bytes) +
               2 * n * r * s + b * n * s;
       break;
-    case SolverMethod::matrix_free: bytes = 2 * n * r * s + 2 * b * n * s; break;
-    case SolverMethod::automatic: break;
+    case SolverMethod::matrix_free:
+      bytes = 2 * n * r * s + 2 * b * n * s;
+      break;
+    case SolverMethod::automatic:
+      break;
   }
   return static_cast<std::size_t>(bytes + vectors);
 }
@@ -662,12 +674,11 @@ inline SolverPlan plan_solver(const SolverRequest& q) {
   detail::check_at_least<Eigen::Index>(fn, "k", q.k, 1);
   detail::check_nonnegative(fn, "ridge", q.ridge);
   if (q.storage_bytes != sizeof(double) && q.storage_bytes != sizeof(float))
-    detail::fail<std::invalid_argument>(fn, "storage_bytes must be 8 (double) or 4 (float) (got ", q.storage_bytes, ")");
+    detail::fail<std::invalid_argument>(fn, "storage_bytes must be 8 (double) or 4 (float) (got ", q.storage_bytes,
+                                        ")");
   const std::size_t limit = q.memory_limit == 0 ? std::numeric_limits<std::size_t>::max() : q.memory_limit;
   auto fits = [&](SolverMethod m) { return method_bytes(m, q) <= limit; };
-  auto make = [&](SolverMethod m, std::string why) {
-    return SolverPlan{m, method_bytes(m, q), std::move(why)};
-  };
+  auto make = [&](SolverMethod m, std::string why) { return SolverPlan{m, method_bytes(m, q), std::move(why)}; };
   const bool finite = q.finite_times > 0;
   auto usable = [&](SolverMethod m) -> std::string {  // empty when m answers the request
     if (m == SolverMethod::cholesky && (finite || q.covariance))
@@ -693,13 +704,17 @@ inline SolverPlan plan_solver(const SolverRequest& q) {
     order = {{SolverMethod::eigen, "covariances need the eigendecomposition"}};
   } else if (finite) {
     if (q.n <= 20000) order.push_back({SolverMethod::eigen, "finite times: one eigendecomposition serves every time"});
-    order.push_back({SolverMethod::packed, "finite times, n large or dense eigen too big: Chebyshev on the stored triangle"});
-    order.push_back({SolverMethod::matrix_free, "finite times, the triangle does not fit: Chebyshev recomputing tiles"});
+    order.push_back(
+        {SolverMethod::packed, "finite times, n large or dense eigen too big: Chebyshev on the stored triangle"});
+    order.push_back(
+        {SolverMethod::matrix_free, "finite times, the triangle does not fit: Chebyshev recomputing tiles"});
   } else {
     if (q.n <= 40000 || !(q.ridge > 0))
       order.push_back({SolverMethod::cholesky, "t = inf only: one Cholesky factorization (n^3/3 flops)"});
-    order.push_back({SolverMethod::packed, "t = inf, the dense matrix does not fit or n > 40000: preconditioned CG on the stored triangle"});
-    order.push_back({SolverMethod::matrix_free, "t = inf, the triangle does not fit: preconditioned CG recomputing tiles"});
+    order.push_back({SolverMethod::packed,
+                     "t = inf, the dense matrix does not fit or n > 40000: preconditioned CG on the stored triangle"});
+    order.push_back(
+        {SolverMethod::matrix_free, "t = inf, the triangle does not fit: preconditioned CG recomputing tiles"});
   }
   std::string refused;
   for (const auto& [m, why] : order) {
@@ -711,8 +726,8 @@ inline SolverPlan plan_solver(const SolverRequest& q) {
     if (fits(m)) return make(m, why);
     refused += std::string(" ") + method_name(m) + " needs " + megabytes(method_bytes(m, q)) + ";";
   }
-  detail::fail<std::invalid_argument>(fn, "no path fits the memory limit ", megabytes(limit), " for n = ", q.n,
-                                      " (", refused.empty() ? std::string("none usable") : refused.substr(1), ")");
+  detail::fail<std::invalid_argument>(fn, "no path fits the memory limit ", megabytes(limit), " for n = ", q.n, " (",
+                                      refused.empty() ? std::string("none usable") : refused.substr(1), ")");
 }
 
 }  // namespace ntk

@@ -99,6 +99,7 @@ class SpecParser {
           " parameters (got " + std::to_string(given) + ")");
     }
   }
+
  private:
   std::size_t m_index;
   std::string m_layer;
@@ -114,7 +115,7 @@ inline Padding parse_padding(const std::string& text, bool& matched) {
 }
 
 inline ImageArchitecture::Layer parse_layer(std::size_t index, const std::string& text, bool one_dimensional,
-                                             bool quadrature) {
+                                            bool quadrature) {
   const SpecParser p(index, text);
   if (text.empty()) p.bad("empty layer (two commas in a row, or a trailing comma)");
   const std::vector<std::string> f = split_fields(text, ':');
@@ -224,7 +225,8 @@ inline ImageShape parse_shape(const std::string& text) {
     v.push_back(n);
   }
   if (v.size() > 3)
-    detail::fail<std::invalid_argument>("parse_shape", "at most 3 dimensions H,W,C (got ", v.size(), " in '", text, "')");
+    detail::fail<std::invalid_argument>("parse_shape", "at most 3 dimensions H,W,C (got ", v.size(), " in '", text,
+                                        "')");
   if (v.size() == 3) return {v[0], v[1], v[2]};
   if (v.size() == 2) return {1, v[0], v[1]};
   return {1, 1, v[0]};
@@ -234,8 +236,7 @@ inline ImageShape parse_shape(const std::string& text) {
 /// Throws std::invalid_argument naming the layer for a malformed SPEC, plus ImageArchitecture's
 /// shape errors (with the layer index).  With `quadrature`, activations with a closed-form dual are
 /// wrapped in ntk::Quadrature (their kernels then come from the Mehler series or quadrature).
-inline ImageArchitecture parse_architecture(const std::string& spec, const ImageShape& shape,
-                                            bool quadrature = false) {
+inline ImageArchitecture parse_architecture(const std::string& spec, const ImageShape& shape, bool quadrature = false) {
   if (spec.empty()) detail::fail<std::invalid_argument>("parse_architecture", "the SPEC is empty");
   std::vector<ImageArchitecture::Layer> layers;
   const std::vector<std::string> parts = detail::split_fields(spec, ',');

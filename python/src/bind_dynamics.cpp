@@ -46,67 +46,73 @@ void bind_dynamics(py::module_& m) {
            py::arg("diag_reg"), py::arg("diag_reg_relative"), py::arg("pinv_tolerance"))
       .def_property_readonly("eigenvalues", [](const Dynamics& d) { return Eigen::VectorXd(d.eigenvalues()); })
       .def_property_readonly("max_learning_rate", &Dynamics::max_learning_rate)
-      .def("train_predictions",
-           [](const Dynamics& d, const std::vector<double>& times) {
-             return to_list(release_each(times, [&](double t) { return d.train_predictions(t); }));
-           },
-           py::arg("times"))
-      .def("train_loss",
-           [](const Dynamics& d, const std::vector<double>& times) {
-             py::gil_scoped_release release;
-             return d.train_loss(times);
-           },
-           py::arg("times"))
-      .def("test_predictions",
-           [](const Dynamics& d, const Ref& kernel_test_train, const std::vector<double>& times,
-              const py::object& f0_test) {
-             const M f0 = f0_test.is_none() ? M() : f0_test.cast<M>();
-             std::vector<M> out;
-             {
-               py::gil_scoped_release release;
-               const auto projection = d.project(kernel_test_train, f0);
-               out = d.test_predictions(projection, times);
-             }
-             return to_list(std::move(out));
-           },
-           py::arg("kernel_test_train"), py::arg("times"), py::arg("f0_test"))
-      .def("parameter_change",
-           [](const Dynamics& d, const Ref& jacobian, const std::vector<double>& times) {
-             py::list out;
-             std::vector<Eigen::VectorXd> changes;
-             {
-               py::gil_scoped_release release;
-               for (double t : times) changes.push_back(d.parameter_change(jacobian, t));
-             }
-             for (auto& c : changes) out.append(py::cast(std::move(c)));
-             return out;
-           },
-           py::arg("jacobian"), py::arg("times"))
-      .def("ntk_gp_covariance",
-           [](const Dynamics& d, const Ref& theta_test_train, const M& nngp_train_train, const M& nngp_test_train,
-              const M& nngp_test_test, const std::vector<double>& times) {
-             std::vector<M> out;
-             {
-               py::gil_scoped_release release;
-               const auto projection = d.project(theta_test_train);
-               for (double t : times)
-                 out.push_back(d.ntk_gp_covariance(projection, nngp_train_train, nngp_test_train, nngp_test_test, t));
-             }
-             return to_list(std::move(out));
-           },
-           py::arg("theta_test_train"), py::arg("nngp_train_train"), py::arg("nngp_test_train"),
-           py::arg("nngp_test_test"), py::arg("times"))
-      .def("nngp_gp_covariance",
-           [](const Dynamics& d, const Ref& nngp_test_train, const M& nngp_test_test, const std::vector<double>& times) {
-             std::vector<M> out;
-             {
-               py::gil_scoped_release release;
-               const auto projection = d.project(nngp_test_train);
-               for (double t : times) out.push_back(d.nngp_gp_covariance(projection, nngp_test_test, t));
-             }
-             return to_list(std::move(out));
-           },
-           py::arg("nngp_test_train"), py::arg("nngp_test_test"), py::arg("times"));
+      .def(
+          "train_predictions",
+          [](const Dynamics& d, const std::vector<double>& times) {
+            return to_list(release_each(times, [&](double t) { return d.train_predictions(t); }));
+          },
+          py::arg("times"))
+      .def(
+          "train_loss",
+          [](const Dynamics& d, const std::vector<double>& times) {
+            py::gil_scoped_release release;
+            return d.train_loss(times);
+          },
+          py::arg("times"))
+      .def(
+          "test_predictions",
+          [](const Dynamics& d, const Ref& kernel_test_train, const std::vector<double>& times,
+             const py::object& f0_test) {
+            const M f0 = f0_test.is_none() ? M() : f0_test.cast<M>();
+            std::vector<M> out;
+            {
+              py::gil_scoped_release release;
+              const auto projection = d.project(kernel_test_train, f0);
+              out = d.test_predictions(projection, times);
+            }
+            return to_list(std::move(out));
+          },
+          py::arg("kernel_test_train"), py::arg("times"), py::arg("f0_test"))
+      .def(
+          "parameter_change",
+          [](const Dynamics& d, const Ref& jacobian, const std::vector<double>& times) {
+            py::list out;
+            std::vector<Eigen::VectorXd> changes;
+            {
+              py::gil_scoped_release release;
+              for (double t : times) changes.push_back(d.parameter_change(jacobian, t));
+            }
+            for (auto& c : changes) out.append(py::cast(std::move(c)));
+            return out;
+          },
+          py::arg("jacobian"), py::arg("times"))
+      .def(
+          "ntk_gp_covariance",
+          [](const Dynamics& d, const Ref& theta_test_train, const M& nngp_train_train, const M& nngp_test_train,
+             const M& nngp_test_test, const std::vector<double>& times) {
+            std::vector<M> out;
+            {
+              py::gil_scoped_release release;
+              const auto projection = d.project(theta_test_train);
+              for (double t : times)
+                out.push_back(d.ntk_gp_covariance(projection, nngp_train_train, nngp_test_train, nngp_test_test, t));
+            }
+            return to_list(std::move(out));
+          },
+          py::arg("theta_test_train"), py::arg("nngp_train_train"), py::arg("nngp_test_train"),
+          py::arg("nngp_test_test"), py::arg("times"))
+      .def(
+          "nngp_gp_covariance",
+          [](const Dynamics& d, const Ref& nngp_test_train, const M& nngp_test_test, const std::vector<double>& times) {
+            std::vector<M> out;
+            {
+              py::gil_scoped_release release;
+              const auto projection = d.project(nngp_test_train);
+              for (double t : times) out.push_back(d.nngp_gp_covariance(projection, nngp_test_test, t));
+            }
+            return to_list(std::move(out));
+          },
+          py::arg("nngp_test_train"), py::arg("nngp_test_test"), py::arg("times"));
 }
 
 }  // namespace ntk_python

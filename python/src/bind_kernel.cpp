@@ -77,8 +77,8 @@ py::list kernel_layers_typed(const py::array& x1, const py::object& x2, const Ac
   });
   py::list out;
   for (auto& l : layers)
-    out.append(py::make_tuple(to_numpy(std::move(l.nngp)), to_numpy(std::move(l.nngp_dot)),
-                              to_numpy(std::move(l.ntk))));
+    out.append(
+        py::make_tuple(to_numpy(std::move(l.nngp)), to_numpy(std::move(l.nngp_dot)), to_numpy(std::move(l.ntk))));
   return out;
 }
 
@@ -97,7 +97,9 @@ py::tuple kernel_diagonal_typed(const py::array& x, const ActivationSpec& activa
   return py::make_tuple(py::cast(std::move(nngp)), py::cast(std::move(ntk_diagonal)));
 }
 
-bool is_float32(const py::array& a) { return a.dtype().is(py::dtype::of<float>()); }
+bool is_float32(const py::array& a) {
+  return a.dtype().is(py::dtype::of<float>());
+}
 
 }  // namespace
 
@@ -105,17 +107,16 @@ void bind_kernel(py::module_& m) {
   m.def(
       "kernel",
       [](const py::array& x1, const py::object& x2, const py::object& activation, long depth,
-         std::vector<double> sigma_w, std::vector<double> sigma_b, const std::string& kind, int threads,
-         int quadrature, bool divide_by_dimension) {
+         std::vector<double> sigma_w, std::vector<double> sigma_b, const std::string& kind, int threads, int quadrature,
+         bool divide_by_dimension) {
         const ActivationSpec spec = activation_spec(activation);
         const Architecture arch{depth, std::move(sigma_w), std::move(sigma_b)};
         const auto options = kernel_options(threads, quadrature, divide_by_dimension);
         return is_float32(x1) ? kernel_typed<float>(x1, x2, spec, arch, parse_kind(kind), options)
                               : kernel_typed<double>(x1, x2, spec, arch, parse_kind(kind), options);
       },
-      py::arg("x1"), py::arg("x2"), py::arg("activation"), py::arg("depth"), py::arg("sigma_w"),
-      py::arg("sigma_b"), py::arg("kind"), py::arg("threads"), py::arg("quadrature"),
-      py::arg("divide_by_dimension"));
+      py::arg("x1"), py::arg("x2"), py::arg("activation"), py::arg("depth"), py::arg("sigma_w"), py::arg("sigma_b"),
+      py::arg("kind"), py::arg("threads"), py::arg("quadrature"), py::arg("divide_by_dimension"));
   m.def(
       "kernel_layers",
       [](const py::array& x1, const py::object& x2, const py::object& activation, long depth,
@@ -127,8 +128,8 @@ void bind_kernel(py::module_& m) {
         return is_float32(x1) ? kernel_layers_typed<float>(x1, x2, spec, arch, options)
                               : kernel_layers_typed<double>(x1, x2, spec, arch, options);
       },
-      py::arg("x1"), py::arg("x2"), py::arg("activation"), py::arg("depth"), py::arg("sigma_w"),
-      py::arg("sigma_b"), py::arg("threads"), py::arg("quadrature"), py::arg("divide_by_dimension"));
+      py::arg("x1"), py::arg("x2"), py::arg("activation"), py::arg("depth"), py::arg("sigma_w"), py::arg("sigma_b"),
+      py::arg("threads"), py::arg("quadrature"), py::arg("divide_by_dimension"));
   m.def(
       "kernel_diagonal",
       [](const py::array& x, const py::object& activation, long depth, std::vector<double> sigma_w,
@@ -139,8 +140,8 @@ void bind_kernel(py::module_& m) {
         return is_float32(x) ? kernel_diagonal_typed<float>(x, spec, arch, options)
                              : kernel_diagonal_typed<double>(x, spec, arch, options);
       },
-      py::arg("x"), py::arg("activation"), py::arg("depth"), py::arg("sigma_w"), py::arg("sigma_b"),
-      py::arg("threads"), py::arg("quadrature"), py::arg("divide_by_dimension"));
+      py::arg("x"), py::arg("activation"), py::arg("depth"), py::arg("sigma_w"), py::arg("sigma_b"), py::arg("threads"),
+      py::arg("quadrature"), py::arg("divide_by_dimension"));
 }
 
 }  // namespace ntk_python

@@ -19,8 +19,7 @@ class AnyNetwork {
   virtual py::object empirical_ntk(const py::array& x1, const py::object& x2, bool full, bool via_jacobian) const = 0;
   virtual double loss(const py::array& x, const py::array& y) const = 0;
   virtual py::object gradient(const py::array& x, const py::array& y) const = 0;
-  virtual py::dict train(const py::array& x, const py::array& y, double learning_rate, long steps,
-                         bool record_ntk) = 0;
+  virtual py::dict train(const py::array& x, const py::array& y, double learning_rate, long steps, bool record_ntk) = 0;
   virtual Eigen::Index input_dimension() const = 0;
   virtual Eigen::Index output_dimension() const = 0;
   virtual Eigen::Index parameter_count() const = 0;
@@ -84,8 +83,7 @@ class NetworkOf final : public AnyNetwork {
     }
     return py::cast(std::move(g));
   }
-  py::dict train(const py::array& x, const py::array& y, double learning_rate, long steps,
-                 bool record_ntk) override {
+  py::dict train(const py::array& x, const py::array& y, double learning_rate, long steps, bool record_ntk) override {
     const M a = x.cast<M>(), b = y.cast<M>();
     ntk::TrainOptions options;
     options.learning_rate = learning_rate;
@@ -97,9 +95,8 @@ class NetworkOf final : public AnyNetwork {
       history = m_net.train(a, b, options);
     }
     py::dict out;
-    out["loss"] = py::cast(Eigen::Matrix<S, Eigen::Dynamic, 1>(
-        Eigen::Map<const Eigen::Matrix<S, Eigen::Dynamic, 1>>(history.loss.data(),
-                                                                static_cast<Eigen::Index>(history.loss.size()))));
+    out["loss"] = py::cast(Eigen::Matrix<S, Eigen::Dynamic, 1>(Eigen::Map<const Eigen::Matrix<S, Eigen::Dynamic, 1>>(
+        history.loss.data(), static_cast<Eigen::Index>(history.loss.size()))));
     out["ntk_before"] = record_ntk ? to_numpy(std::move(history.ntk_before)) : py::object(py::none());
     out["ntk_after"] = record_ntk ? to_numpy(std::move(history.ntk_after)) : py::object(py::none());
     return out;
@@ -130,8 +127,8 @@ void bind_network(py::module_& m) {
                return std::make_unique<NetworkOf<Phi, double>>(phi, arch, input_dimension, width, outputs, seed);
              });
            }),
-           py::arg("input_dimension"), py::arg("activation"), py::arg("depth"), py::arg("width"),
-           py::arg("outputs"), py::arg("sigma_w"), py::arg("sigma_b"), py::arg("seed"), py::arg("dtype"))
+           py::arg("input_dimension"), py::arg("activation"), py::arg("depth"), py::arg("width"), py::arg("outputs"),
+           py::arg("sigma_w"), py::arg("sigma_b"), py::arg("seed"), py::arg("dtype"))
       .def_property("parameters", &AnyNetwork::parameters, &AnyNetwork::set_parameters)
       .def("forward", &AnyNetwork::forward, py::arg("x"))
       .def("jacobian", &AnyNetwork::jacobian, py::arg("x"))

@@ -29,9 +29,9 @@ struct RegressionRequest {
 struct RegressionResult {
   std::vector<M> predictions;  // one per time, in the order asked
   ntk::SolverPlan plan;
-  ntk::SolverInfo info;        // iterative paths: CG (t = inf) or, without t = inf, Chebyshev
-  ntk::SolverInfo chebyshev;   // finite times on an iterative path
-  bool fell_back = false;      // cholesky found G + λI not positive definite: eigendecomposition
+  ntk::SolverInfo info;       // iterative paths: CG (t = inf) or, without t = inf, Chebyshev
+  ntk::SolverInfo chebyshev;  // finite times on an iterative path
+  bool fell_back = false;     // cholesky found G + λI not positive definite: eigendecomposition
 };
 
 ntk::SolverPlan plan(const RegressionRequest& r, Eigen::Index n, Eigen::Index k, Eigen::Index m) {
@@ -89,8 +89,8 @@ RegressionResult regress(const Net& net, const M& x, const M& y, const M& xt, co
         ntk::ChebyshevOptions cheb;
         cheb.tolerance = r.tolerance;
         cheb.max_degree = r.max_iterations;
-        factors = ntk::dynamics_factor(op, -y, finite, r.learning_rate, ntk::TimeModel::continuous, r.diag_reg,
-                                       cheb, &out.chebyshev);
+        factors = ntk::dynamics_factor(op, -y, finite, r.learning_rate, ntk::TimeModel::continuous, r.diag_reg, cheb,
+                                       &out.chebyshev);
         out.info = out.chebyshev;
       }
       M alpha;
@@ -107,7 +107,8 @@ RegressionResult regress(const Net& net, const M& x, const M& y, const M& xt, co
       for (std::size_t i = 0; i < r.times.size(); ++i)
         c.middleCols(static_cast<Eigen::Index>(i) * k, k) = std::isfinite(r.times[i]) ? M(-factors[f++]) : alpha;
       const M all = ntk::cross_kernel_times(net, xt, x, r.kind, c, options);
-      for (std::size_t i = 0; i < r.times.size(); ++i) out.predictions.push_back(all.middleCols(static_cast<Eigen::Index>(i) * k, k));
+      for (std::size_t i = 0; i < r.times.size(); ++i)
+        out.predictions.push_back(all.middleCols(static_cast<Eigen::Index>(i) * k, k));
     };
     if (method == ntk::SolverMethod::packed)
       iterate(ntk::packed_gram(net, x, r.kind, options));
@@ -131,16 +132,19 @@ RegressionResult regress(const Net& net, const M& x, const M& y, const M& xt, co
 py::dict info_dict(const RegressionResult& r) {
   py::dict d;
   d["method"] = r.fell_back ? std::string("eigen") : std::string(ntk::method_name(r.plan.method));
-  d["reason"] = r.fell_back ? std::string("cholesky: the Gram matrix plus ridge is not positive definite; "
-                                          "eigendecomposition (pseudo-inverse) instead")
+  d["reason"] = r.fell_back ? std::string(
+                                  "cholesky: the Gram matrix plus ridge is not positive definite; "
+                                  "eigendecomposition (pseudo-inverse) instead")
                             : r.plan.reason;
   d["memory_estimate"] = r.plan.bytes;
   const bool iterative = r.plan.method == ntk::SolverMethod::packed || r.plan.method == ntk::SolverMethod::matrix_free;
   d["iterations"] = iterative ? py::object(py::int_(r.info.iterations)) : py::object(py::none());
   d["residual"] = iterative ? py::object(py::float_(r.info.residual)) : py::object(py::none());
   d["converged"] = iterative ? py::object(py::bool_(r.info.converged)) : py::object(py::none());
-  d["chebyshev_degree"] = r.chebyshev.iterations > 0 ? py::object(py::int_(r.chebyshev.iterations)) : py::object(py::none());
-  d["chebyshev_error"] = r.chebyshev.iterations > 0 ? py::object(py::float_(r.chebyshev.residual)) : py::object(py::none());
+  d["chebyshev_degree"] =
+      r.chebyshev.iterations > 0 ? py::object(py::int_(r.chebyshev.iterations)) : py::object(py::none());
+  d["chebyshev_error"] =
+      r.chebyshev.iterations > 0 ? py::object(py::float_(r.chebyshev.residual)) : py::object(py::none());
   d["preconditioner_rank"] = iterative ? py::object(py::int_(r.info.preconditioner_rank)) : py::object(py::none());
   return d;
 }
@@ -175,7 +179,8 @@ void bind_solvers(py::module_& m) {
           throw py::value_error(std::string(fn) + ": diag_reg must be a finite number >= 0 (got " +
                                 std::to_string(diag_reg) + ")");
         if (!(tolerance > 0) || !(tolerance < 1))
-          throw py::value_error(std::string(fn) + ": tolerance must be in (0, 1) (got " + std::to_string(tolerance) + ")");
+          throw py::value_error(std::string(fn) + ": tolerance must be in (0, 1) (got " + std::to_string(tolerance) +
+                                ")");
         if (max_iterations < 1 || preconditioner_rank < 0)
           throw py::value_error(std::string(fn) + ": max_iterations must be >= 1 and preconditioner_rank >= 0");
         if (x.rows() != y.rows())
@@ -201,9 +206,9 @@ void bind_solvers(py::module_& m) {
         return py::make_tuple(predictions, info_dict(result));
       },
       py::arg("x_train"), py::arg("y_train"), py::arg("x_test"), py::arg("activation"), py::arg("depth"),
-      py::arg("sigma_w"), py::arg("sigma_b"), py::arg("kind"), py::arg("times"), py::arg("diag_reg"),
-      py::arg("solver"), py::arg("tolerance"), py::arg("max_iterations"), py::arg("preconditioner_rank"),
-      py::arg("memory_limit"), py::arg("threads"), py::arg("learning_rate"));
+      py::arg("sigma_w"), py::arg("sigma_b"), py::arg("kind"), py::arg("times"), py::arg("diag_reg"), py::arg("solver"),
+      py::arg("tolerance"), py::arg("max_iterations"), py::arg("preconditioner_rank"), py::arg("memory_limit"),
+      py::arg("threads"), py::arg("learning_rate"));
 }
 
 }  // namespace ntk_python

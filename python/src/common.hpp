@@ -24,8 +24,8 @@ namespace py = pybind11;
 template <class S>
 using Matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
 template <class S>
-using RowMap = Eigen::Map<const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, 0,
-                          Eigen::OuterStride<>>;
+using RowMap =
+    Eigen::Map<const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, 0, Eigen::OuterStride<>>;
 template <class S>
 using ColMap = Eigen::Map<const Matrix<S>, 0, Eigen::OuterStride<>>;
 
@@ -116,15 +116,14 @@ struct Architecture {
 
 /// The MLP of an architecture: `width` hidden units (finite networks only) and `outputs` readouts.
 template <class Phi>
-ntk::Mlp<Phi> make_mlp(const Phi& phi, const Architecture& a, Eigen::Index width = 0,
-                       Eigen::Index outputs = 1) {
+ntk::Mlp<Phi> make_mlp(const Phi& phi, const Architecture& a, Eigen::Index width = 0, Eigen::Index outputs = 1) {
   ntk::Mlp<Phi> net = ntk::mlp(phi, a.depth, width, a.sigma_w.at(0), a.sigma_b.at(0), outputs);
   const std::size_t layers = net.dense.size();
   for (const auto* list : {&a.sigma_w, &a.sigma_b})
     if (list->size() != 1 && list->size() != layers)
-      throw py::value_error("ntk: sigma_w and sigma_b must be one number or a list of depth + 1 = " +
-                            std::to_string(layers) + " numbers, one per affine layer (got " +
-                            std::to_string(list->size()) + ")");
+      throw py::value_error(
+          "ntk: sigma_w and sigma_b must be one number or a list of depth + 1 = " + std::to_string(layers) +
+          " numbers, one per affine layer (got " + std::to_string(list->size()) + ")");
   for (std::size_t l = 0; l < layers; ++l) {
     net.dense[l].sigma_w = a.sigma_w.size() == 1 ? a.sigma_w[0] : a.sigma_w[l];
     net.dense[l].sigma_b = a.sigma_b.size() == 1 ? a.sigma_b[0] : a.sigma_b[l];

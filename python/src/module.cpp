@@ -65,8 +65,8 @@ void call_into(const py::object& f, const char* which, const py::array_t<double>
     if (!std::isfinite(v[i])) {
       std::ostringstream s;
       s.precision(17);
-      s << "ntk: activation callable " << which << " returned a non-finite value (" << v[i] << ") at z = "
-        << z.data()[i];
+      s << "ntk: activation callable " << which << " returned a non-finite value (" << v[i]
+        << ") at z = " << z.data()[i];
       raise(PyExc_FloatingPointError, s.str());
     }
   std::memcpy(out, v, n * sizeof(double));
@@ -123,9 +123,10 @@ ActivationSpec activation_spec(const py::object& activation) {
     const py::sequence pair = activation;
     if (pair.size() != 2 || !PyCallable_Check(py::object(pair[0]).ptr()) ||
         !PyCallable_Check(py::object(pair[1]).ptr()))
-      throw py::type_error("ntk: activation must be a name, a vectorized callable phi, or a pair "
-                           "(phi, dphi) of vectorized callables (got a sequence of " +
-                           std::to_string(pair.size()) + " items that is not such a pair)");
+      throw py::type_error(
+          "ntk: activation must be a name, a vectorized callable phi, or a pair "
+          "(phi, dphi) of vectorized callables (got a sequence of " +
+          std::to_string(pair.size()) + " items that is not such a pair)");
     spec.python = std::make_shared<PythonActivation>(py::object(pair[0]), py::object(pair[1]));
     return spec;
   }

@@ -38,8 +38,8 @@ int main() {
   put("x1", x1);
   put("x2", x2);
   // Analytic kernels: every named activation, double and float, symmetric and two-set.
-  for (const char* name : {"relu", "leaky_relu:0.2", "abs", "erf", "tanh", "sigmoid", "gelu", "identity", "sin",
-                           "cos", "softplus", "hermite:0.1,0.5,0.3", "opt:3"}) {
+  for (const char* name : {"relu", "leaky_relu:0.2", "abs", "erf", "tanh", "sigmoid", "gelu", "identity", "sin", "cos",
+                           "softplus", "hermite:0.1,0.5,0.3", "opt:3"}) {
     ntk::with_activation(name, [&](const auto& phi) {
       auto net = ntk::mlp(phi, 3, 0, 1.3, 0.2);
       net.dense[1].sigma_w = 0.9;  // a per-layer sigma
@@ -75,7 +75,8 @@ int main() {
   train.learning_rate = 0.01;
   train.steps = 5;
   const auto history = net.train(x1, y, train);
-  put("network loss", Eigen::Map<const Eigen::VectorXd>(history.loss.data(), static_cast<Eigen::Index>(history.loss.size())));
+  put("network loss",
+      Eigen::Map<const Eigen::VectorXd>(history.loss.data(), static_cast<Eigen::Index>(history.loss.size())));
   put("network trained", net.parameters());
   // Dynamics on the ReLU NTK.
   const auto relu = ntk::mlp(ntk::Relu{}, 3);

@@ -17,11 +17,11 @@ int main() {
   const Eigen::MatrixXd alpha = ntk::cholesky_solve(relu.ntk, y, 1e-3);
   const Eigen::MatrixXd deep = ntk::DeepKernel<ntk::Relu>(ntk::Relu{}, 50).gram(x, x).ratio();
   const Eigen::MatrixXd images = Eigen::MatrixXd::Random(3, 4 * 4 * 2);
-  const auto conv = ntk::image_kernel(ntk::parse_architecture("conv:3x3:4,relu,flatten,dense",
-                                                              ntk::parse_shape("4,4,2")),
-                                      images, ntk::KernelKind::ntk);
-  const double finite = relu.nngp.sum() + tanh.ntk.sum() + empirical.sum() + f.sum() + alpha.sum() +
-                        deep.sum() + conv.ntk.sum();
+  const auto conv =
+      ntk::image_kernel(ntk::parse_architecture("conv:3x3:4,relu,flatten,dense", ntk::parse_shape("4,4,2")), images,
+                        ntk::KernelKind::ntk);
+  const double finite =
+      relu.nngp.sum() + tanh.ntk.sum() + empirical.sum() + f.sum() + alpha.sum() + deep.sum() + conv.ntk.sum();
   const auto d = ntk::dual(ntk::Relu{}, 1.0, 0.5, 1.0);
   std::printf("vendored ntk %s: relu dual %.16f, checksum %g\n", ntk::version_string, d.t, finite);
   return std::isfinite(finite) && std::fabs(d.t - 0.3044988905221147) < 1e-14 ? 0 : 1;

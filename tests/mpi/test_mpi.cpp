@@ -2,9 +2,9 @@
 // number of ranks mpiexec started.  Only non-aborting CHECKs: every rank must reach every
 // collective.
 #include <ntk/activations.hpp>
+#include <ntk/gram.hpp>
 #include <ntk/kernel.hpp>
 #include <ntk/layers.hpp>
-#include <ntk/gram.hpp>
 #include <ntk/mpi.hpp>
 
 #include <fstream>
@@ -21,7 +21,9 @@ using Matrix = Eigen::MatrixXd;
 using ntk_test::normal_matrix;
 const MPI_Comm world = MPI_COMM_WORLD;
 
-double relative(const Matrix& a, const Matrix& b) { return (a - b).norm() / std::max(b.norm(), 1e-300); }
+double relative(const Matrix& a, const Matrix& b) {
+  return (a - b).norm() / std::max(b.norm(), 1e-300);
+}
 
 /// Catches the exception every rank must throw; returns its message ("" when none was thrown).
 template <class Exception, class F>
@@ -41,8 +43,7 @@ static_assert(ntk::is_gram_operator_v<ntk::mpi::DistributedGram<double>>,
 
 }  // namespace
 
-TEST_CASE("Triangle share: every tile on exactly one rank, entry counts equal within one tile",
-          "[mpi]") {
+TEST_CASE("Triangle share: every tile on exactly one rank, entry counts equal within one tile", "[mpi]") {
   for (Eigen::Index n : {1, 7, 100, 1000, 8000})
     for (Eigen::Index tile : {16, 64, 256})
       for (int ranks : {1, 2, 3, 7, 16}) {
@@ -74,8 +75,7 @@ TEST_CASE("Triangle share: every tile on exactly one rank, entry counts equal wi
       }
 }
 
-TEST_CASE("Distributed Gram equals the single-process kernel to rounding, every rank holding 1/P",
-          "[mpi]") {
+TEST_CASE("Distributed Gram equals the single-process kernel to rounding, every rank holding 1/P", "[mpi]") {
   const int p = ntk::mpi::size(world);
   const auto net = ntk::mlp(ntk::Relu{}, 3, 0, 1.4, 0.2);
   const Matrix x = normal_matrix(ntk_test::scaled(301, 40), 5, 11);
@@ -100,8 +100,7 @@ TEST_CASE("Distributed Gram equals the single-process kernel to rounding, every 
   }
 }
 
-TEST_CASE("Distributed products are bit-identical on every rank and communicate O(n k) per rank",
-          "[mpi]") {
+TEST_CASE("Distributed products are bit-identical on every rank and communicate O(n k) per rank", "[mpi]") {
   const int p = ntk::mpi::size(world);
   const auto net = ntk::mlp(ntk::Erf{}, 2);
   const Matrix x = normal_matrix(200, 3, 21);
@@ -134,14 +133,14 @@ TEST_CASE("A bad argument on one rank raises the same exception on every rank", 
   const Matrix v = normal_matrix(me == p - 1 ? 49 : 50, 2, 42);
   const std::string message = message_of<std::invalid_argument>([&] { (void)(gram * v); });
   CHECK(message.find("ntk::DistributedGram::apply: v and out must have 50 rows and equal columns (got v 49 x 2") == 0);
-  if (p > 1) CHECK(message.find("(rank " + std::to_string(p - 1) + " of " + std::to_string(p) + ")") != std::string::npos);
+  if (p > 1)
+    CHECK(message.find("(rank " + std::to_string(p - 1) + " of " + std::to_string(p) + ")") != std::string::npos);
   // The operator still works afterwards (no collective left half-done).
   const Matrix w = normal_matrix(50, 2, 43);
   CHECK(relative(gram * w, ntk::ntk_kernel(net, x) * w) < 1e-14);
 }
 
-TEST_CASE("A bad input file on one rank ends a collective read with one error on every rank",
-          "[mpi][errors]") {
+TEST_CASE("A bad input file on one rank ends a collective read with one error on every rank", "[mpi][errors]") {
   const int p = ntk::mpi::size(world), me = ntk::mpi::rank(world);
   const std::string good = "ntk_mpi_test_input.csv";
   if (me == 0) std::ofstream(good) << "1,2\n3,4\n";
@@ -169,8 +168,8 @@ TEST_CASE("A bad input file on one rank ends a collective read with one error on
   Matrix x = normal_matrix(20, 2, 51);
   if (me == p - 1) x(3, 1) = std::numeric_limits<double>::quiet_NaN();
   const auto net = ntk::mlp(ntk::Relu{}, 2);
-  const std::string nan_message = message_of<std::domain_error>(
-      [&] { ntk::mpi::DistributedGram<> gram(world, net, x, ntk::KernelKind::ntk); });
+  const std::string nan_message =
+      message_of<std::domain_error>([&] { ntk::mpi::DistributedGram<> gram(world, net, x, ntk::KernelKind::ntk); });
   CHECK(nan_message.find("non-finite entry at (3, 1)") != std::string::npos);
 }
 
@@ -210,5 +209,7 @@ TEST_CASE("read_on_root reads on one rank and raises its error on every rank", "
   const std::string message = message_of<std::invalid_argument>([&] {
     (void)ntk::mpi::read_on_root(world, []() -> Matrix { throw std::invalid_argument("ntk::read: ragged row 3"); });
   });
-  CHECK(message == "ntk::read: ragged row 3" + std::string(ntk::mpi::size(world) > 1 ? " (rank 0 of " + std::to_string(ntk::mpi::size(world)) + ")" : ""));
+  CHECK(message ==
+        "ntk::read: ragged row 3" +
+            std::string(ntk::mpi::size(world) > 1 ? " (rank 0 of " + std::to_string(ntk::mpi::size(world)) + ")" : ""));
 }

@@ -18,7 +18,9 @@ namespace {
 using Matrix = Eigen::MatrixXd;
 using ntk_test::normal_matrix;
 const MPI_Comm world = MPI_COMM_WORLD;
-double relative(const Matrix& a, const Matrix& b) { return (a - b).norm() / std::max(b.norm(), 1e-300); }
+double relative(const Matrix& a, const Matrix& b) {
+  return (a - b).norm() / std::max(b.norm(), 1e-300);
+}
 
 struct Problem {
   Eigen::Index n = ntk_test::scaled(400, 60);
@@ -53,8 +55,7 @@ TEST_CASE("CG on the distributed Gram predicts as CG on the dense Gram to 1e-10"
   CHECK((alpha - root).cwiseAbs().maxCoeff() == 0.0);
 }
 
-TEST_CASE("Chebyshev dynamics on the distributed Gram predict as on the dense Gram to 1e-10",
-          "[mpi][solvers]") {
+TEST_CASE("Chebyshev dynamics on the distributed Gram predict as on the dense Gram to 1e-10", "[mpi][solvers]") {
   const Problem p;
   const ntk::mpi::DistributedGram<> gram(world, p.net, p.x, ntk::KernelKind::ntk);
   const ntk::DenseGram<> dense(p.g);

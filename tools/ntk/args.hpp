@@ -40,14 +40,16 @@ inline long long parse_integer(const std::string& text, long long lo, long long 
       break;
     }
     const int digit = text[i] - '0';
-    if (v > (std::numeric_limits<long long>::max() - digit) / 10) overflow = true;
-    else v = v * 10 + digit;
+    if (v > (std::numeric_limits<long long>::max() - digit) / 10)
+      overflow = true;
+    else
+      v = v * 10 + digit;
   }
   if (!ok) throw CliError(what + " must be an integer (got '" + text + "')");
   if (negative) v = -v;
   if (overflow || v < lo || v > hi)
-    throw CliError(what + " must be between " + std::to_string(lo) + " and " + std::to_string(hi) + " (got " +
-                   text + ")");
+    throw CliError(what + " must be between " + std::to_string(lo) + " and " + std::to_string(hi) + " (got " + text +
+                   ")");
   return v;
 }
 
@@ -189,15 +191,15 @@ struct Architecture {
   int threads = 0;
 
   void add_to(Options& o) {
-    o.custom("activation", "NAME", "activation (relu; see ntk --help)", [this](const std::string& v) {
-       check_activation(v);
-       activation = v;
-     })
+    o.custom("activation", "NAME", "activation (relu; see ntk --help)",
+             [this](const std::string& v) {
+               check_activation(v);
+               activation = v;
+             })
         .integer("depth", depth, 1, max_depth, "hidden layers (3)")
         .number("sigma-w", sigma_w, "weight scale (1)")
         .number("sigma-b", sigma_b, "bias scale (1)")
-        .integer("quadrature", quadrature, 1, ntk::max_quadrature_order,
-                 "force Gauss-Hermite quadrature of this order")
+        .integer("quadrature", quadrature, 1, ntk::max_quadrature_order, "force Gauss-Hermite quadrature of this order")
         .integer("threads", threads, 0, processor_count(), "threads, at most the processors (0: all)");
   }
   static void check_activation(const std::string& name);
@@ -216,22 +218,42 @@ void with_activation(const std::string& name, F&& f) {
   };
   auto one = [&](const char* what) {
     const auto values = number_list(tail, std::string("activation ") + head + " " + what);
-    if (values.size() != 1)
-      throw CliError("activation '" + head + "' takes one " + what + " (got '" + tail + "')");
+    if (values.size() != 1) throw CliError("activation '" + head + "' takes one " + what + " (got '" + tail + "')");
     return values[0];
   };
-  if (head == "relu") { no_parameter(); f(ntk::Relu{}); }
-  else if (head == "leaky_relu") { f(ntk::LeakyRelu{has_tail ? one("slope") : 0.01}); }
-  else if (head == "abs") { no_parameter(); f(ntk::Abs{}); }
-  else if (head == "erf") { no_parameter(); f(ntk::Erf{}); }
-  else if (head == "tanh") { no_parameter(); f(ntk::Tanh{}); }
-  else if (head == "sigmoid") { no_parameter(); f(ntk::Sigmoid{}); }
-  else if (head == "gelu") { no_parameter(); f(ntk::Gelu{}); }
-  else if (head == "identity") { no_parameter(); f(ntk::Identity{}); }
-  else if (head == "sin") { no_parameter(); f(ntk::Sin{}); }
-  else if (head == "cos") { no_parameter(); f(ntk::Cos{}); }
-  else if (head == "softplus") { no_parameter(); f(ntk::Softplus{}); }
-  else if (head == "hermite") {
+  if (head == "relu") {
+    no_parameter();
+    f(ntk::Relu{});
+  } else if (head == "leaky_relu") {
+    f(ntk::LeakyRelu{has_tail ? one("slope") : 0.01});
+  } else if (head == "abs") {
+    no_parameter();
+    f(ntk::Abs{});
+  } else if (head == "erf") {
+    no_parameter();
+    f(ntk::Erf{});
+  } else if (head == "tanh") {
+    no_parameter();
+    f(ntk::Tanh{});
+  } else if (head == "sigmoid") {
+    no_parameter();
+    f(ntk::Sigmoid{});
+  } else if (head == "gelu") {
+    no_parameter();
+    f(ntk::Gelu{});
+  } else if (head == "identity") {
+    no_parameter();
+    f(ntk::Identity{});
+  } else if (head == "sin") {
+    no_parameter();
+    f(ntk::Sin{});
+  } else if (head == "cos") {
+    no_parameter();
+    f(ntk::Cos{});
+  } else if (head == "softplus") {
+    no_parameter();
+    f(ntk::Softplus{});
+  } else if (head == "hermite") {
     if (!has_tail) throw CliError("activation 'hermite' needs coefficients, e.g. hermite:0,1");
     f(ntk::Hermite(number_list(tail, "activation hermite coefficients")));
   } else if (head == "opt") {

@@ -51,14 +51,15 @@ void run_kernel(const KernelArgs& a) {
   const bool two = !a.x2.empty();
   const Eigen::MatrixXd x2 = two ? read_matrix(a.x2) : Eigen::MatrixXd();
   if (two && x2.cols() != x.cols())
-    throw CliError("--x and --x2 must have the same number of columns (got " + std::to_string(x.cols()) +
-                   " and " + std::to_string(x2.cols()) + ")");
+    throw CliError("--x and --x2 must have the same number of columns (got " + std::to_string(x.cols()) + " and " +
+                   std::to_string(x2.cols()) + ")");
   const Eigen::Index columns = two ? x2.rows() : x.rows();
   const double entries = static_cast<double>(x.rows()) * static_cast<double>(columns);
   Destination out(a.out);
-  if (!out.is_npy_file()) check_memory(8 * entries, "the " + std::to_string(x.rows()) + " x " +
-                                                        std::to_string(columns) + " kernel");
-  else if (entries * 8 > 9e18) throw CliError(a.out + ": the output is too large for a file");
+  if (!out.is_npy_file())
+    check_memory(8 * entries, "the " + std::to_string(x.rows()) + " x " + std::to_string(columns) + " kernel");
+  else if (entries * 8 > 9e18)
+    throw CliError(a.out + ": the output is too large for a file");
   const ntk::KernelOptions options = kernel_options(a.arch);
   const auto which = a.kernel == "ntk" ? ntk::KernelKind::ntk : ntk::KernelKind::nngp;
   const auto compute = [&](auto& result) {
@@ -98,8 +99,8 @@ void run_empirical(const EmpiricalArgs& a) {
   const Eigen::MatrixXd x = read_matrix(a.x);
   const Eigen::MatrixXd x2 = a.x2.empty() ? x : read_matrix(a.x2);
   if (x2.cols() != x.cols())
-    throw CliError("--x and --x2 must have the same number of columns (got " + std::to_string(x.cols()) +
-                   " and " + std::to_string(x2.cols()) + ")");
+    throw CliError("--x and --x2 must have the same number of columns (got " + std::to_string(x.cols()) + " and " +
+                   std::to_string(x2.cols()) + ")");
   // Parameters, the forward/backward states of both input sets and the output.
   const double w = static_cast<double>(a.width), k = static_cast<double>(a.outputs);
   const double depth = static_cast<double>(a.arch.depth);
@@ -143,7 +144,9 @@ void add_kernel(CLI::App& app) {
       .choice("kernel,kind", a->kernel, {"ntk", "nngp"}, "which kernel (ntk); --kind is an alias")
       .text("out", a->out, "output file, .npy or CSV (default: stdout)")
       .flag("quiet", a->quiet, "no progress lines on stderr")
-      .flag("progress", a->progress, "progress lines on stderr from the start, wherever stderr goes (default: on a terminal, after the first second)");
+      .flag("progress", a->progress,
+            "progress lines on stderr from the start, wherever stderr goes (default: on a terminal, after the first "
+            "second)");
   a->arch.add_to(*o);
   a->image_args.add_to(*o);
   o->app()->callback([a, o] {

@@ -4,21 +4,21 @@
 // figures as CSV + PNG (gnuplot) in demo-output/.
 #include <ntk/ntk.hpp>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <memory>
 #include <numeric>
 #include <string>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
-#include <fcntl.h>
-#include <cerrno>
-#include <cstring>
 #include <vector>
 
 #include "args.hpp"
@@ -42,7 +42,9 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-void progress(const std::string& message) { std::fprintf(stderr, "[demo] %s\n", message.c_str()); }
+void progress(const std::string& message) {
+  std::fprintf(stderr, "[demo] %s\n", message.c_str());
+}
 
 struct Split {
   Matrix x_train, x_val, x_test, y_train, y_val, y_test;
@@ -185,12 +187,14 @@ void figure_ntk_vs_angle(const std::string& dir, const std::vector<long>& widths
       return std::make_pair(static_cast<double>(history.loss.front()), static_cast<double>(history.loss.back()));
     };
     const auto loss = widths[w] > 4000 ? run(0.0f) : run(0.0);
-    struct { std::vector<double> loss; } history{{loss.first, loss.second}};
-    header += ",width " + std::to_string(widths[w]) + " t=0,width " + std::to_string(widths[w]) + " t=" +
-              std::to_string(steps);
-    progress("figure 1: width " + std::to_string(widths[w]) + ", " + std::to_string(steps) +
-             " steps, loss " + std::to_string(history.loss.front()) + " -> " +
-             std::to_string(history.loss.back()) + " (" + std::to_string(seconds_since(t0)) + " s)");
+    struct {
+      std::vector<double> loss;
+    } history{{loss.first, loss.second}};
+    header += ",width " + std::to_string(widths[w]) + " t=0,width " + std::to_string(widths[w]) +
+              " t=" + std::to_string(steps);
+    progress("figure 1: width " + std::to_string(widths[w]) + ", " + std::to_string(steps) + " steps, loss " +
+             std::to_string(history.loss.front()) + " -> " + std::to_string(history.loss.back()) + " (" +
+             std::to_string(seconds_since(t0)) + " s)");
   }
   write_csv_file(dir + "/fig1_ntk_vs_angle.csv", header, table);
   std::string script =
@@ -198,8 +202,8 @@ void figure_ntk_vs_angle(const std::string& dir, const std::vector<long>& widths
       "set xlabel 'angle gamma'\nset ylabel 'Theta(x0, x(gamma))'\nplot "
       "'fig1_ntk_vs_angle.csv' using 1:2 with lines lw 3 lc 'black'";
   for (std::size_t w = 0; w < widths.size(); ++w)
-    script += ", '' using 1:" + std::to_string(3 + 2 * w) + " with lines dt 2, '' using 1:" +
-              std::to_string(4 + 2 * w) + " with lines";
+    script += ", '' using 1:" + std::to_string(3 + 2 * w) +
+              " with lines dt 2, '' using 1:" + std::to_string(4 + 2 * w) + " with lines";
   plotted = plot(dir, "fig1_ntk_vs_angle", script + "\n") && plotted;
 }
 
@@ -238,7 +242,8 @@ void figure_function_vs_linearization(const std::string& dir, long width, const 
     if (step.steps > 0) net.train(x, y, step);
     done = times[k];
     table.col(1 + 2 * static_cast<Eigen::Index>(k)) = net.forward(circle).col(0);
-    table.col(2 + 2 * static_cast<Eigen::Index>(k)) = dyn.test_predictions(projection, static_cast<double>(times[k])).col(0);
+    table.col(2 + 2 * static_cast<Eigen::Index>(k)) =
+        dyn.test_predictions(projection, static_cast<double>(times[k])).col(0);
     header += ",network t=" + std::to_string(times[k]) + ",linearized t=" + std::to_string(times[k]);
   }
   write_csv_file(dir + "/fig2_function_vs_linearization.csv", header, table);
@@ -246,7 +251,8 @@ void figure_function_vs_linearization(const std::string& dir, long width, const 
   for (int i = 0; i < 4; ++i) train.row(i) << train_angles[i], targets[i];
   write_csv_file(dir + "/fig2_training_points.csv", "gamma,target", train);
   std::string script = "set title 'Network (solid) and its linearization (dashed) during training, width " +
-                       std::to_string(width) + "'\nset xlabel 'angle gamma'\nset ylabel 'f'\nplot "
+                       std::to_string(width) +
+                       "'\nset xlabel 'angle gamma'\nset ylabel 'f'\nplot "
                        "'fig2_function_vs_linearization.csv' using 1:2 with lines lw 2";
   for (std::size_t k = 0; k < times.size(); ++k) {
     if (k > 0) script += ", '' using 1:" + std::to_string(2 + 2 * k) + " with lines lw 2";
@@ -273,15 +279,15 @@ void figure_phi_opt(const std::string& dir, bool& plotted) {
     }
   }
   write_csv_file(dir + "/fig4_phi_opt.csv", header, table);
-  std::string script = "set multiplot layout 1,2 title 'Bayes-optimal activations phi^{opt}_d (lecture eq. 32)'\n"
-                       "set xlabel 'z'\nset title 'phi'\nplot 'fig4_phi_opt.csv' using 1:2 with lines lw 2";
+  std::string script =
+      "set multiplot layout 1,2 title 'Bayes-optimal activations phi^{opt}_d (lecture eq. 32)'\n"
+      "set xlabel 'z'\nset title 'phi'\nplot 'fig4_phi_opt.csv' using 1:2 with lines lw 2";
   for (int k = 1; k < 4; ++k) script += ", '' using 1:" + std::to_string(2 + 2 * k) + " with lines lw 2";
   script += "\nset title \"phi'\"\nplot 'fig4_phi_opt.csv' using 1:3 with lines lw 2";
   for (int k = 1; k < 4; ++k) script += ", '' using 1:" + std::to_string(3 + 2 * k) + " with lines lw 2";
   script += "\nunset multiplot\n";
   plotted = plot(dir, "fig4_phi_opt", script) && plotted;
 }
-
 
 // The shipped data set, found relative to the executable (nothing of the build host is compiled in):
 // <prefix>/bin/ntk reads <prefix>/share/ntk/breast_cancer.csv, and the build tree mirrors that
@@ -398,8 +404,8 @@ void run_demo(const DemoArgs& a) {
     options.learning_rate = 1.0 / g0.eigenvalues().real().maxCoeff();
     options.f0 = net.forward(s.x_train);
     const ntk::LinearizedDynamics<> dyn(g0, s.y_train, options);
-    const auto projection = dyn.project(net.empirical_ntk(s.x_test, s.x_train, ntk::NtkOutputs::full),
-                                        net.forward(s.x_test));
+    const auto projection =
+        dyn.project(net.empirical_ntk(s.x_test, s.x_train, ntk::NtkOutputs::full), net.forward(s.x_test));
     const Matrix linear = dyn.test_predictions(projection, static_cast<double>(steps));
     const double linear_seconds = seconds_since(t0);
     ntk::TrainOptions train;
@@ -410,8 +416,8 @@ void run_demo(const DemoArgs& a) {
     const Matrix trained = net.forward(s.x_test);
     const double agree = accuracy(trained.cwiseProduct(linear.unaryExpr([](double v) { return v >= 0 ? 1.0 : -1.0; })),
                                   Matrix::Ones(linear.rows(), 1));
-    rows.push_back({"finite ReLU network, width " + std::to_string(width) + ", " + std::to_string(steps) +
-                        " GD steps", accuracy(trained, s.y_test), seconds_since(t1)});
+    rows.push_back({"finite ReLU network, width " + std::to_string(width) + ", " + std::to_string(steps) + " GD steps",
+                    accuracy(trained, s.y_test), seconds_since(t1)});
     char label[160];
     std::snprintf(label, sizeof label, "  its linearization (closed form), same steps; agrees on %.1f%%", 100 * agree);
     rows.push_back({label, accuracy(linear, s.y_test), linear_seconds});
@@ -451,18 +457,22 @@ void run_demo(const DemoArgs& a) {
   // 4. The lecture's figures.
   bool plotted = true;
   progress("figure 1 (NTK vs angle, analytic and empirical)");
-  figure_ntk_vs_angle(dir, quick ? std::vector<long>{100, 400} : std::vector<long>{500, 10000}, quick ? 20 : 200, plotted);
+  figure_ntk_vs_angle(dir, quick ? std::vector<long>{100, 400} : std::vector<long>{500, 10000}, quick ? 20 : 200,
+                      plotted);
   progress("figure 2 (network vs linearization)");
-  figure_function_vs_linearization(dir, quick ? 128 : 500, quick ? std::vector<long>{0, 20} : std::vector<long>{0, 10, 1000}, plotted);
+  figure_function_vs_linearization(dir, quick ? 128 : 500,
+                                   quick ? std::vector<long>{0, 20} : std::vector<long>{0, 10, 1000}, plotted);
   figure_phi_opt(dir, plotted);
-  plotted = plot(dir, "fig3_accuracy_vs_time",
-                 "set title 'Test accuracy of the closed-form dynamics (depth " + std::to_string(best_depth) +
-                     ")'\nset logscale x\nset xlabel 'eta t lambda_max'\nset ylabel 'test accuracy'\nplot "
-                     "'fig3_accuracy_vs_time.csv' using 1:2 with linespoints lw 2, '' using 1:3 with linespoints lw 2\n") &&
-            plotted;
-  std::printf("\nfigures (CSV%s) in %s/: fig1_ntk_vs_angle, fig2_function_vs_linearization, "
-              "fig3_accuracy_vs_time, fig4_phi_opt\n",
-              plotted ? " and PNG" : "; PNG skipped: gnuplot not found", dir.c_str());
+  plotted =
+      plot(dir, "fig3_accuracy_vs_time",
+           "set title 'Test accuracy of the closed-form dynamics (depth " + std::to_string(best_depth) +
+               ")'\nset logscale x\nset xlabel 'eta t lambda_max'\nset ylabel 'test accuracy'\nplot "
+               "'fig3_accuracy_vs_time.csv' using 1:2 with linespoints lw 2, '' using 1:3 with linespoints lw 2\n") &&
+      plotted;
+  std::printf(
+      "\nfigures (CSV%s) in %s/: fig1_ntk_vs_angle, fig2_function_vs_linearization, "
+      "fig3_accuracy_vs_time, fig4_phi_opt\n",
+      plotted ? " and PNG" : "; PNG skipped: gnuplot not found", dir.c_str());
   std::printf("total %.1f s\n", seconds_since(start));
 }
 

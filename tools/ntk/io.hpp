@@ -14,6 +14,7 @@
 //   - the file an input was read from is refused (the input survives).
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cerrno>
 #include <cfloat>
 #include <climits>
@@ -23,9 +24,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <algorithm>
-#include <istream>
 #include <iostream>
+#include <istream>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -35,8 +35,8 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/statvfs.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #endif
 
@@ -114,8 +114,7 @@ inline Eigen::MatrixXd parse_csv(std::istream& in, const std::string& name) {
     bool has_bad = false;
     auto finish_cell = [&] {
       ++count;
-      if (count > max_csv_columns)
-        throw line_error("more than " + std::to_string(max_csv_columns) + " columns");
+      if (count > max_csv_columns) throw line_error("more than " + std::to_string(max_csv_columns) + " columns");
       if (overlong) throw line_error("cell longer than " + std::to_string(max_csv_cell) + " bytes");
       if (first_line) cells.push_back(cell);
       if (!has_bad) {
@@ -144,8 +143,10 @@ inline Eigen::MatrixXd parse_csv(std::istream& in, const std::string& name) {
         continue;
       }
       if (ch != ' ' && ch != '\t' && ch != '\r') blank = false;
-      if (cell.size() < max_csv_cell) cell.push_back(ch);
-      else overlong = true;
+      if (cell.size() < max_csv_cell)
+        cell.push_back(ch);
+      else
+        overlong = true;
       if (at_start && cell.size() == 3 && cell == "\xEF\xBB\xBF") cell.clear();  // UTF-8 BOM
     }
     at_start = false;
@@ -243,9 +244,12 @@ inline NpyHeader parse_npy_header(const std::string& h, const std::string& path)
       if (seen_descr) throw bad("'descr' given twice");
       seen_descr = true;
       const std::string d = string_literal();
-      if (d == "<f8") out.f8 = true;
-      else if (d == "<f4") out.f8 = false;
-      else throw CliError(path + ": only little-endian float64 or float32 arrays are supported (descr '" + d + "')");
+      if (d == "<f8")
+        out.f8 = true;
+      else if (d == "<f4")
+        out.f8 = false;
+      else
+        throw CliError(path + ": only little-endian float64 or float32 arrays are supported (descr '" + d + "')");
     } else if (key == "fortran_order") {
       if (seen_order) throw bad("'fortran_order' given twice");
       seen_order = true;
@@ -297,7 +301,8 @@ inline NpyHeader parse_npy_header(const std::string& h, const std::string& path)
   ++i;  // '}'
   if (!seen_descr || !seen_order || !seen_shape) throw bad("it must have 'descr', 'fortran_order' and 'shape'");
   while (i < h.size() && (h[i] == ' ' || h[i] == '\t' || h[i] == '\x0c')) ++i;
-  if (i + 1 != h.size() || h[i] != '\n') throw bad("the header must end with blanks and a newline (wrong header length?)");
+  if (i + 1 != h.size() || h[i] != '\n')
+    throw bad("the header must end with blanks and a newline (wrong header length?)");
   return out;
 }
 
@@ -316,11 +321,14 @@ inline Eigen::MatrixXd parse_npy(std::istream& in, const std::string& path) {
   } else if (version[0] == 2 || version[0] == 3) {
     unsigned char b[4];
     if (!in.read(reinterpret_cast<char*>(b), 4)) throw CliError(path + ": truncated header");
-    header_length = static_cast<std::uint32_t>(b[0] | (b[1] << 8) | (b[2] << 16) | (static_cast<std::uint32_t>(b[3]) << 24));
+    header_length =
+        static_cast<std::uint32_t>(b[0] | (b[1] << 8) | (b[2] << 16) | (static_cast<std::uint32_t>(b[3]) << 24));
   } else {
     throw CliError(path + ": unsupported .npy version " + std::to_string(version[0]));
   }
-  if (version[1] != 0) throw CliError(path + ": unsupported .npy version " + std::to_string(version[0]) + "." + std::to_string(version[1]));
+  if (version[1] != 0)
+    throw CliError(path + ": unsupported .npy version " + std::to_string(version[0]) + "." +
+                   std::to_string(version[1]));
   if (header_length > (1u << 20)) throw CliError(path + ": header too long");
   std::string header(header_length, '\0');
   if (!in.read(&header[0], header_length)) throw CliError(path + ": truncated header");
@@ -367,7 +375,8 @@ inline Eigen::MatrixXd parse_npy(std::istream& in, const std::string& path) {
       const Eigen::Index i = static_cast<Eigen::Index>(h.fortran ? k % rows : k / cols);
       const Eigen::Index j = static_cast<Eigen::Index>(h.fortran ? k / rows : k % cols);
       if (!std::isfinite(v))
-        throw CliError(path + ": non-finite value at row " + std::to_string(i + 1) + ", column " + std::to_string(j + 1));
+        throw CliError(path + ": non-finite value at row " + std::to_string(i + 1) + ", column " +
+                       std::to_string(j + 1));
       m(i, j) = v;
     }
     done += n;
@@ -548,7 +557,9 @@ inline void install_signal_handlers() {
   }
 }
 
-inline std::string errno_text(int error) { return std::string(" (") + std::strerror(error) + ")"; }
+inline std::string errno_text(int error) {
+  return std::string(" (") + std::strerror(error) + ")";
+}
 }  // namespace detail
 
 /// An output file written atomically (see the top of this file for what happens to an existing
@@ -676,8 +687,10 @@ inline void write_npy(OutputFile& out, const Eigen::MatrixXd& m) {
 
 /// Writes to an open output (CSV or .npy by its name) and commits it.
 inline void write_matrix(OutputFile& out, const Eigen::MatrixXd& m) {
-  if (ends_with(out.path(), ".npy")) write_npy(out, m);
-  else csv_rows(m, [&](const std::string& line) { out.append(line); });
+  if (ends_with(out.path(), ".npy"))
+    write_npy(out, m);
+  else
+    csv_rows(m, [&](const std::string& line) { out.append(line); });
   out.commit();
 }
 

@@ -51,9 +51,9 @@ std::string parse_message(const CLI::ParseError& e) {
 #endif
 
 int NTK_CLI_MAIN(int argc, char** argv) {
-  CLI::App app("ntk " + std::string(ntk::version_string) +
-                   " - Neural Tangent Kernel tool (CSV or .npy in, CSV or .npy out)",
-               "ntk");
+  CLI::App app(
+      "ntk " + std::string(ntk::version_string) + " - Neural Tangent Kernel tool (CSV or .npy in, CSV or .npy out)",
+      "ntk");
   app.get_formatter()->label("Usage", "usage");
   app.footer(footer);
   app.set_version_flag("--version", "ntk " + std::string(ntk::version_string));

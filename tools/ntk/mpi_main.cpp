@@ -17,7 +17,9 @@ namespace ntk_cli {
 namespace {
 int world_size = 1;
 }  // namespace
-bool mpi_distributed() { return world_size > 1; }
+bool mpi_distributed() {
+  return world_size > 1;
+}
 }  // namespace ntk_cli
 
 int main(int argc, char** argv) {

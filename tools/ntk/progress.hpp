@@ -5,11 +5,11 @@
 
 #include <Eigen/Core>
 
+#include <unistd.h>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 namespace ntk_cli {
@@ -22,7 +22,9 @@ namespace ntk_cli {
 class Progress {
  public:
   Progress(bool quiet, bool immediate)
-      : m_quiet(quiet), m_immediate(immediate), m_terminal(::isatty(STDERR_FILENO) == 1),
+      : m_quiet(quiet),
+        m_immediate(immediate),
+        m_terminal(::isatty(STDERR_FILENO) == 1),
         m_program(std::chrono::steady_clock::now()) {}
   void start(const std::string& label) {
     m_label = label;

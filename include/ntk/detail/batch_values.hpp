@@ -27,10 +27,11 @@ namespace ntk {
 template <class Phi, class Scalar, class = void>
 struct has_batch_values : std::false_type {};
 template <class Phi, class Scalar>
-struct has_batch_values<Phi, Scalar,
-                        std::void_t<decltype(std::declval<const Phi&>().values_and_derivatives(
-                            std::declval<const Scalar*>(), std::declval<Scalar*>(), std::declval<Scalar*>(),
-                            std::size_t()))>> : std::true_type {};
+struct has_batch_values<
+    Phi, Scalar,
+    std::void_t<decltype(std::declval<const Phi&>().values_and_derivatives(
+        std::declval<const Scalar*>(), std::declval<Scalar*>(), std::declval<Scalar*>(), std::size_t()))>>
+    : std::true_type {};
 template <class Phi, class Scalar>
 inline constexpr bool has_batch_values_v = has_batch_values<Phi, Scalar>::value;
 

@@ -14,7 +14,8 @@
 /// docs/preconditions.md's domain_error and overflow_error guarantees no longer hold.
 
 #if defined(__FAST_MATH__) && !defined(NTK_ALLOW_FAST_MATH)
-#error "ntk: -ffast-math removes ntk's NaN and overflow checks (std::isfinite is assumed true); build without it, or define NTK_ALLOW_FAST_MATH to accept unchecked results"
+#error \
+    "ntk: -ffast-math removes ntk's NaN and overflow checks (std::isfinite is assumed true); build without it, or define NTK_ALLOW_FAST_MATH to accept unchecked results"
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)

@@ -33,7 +33,8 @@ class DualTable {
     std::vector<Scalar> rho(static_cast<std::size_t>(panels * m));
     for (int index = 0; index < panels * m; ++index) {
       const int p = index / m, k = index % m;
-      const Scalar x = std::cos(pi * (static_cast<Scalar>(k) + Scalar(0.5)) / static_cast<Scalar>(m));  // Chebyshev point on [-1, 1]
+      const Scalar x =
+          std::cos(pi * (static_cast<Scalar>(k) + Scalar(0.5)) / static_cast<Scalar>(m));  // Chebyshev point on [-1, 1]
       const Scalar a = -1 + Scalar(2) * static_cast<Scalar>(p) / static_cast<Scalar>(panels),
                    b = -1 + Scalar(2) * static_cast<Scalar>(p + 1) / static_cast<Scalar>(panels);
       rho[static_cast<std::size_t>(index)] = (a + b) / 2 + (b - a) / 2 * x;
@@ -59,7 +60,9 @@ class DualTable {
   }
 
   /// The table of the dual values at sample_points() (computed by the caller, e.g. in one batch).
-  explicit DualTable(const std::vector<Dual<Scalar>>& values) { fit(values); }
+  explicit DualTable(const std::vector<Dual<Scalar>>& values) {
+    fit(values);
+  }
 
  private:
   void fit(const std::vector<Dual<Scalar>>& dual_values) {
@@ -76,8 +79,8 @@ class DualTable {
       for (int j = 0; j < m; ++j) {
         Scalar ct = 0, cd = 0;
         for (int k = 0; k < m; ++k) {
-          const Scalar basis = std::cos(pi * static_cast<Scalar>(j) * (static_cast<Scalar>(k) + Scalar(0.5)) /
-                                        static_cast<Scalar>(m));
+          const Scalar basis =
+              std::cos(pi * static_cast<Scalar>(j) * (static_cast<Scalar>(k) + Scalar(0.5)) / static_cast<Scalar>(m));
           ct += values[static_cast<std::size_t>(2 * (p * m + k))] * basis;
           cd += values[static_cast<std::size_t>(2 * (p * m + k) + 1)] * basis;
         }
@@ -91,17 +94,20 @@ class DualTable {
     for (int p = 0; p < panels; ++p) {
       std::vector<long double> previous(static_cast<std::size_t>(m), 0), current(static_cast<std::size_t>(m), 0),
           next(static_cast<std::size_t>(m)), t(static_cast<std::size_t>(m), 0), d(static_cast<std::size_t>(m), 0);
-      previous[0] = 1;              // T_0
-      if (m > 1) current[1] = 1;    // T_1
+      previous[0] = 1;            // T_0
+      if (m > 1) current[1] = 1;  // T_1
       for (int j = 0; j < m; ++j) {
         const std::vector<long double>& basis = j == 0 ? previous : current;  // T_j
         for (int k = 0; k < m; ++k) {
-          t[static_cast<std::size_t>(k)] += static_cast<long double>(m_t[static_cast<std::size_t>(p * m + j)]) * basis[static_cast<std::size_t>(k)];
-          d[static_cast<std::size_t>(k)] += static_cast<long double>(m_t_dot[static_cast<std::size_t>(p * m + j)]) * basis[static_cast<std::size_t>(k)];
+          t[static_cast<std::size_t>(k)] +=
+              static_cast<long double>(m_t[static_cast<std::size_t>(p * m + j)]) * basis[static_cast<std::size_t>(k)];
+          d[static_cast<std::size_t>(k)] += static_cast<long double>(m_t_dot[static_cast<std::size_t>(p * m + j)]) *
+                                            basis[static_cast<std::size_t>(k)];
         }
         if (j == 0) continue;
         for (int k = 0; k < m; ++k)  // T_{j+1} = 2x T_j - T_{j-1}
-          next[static_cast<std::size_t>(k)] = (k > 0 ? 2 * current[static_cast<std::size_t>(k - 1)] : 0) - previous[static_cast<std::size_t>(k)];
+          next[static_cast<std::size_t>(k)] =
+              (k > 0 ? 2 * current[static_cast<std::size_t>(k - 1)] : 0) - previous[static_cast<std::size_t>(k)];
         previous = current;
         current = next;
       }

@@ -80,17 +80,16 @@ std::vector<HermiteSeries<Scalar>> hermite_series(const Phi& phi, const std::vec
       psi(i, 0) = std::sqrt(rule.weights()[static_cast<std::size_t>(i)]);
       if (degrees > 1) psi(i, 1) = z * psi(i, 0);
       for (Eigen::Index k = 1; k + 1 < degrees; ++k)
-        psi(i, k + 1) = (z * psi(i, k) - std::sqrt(static_cast<Work>(k)) * psi(i, k - 1)) /
-                        std::sqrt(static_cast<Work>(k + 1));
+        psi(i, k + 1) =
+            (z * psi(i, k) - std::sqrt(static_cast<Work>(k)) * psi(i, k - 1)) / std::sqrt(static_cast<Work>(k + 1));
     }
-    Matrix f(n, m), g(n, m);  // √w_m φ(√q_p z_m), √w_m φ'(√q_p z_m)
+    Matrix f(n, m), g(n, m);                        // √w_m φ(√q_p z_m), √w_m φ'(√q_p z_m)
     if constexpr (has_batch_values_v<Phi, Work>) {  // all n m nodes in a few calls
       const std::size_t nodes = static_cast<std::size_t>(m);
       evaluate_in_batches<Phi, Work>(
           phi, static_cast<std::size_t>(n) * nodes,
           [&](std::size_t first, std::size_t last, Work* z) {
-            for (std::size_t k = first; k < last; ++k)
-              z[k - first] = std::sqrt(q[k / nodes]) * rule.nodes()[k % nodes];
+            for (std::size_t k = first; k < last; ++k) z[k - first] = std::sqrt(q[k / nodes]) * rule.nodes()[k % nodes];
           },
           [&](std::size_t first, std::size_t last, const Work* v, const Work* d) {
             for (std::size_t k = first; k < last; ++k) {

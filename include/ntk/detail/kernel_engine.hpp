@@ -67,11 +67,10 @@ class KernelEngine {
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
 
   template <class D1, class D2>
-  KernelEngine(const Arch& arch, const Eigen::MatrixBase<D1>& x1, const Eigen::MatrixBase<D2>& x2,
-               bool same_inputs, const KernelOptions& options)
+  KernelEngine(const Arch& arch, const Eigen::MatrixBase<D1>& x1, const Eigen::MatrixBase<D2>& x2, bool same_inputs,
+               const KernelOptions& options)
       : m_options(options), m_layers(arch.size()) {
-    const Scalar scale = options.divide_by_dimension ? Scalar(1) / static_cast<Scalar>(x1.cols())
-                                                     : Scalar(1);
+    const Scalar scale = options.divide_by_dimension ? Scalar(1) / static_cast<Scalar>(x1.cols()) : Scalar(1);
     m_chain1 = start_chain(x1, scale);
     if (!same_inputs) m_chain2 = start_chain(x2, scale);
     std::vector<DiagonalChains<Scalar>*> chains{&m_chain1};
@@ -100,8 +99,7 @@ class KernelEngine {
         LayerDual<decltype(layer.phi), Scalar> step(layer.phi, options.dual, lo, hi);
         // Real points only: the padding rows of a tile read zero coefficients (results discarded).
         step.prepare_series(options.dual, {m_chain1.q.data() + l * m_chain1.stride, m_chain1.points},
-                            {same_inputs ? nullptr : m_chain2.q.data() + l * m_chain2.stride,
-                             m_chain2.points});
+                            {same_inputs ? nullptr : m_chain2.q.data() + l * m_chain2.stride, m_chain2.points});
         m_uses_series = m_uses_series || step.uses_series();
         std::vector<Dual<Scalar>> diagonal;
         for (auto* chain : chains) {
@@ -130,8 +128,7 @@ class KernelEngine {
   /// discarded.  `record(l, t, s, s_dot, k)` is called after every affine layer.  The fixed trip
   /// count over t lets the compiler interleave (and vectorize) independent entries.
   template <class Record>
-  void entries(const Scalar* start, Eigen::Index i0, Eigen::Index j, Scalar* nngp, Scalar* ntk,
-               Record&& record) const {
+  void entries(const Scalar* start, Eigen::Index i0, Eigen::Index j, Scalar* nngp, Scalar* ntk, Record&& record) const {
     constexpr int T = kernel_tile;
     const DiagonalChains<Scalar>& c1 = chain1();
     const DiagonalChains<Scalar>& c2 = chain2();
@@ -153,8 +150,9 @@ class KernelEngine {
       } else {
         const std::size_t i = l * c1.stride + static_cast<std::size_t>(i0);
         const std::size_t jj = l * c2.stride + static_cast<std::size_t>(j);
-        const TileVariances<Scalar> v{i0, j, c1.q.data() + i, c1.root.data() + i, c1.inverse_root.data() + i,
-                                      c2.q[jj], c2.root[jj], c2.inverse_root[jj]};
+        const TileVariances<Scalar> v{
+            i0,       j,           c1.q.data() + i,    c1.root.data() + i, c1.inverse_root.data() + i,
+            c2.q[jj], c2.root[jj], c2.inverse_root[jj]};
         step.template cross_tile<T>(v, s, k, t_dot);
       }
     });
@@ -177,8 +175,7 @@ class KernelEngine {
     chain.stride = chain.points + kernel_tile;
     chain.q.assign(chain.stride * (m_layers + 1), Scalar(1));
     chain.ntk.assign(chain.points, Scalar(0));
-    for (Eigen::Index p = 0; p < x.rows(); ++p)
-      chain.q[static_cast<std::size_t>(p)] = x.row(p).squaredNorm() * scale;
+    for (Eigen::Index p = 0; p < x.rows(); ++p) chain.q[static_cast<std::size_t>(p)] = x.row(p).squaredNorm() * scale;
     return chain;
   }
 
@@ -190,13 +187,12 @@ class KernelEngine {
 };
 
 template <class D1, class D2>
-void check_inputs(const char* function, const Eigen::MatrixBase<D1>& x1,
-                  const Eigen::MatrixBase<D2>& x2) {
+void check_inputs(const char* function, const Eigen::MatrixBase<D1>& x1, const Eigen::MatrixBase<D2>& x2) {
   detail::check_nonempty(function, "x1", x1);
   detail::check_nonempty(function, "x2", x2);
   if (x1.cols() != x2.cols())
-    fail<std::invalid_argument>(function, "x1 and x2 must have the same number of features (got ",
-                                x1.cols(), " and ", x2.cols(), ")");
+    fail<std::invalid_argument>(function, "x1 and x2 must have the same number of features (got ", x1.cols(), " and ",
+                                x2.cols(), ")");
   detail::check_finite(function, "x1", x1);
   detail::check_finite(function, "x2", x2);
 }
@@ -209,8 +205,7 @@ inline constexpr const char* overflow_message =
 template <class Scalar>
 void check_result(const char* function, const Kernels<Scalar>& k) {
   for (const auto* m : {&k.nngp, &k.ntk})
-    if (m->size() > 0 && !m->allFinite())
-      fail<std::overflow_error>(function, overflow_message);
+    if (m->size() > 0 && !m->allFinite()) fail<std::overflow_error>(function, overflow_message);
 }
 
 template <class Scalar>
@@ -260,9 +255,7 @@ void compute_into(const char* function, const Arch& arch, const Eigen::MatrixBas
       for (Eigen::Index j = symmetric ? std::max(j0, i0) : j0; j < j1; ++j) {
         const Eigen::Index count = std::min<Eigen::Index>(T, (symmetric ? j + 1 : n1) - i0);
         for (int t = 0; t < T; ++t)  // the diagonal starts from the chains' own x·x
-          first[t] = t >= count ? Scalar(0)
-                     : (symmetric && i0 + t == j) ? c1.value(0, j)
-                                                  : primary(i0 + t, j) * scale;
+          first[t] = t >= count ? Scalar(0) : (symmetric && i0 + t == j) ? c1.value(0, j) : primary(i0 + t, j) * scale;
         engine.entries(first, i0, j, nngp, ntk, [](std::size_t, int, Scalar, Scalar, Scalar) {});
         for (Eigen::Index t = 0; t < count; ++t) {
           finite = finite && std::isfinite(nngp[t]) && std::isfinite(ntk[t]);
@@ -276,8 +269,7 @@ void compute_into(const char* function, const Arch& arch, const Eigen::MatrixBas
       }
     }
   }
-  if (!finite)
-    fail<std::overflow_error>(function, overflow_message);
+  if (!finite) fail<std::overflow_error>(function, overflow_message);
   if (symmetric) {
     mirror_upper(primary, threads);
     if (want_nngp && want_ntk) mirror_upper(secondary, threads);
@@ -300,23 +292,21 @@ void check_request(const char* function, const Arch& arch, const Eigen::MatrixBa
 /// Checks the inputs, allocates the requested Gram matrices (huge pages where available) and
 /// fills them.
 template <class Arch, class D1, class D2>
-Kernels<typename D1::Scalar> compute_block(const char* function, const Arch& arch,
-                                           const Eigen::MatrixBase<D1>& x1,
-                                           const Eigen::MatrixBase<D2>& x2, bool symmetric,
-                                           KernelKind kind, const KernelOptions& options) {
+Kernels<typename D1::Scalar> compute_block(const char* function, const Arch& arch, const Eigen::MatrixBase<D1>& x1,
+                                           const Eigen::MatrixBase<D2>& x2, bool symmetric, KernelKind kind,
+                                           const KernelOptions& options) {
   using Scalar = typename D1::Scalar;
   check_request(function, arch, x1, x2, options);
   Kernels<Scalar> result;
   const bool want_nngp = kind != KernelKind::ntk, want_ntk = kind != KernelKind::nngp;
-  check_allocation(function, "the n1 x n2 Gram matrices",
-                   saturating_product(saturating_product(static_cast<std::size_t>(x1.rows()),
-                                                         static_cast<std::size_t>(x2.rows())),
-                                      want_nngp && want_ntk ? 2 : 1),
-                   sizeof(Scalar));
+  check_allocation(
+      function, "the n1 x n2 Gram matrices",
+      saturating_product(saturating_product(static_cast<std::size_t>(x1.rows()), static_cast<std::size_t>(x2.rows())),
+                         want_nngp && want_ntk ? 2 : 1),
+      sizeof(Scalar));
   if (want_nngp) allocate_large(result.nngp, x1.rows(), x2.rows());
   if (want_ntk) allocate_large(result.ntk, x1.rows(), x2.rows());
-  compute_into(function, arch, x1, x2, symmetric, kind, want_ntk ? result.ntk : result.nngp,
-               result.nngp, options);
+  compute_into(function, arch, x1, x2, symmetric, kind, want_ntk ? result.ntk : result.nngp, result.nngp, options);
   return result;
 }
 
@@ -329,16 +319,15 @@ void compute_into_checked(const char* function, const Arch& arch, const Eigen::M
   if (kind == KernelKind::both)
     fail<std::invalid_argument>(function, "kind must be nngp or ntk: one output (got both)");
   if (out.rows() != x1.rows() || out.cols() != x2.rows())
-    fail<std::invalid_argument>(function, "out must be ", x1.rows(), " x ", x2.rows(), " (got ",
-                                out.rows(), " x ", out.cols(), ")");
+    fail<std::invalid_argument>(function, "out must be ", x1.rows(), " x ", x2.rows(), " (got ", out.rows(), " x ",
+                                out.cols(), ")");
   compute_into(function, arch, x1, x2, symmetric, kind, out, out, options);
 }
 
-
 /// kernel_diagonal: the checks, then the diagonal chains alone.
 template <class Arch, class D>
-Kernels<typename D::Scalar> compute_diagonal(const char* function, const Arch& arch,
-                                             const Eigen::MatrixBase<D>& x, const KernelOptions& options) {
+Kernels<typename D::Scalar> compute_diagonal(const char* function, const Arch& arch, const Eigen::MatrixBase<D>& x,
+                                             const KernelOptions& options) {
   using Scalar = typename D::Scalar;
   check_request(function, arch, x, x, options);
   const KernelEngine<Arch, Scalar> engine(arch, x, x, true, options);
@@ -368,11 +357,11 @@ std::vector<LayerKernels<typename D1::Scalar>> compute_layers(const char* functi
   arch.for_each_layer([&](std::size_t l, const auto& layer) {
     if constexpr (std::is_same_v<std::decay_t<decltype(layer)>, Dense>) slot[l] = affine++;
   });
-  check_allocation(function, "the per-layer Gram matrices",
-                   saturating_product(saturating_product(static_cast<std::size_t>(x1.rows()),
-                                                         static_cast<std::size_t>(x2.rows())),
-                                      3 * affine),
-                   sizeof(Scalar));
+  check_allocation(
+      function, "the per-layer Gram matrices",
+      saturating_product(saturating_product(static_cast<std::size_t>(x1.rows()), static_cast<std::size_t>(x2.rows())),
+                         3 * affine),
+      sizeof(Scalar));
   std::vector<LayerKernels<Scalar>> out(affine);
   for (auto& layer : out) {
     layer.nngp.resize(x1.rows(), x2.rows());
@@ -385,8 +374,7 @@ std::vector<LayerKernels<typename D1::Scalar>> compute_layers(const char* functi
   for (Eigen::Index j = 0; j < x2.rows(); ++j)
     for (Eigen::Index i0 = 0; i0 < x1.rows(); i0 += T) {
       const Eigen::Index count = std::min<Eigen::Index>(T, x1.rows() - i0);
-      for (int t = 0; t < T; ++t)
-        start[t] = t < count ? x1.row(i0 + t).dot(x2.row(j)) * scale : Scalar(0);
+      for (int t = 0; t < T; ++t) start[t] = t < count ? x1.row(i0 + t).dot(x2.row(j)) * scale : Scalar(0);
       engine.entries(start, i0, j, nngp, ntk, [&](std::size_t l, int t, Scalar s, Scalar s_dot, Scalar k) {
         if (t >= count) return;
         out[slot[l]].nngp(i0 + t, j) = s;

@@ -52,8 +52,7 @@ template <class Phi, class Scalar>
 class LayerDual {
  public:
   LayerDual() = default;
-  LayerDual(const Phi& phi, const DualOptions& options, Scalar q_min, Scalar q_max)
-      : m_phi(&phi) {
+  LayerDual(const Phi& phi, const DualOptions& options, Scalar q_min, Scalar q_max) : m_phi(&phi) {
     if constexpr (closed_form) {
       (void)options;
       (void)q_min;
@@ -82,7 +81,8 @@ class LayerDual {
       if constexpr (is_batch_only_v<Phi>)
         if (m_mode == Mode::quadrature)
           fail<std::invalid_argument>(
-              "kernel", "this activation is evaluated in batches only (a Python callable) and a layer would need "
+              "kernel",
+              "this activation is evaluated in batches only (a Python callable) and a layer would need "
               "a product quadrature per kernel entry: ",
               options.quadrature_order > 0
                   ? "an explicit quadrature order with inputs of different norms; use the adaptive order"
@@ -189,9 +189,8 @@ class LayerDual {
   static constexpr bool saturating = has_saturation_v<Phi>;
 
   void setup_quadrature(const DualOptions& options, Scalar q_min, Scalar q_max) {
-    const int order = options.quadrature_order > 0
-                          ? options.quadrature_order
-                          : adaptive_quadrature_order(static_cast<double>(q_max));
+    const int order =
+        options.quadrature_order > 0 ? options.quadrature_order : adaptive_quadrature_order(static_cast<double>(q_max));
     m_rule = &gauss_hermite<Scalar>(order);
     m_mode = Mode::quadrature;
     m_adaptive = options.quadrature_order <= 0;

@@ -29,34 +29,32 @@ class MappedFile {
       : m_path(path), m_bytes(bytes), m_remove(remove_on_close) {
 #if defined(NTK_HAVE_MMAP)
     const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0)
-      fail<std::invalid_argument>(function, "cannot create file '", path, "' (",
-                                  std::strerror(errno), ")");
+    if (fd < 0) fail<std::invalid_argument>(function, "cannot create file '", path, "' (", std::strerror(errno), ")");
     int status = ::ftruncate(fd, static_cast<off_t>(bytes));
     if (status != 0) {
       const int saved = errno;
       ::close(fd);
       ::unlink(path.c_str());
-      fail<std::invalid_argument>(function, "cannot size file '", path, "' to ", bytes,
-                                  " bytes (", std::strerror(saved), ")");
+      fail<std::invalid_argument>(function, "cannot size file '", path, "' to ", bytes, " bytes (",
+                                  std::strerror(saved), ")");
     }
     void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     const int saved = errno;
     ::close(fd);
     if (p == MAP_FAILED) {
       ::unlink(path.c_str());
-      fail<std::invalid_argument>(function, "cannot map file '", path, "' (", std::strerror(saved),
-                                  ")");
+      fail<std::invalid_argument>(function, "cannot map file '", path, "' (", std::strerror(saved), ")");
     }
     m_data = p;
 #else
-    fail<std::invalid_argument>(function, "file-backed storage needs POSIX mmap (got path '", path,
-                                "')");
+    fail<std::invalid_argument>(function, "file-backed storage needs POSIX mmap (got path '", path, "')");
 #endif
   }
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
-  MappedFile(MappedFile&& other) noexcept { swap(other); }
+  MappedFile(MappedFile&& other) noexcept {
+    swap(other);
+  }
   MappedFile& operator=(MappedFile&& other) noexcept {
     if (this != &other) {
       MappedFile gone(std::move(*this));
@@ -64,11 +62,19 @@ class MappedFile {
     }
     return *this;
   }
-  ~MappedFile() { release(); }
+  ~MappedFile() {
+    release();
+  }
 
-  void* data() const { return m_data; }
-  std::size_t bytes() const { return m_bytes; }
-  const std::string& path() const { return m_path; }
+  void* data() const {
+    return m_data;
+  }
+  std::size_t bytes() const {
+    return m_bytes;
+  }
+  const std::string& path() const {
+    return m_path;
+  }
 
  private:
   void swap(MappedFile& other) noexcept {

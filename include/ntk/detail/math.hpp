@@ -31,8 +31,8 @@ NTK_ALWAYS_INLINE Scalar horner(Scalar x, const std::array<Scalar, N>& c, std::i
   static_assert(N % 4 == 0 && sizeof...(Ks) == N / 4, "horner: N must be a multiple of 4");
   const Scalar x2 = x * x, x4 = x2 * x2;
   Scalar p0 = 0, p1 = 0, p2 = 0, p3 = 0;
-  ((p0 = p0 * x4 + c[N - 4 - 4 * Ks], p1 = p1 * x4 + c[N - 3 - 4 * Ks],
-    p2 = p2 * x4 + c[N - 2 - 4 * Ks], p3 = p3 * x4 + c[N - 1 - 4 * Ks]),
+  ((p0 = p0 * x4 + c[N - 4 - 4 * Ks], p1 = p1 * x4 + c[N - 3 - 4 * Ks], p2 = p2 * x4 + c[N - 2 - 4 * Ks],
+    p3 = p3 * x4 + c[N - 1 - 4 * Ks]),
    ...);
   return (p0 + x * p1) + x2 * (p2 + x * p3);
 }
@@ -49,20 +49,18 @@ NTK_ALWAYS_INLINE Scalar acos_accurate(Scalar x) {
   const Scalar y = small ? a : std::sqrt((1 - a) / 2);
   const Scalar y2 = y * y;
   const Scalar p = y * horner(y2, c, std::make_index_sequence<7>{});  // asin(y)
-  const Scalar r = small ? half_pi - p : 2 * p;  // acos(|x|)
+  const Scalar r = small ? half_pi - p : 2 * p;                       // acos(|x|)
   return x >= 0 ? r : 2 * half_pi - r;
 }
 
 /// asin(y)/y as a polynomial in z = y² on [0, 1/2] (|y| <= 1/√2): degree 19, interpolated at
 /// Chebyshev points, relative error 8e-18 with these double coefficients (scripts/fit_asin.py).
 inline constexpr std::array<double, 20> asin_over_y_coefficients{
-    1.00000000000000000e+00,  1.66666666666669627e-01,  7.49999999992160271e-02,
-    4.46428572251978337e-02,  3.03819398816733942e-02,  2.23723131724858047e-02,
-    1.73493103271581961e-02,  1.40191720400696593e-02,  1.09293490649123703e-02,
-    1.50917950285833647e-02,  -2.63163245523388260e-02, 1.80957462091106497e-01,
-    -6.64123630254941144e-01, 2.00160411092915469e+00,  -4.53579180282295535e+00,
-    7.76816537455500811e+00,  -9.66965939855062295e+00, 8.32498352944691078e+00,
-    -4.43881669206693896e+00, 1.12641928788075085e+00};
+    1.00000000000000000e+00,  1.66666666666669627e-01, 7.49999999992160271e-02,  4.46428572251978337e-02,
+    3.03819398816733942e-02,  2.23723131724858047e-02, 1.73493103271581961e-02,  1.40191720400696593e-02,
+    1.09293490649123703e-02,  1.50917950285833647e-02, -2.63163245523388260e-02, 1.80957462091106497e-01,
+    -6.64123630254941144e-01, 2.00160411092915469e+00, -4.53579180282295535e+00, 7.76816537455500811e+00,
+    -9.66965939855062295e+00, 8.32498352944691078e+00, -4.43881669206693896e+00, 1.12641928788075085e+00};
 
 /// θ = acos(x) and sin θ = sqrt(1 - x²) for x in [-1, 1], branch-free, with one square root:
 /// below |x| = 1/√2, acos|x| = π/2 - asin|x|; above, acos|x| = asin(sin θ).  Both arguments of asin
@@ -84,7 +82,7 @@ NTK_ALWAYS_INLINE void acos_and_sine(Scalar x, Scalar& theta, Scalar& sine) {
     const bool small = a <= Scalar(0.70710678118654752440L);
     const Scalar y = small ? a : sine;
     const Scalar p = y * horner(y * y, c, std::make_index_sequence<5>{});  // asin(y)
-    const Scalar r = small ? half_pi - p : p;                                // acos(|x|)
+    const Scalar r = small ? half_pi - p : p;                              // acos(|x|)
     theta = x >= 0 ? r : 2 * half_pi - r;
   }
 }

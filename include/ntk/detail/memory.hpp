@@ -43,7 +43,8 @@ inline std::size_t check_allocation(const char* function, const char* what, std:
                                     std::size_t element_size) {
   const std::size_t limit = allocation_limit();
   if (element_size != 0 && count > limit / element_size)
-    fail<std::length_error>(function, what, " needs ", static_cast<long double>(count) * static_cast<long double>(element_size),
+    fail<std::length_error>(function, what, " needs ",
+                            static_cast<long double>(count) * static_cast<long double>(element_size),
                             " bytes, more than this machine can allocate (limit ", limit, " bytes)");
   return count * element_size;
 }

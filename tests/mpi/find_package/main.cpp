@@ -1,7 +1,7 @@
 // A consumer of ntk::mpi and ntk::scalapack: the distributed Gram against ScaLAPACK's Cholesky.
+#include <ntk/activations.hpp>
 #include <ntk/kernel.hpp>
 #include <ntk/layers.hpp>
-#include <ntk/activations.hpp>
 #include <ntk/mpi.hpp>
 #include <ntk/scalapack.hpp>
 
