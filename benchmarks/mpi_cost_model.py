@@ -23,8 +23,8 @@ import argparse
 import math
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--entry", type=float, default=1.04e-7, help="kernel seconds per entry, 1 core")
-parser.add_argument("--product", type=float, default=2.8e-10, help="product seconds per entry and column, 1 core")
+parser.add_argument("--entry", type=float, default=7.94e-8, help="kernel seconds per entry, 1 core")
+parser.add_argument("--product", type=float, default=2.0e-10, help="product seconds per entry and column, 1 core")
 parser.add_argument("--dense-flops", type=float, default=10e9,
                     help="sustained ScaLAPACK flop/s per core (assumed; measured here under load: 2-3e9)")
 parser.add_argument("--d", type=int, default=784)

@@ -18,6 +18,7 @@
 #include "commands.hpp"
 #include "image.hpp"
 #include "io.hpp"
+#include "iterative.hpp"
 #include "progress.hpp"
 #if defined(NTK_CLI_MPI)
 #include "mpi_main.hpp"
@@ -68,7 +69,6 @@ std::vector<double> parse_times(const std::string& text) {
   return times;
 }
 
-
 /// "123", "500M", "22G" (binary units) as bytes; "0" = no limit.
 std::size_t parse_memory(const std::string& text) {
   double value;
@@ -99,12 +99,15 @@ std::size_t available_memory() {
 
 /// One integer column of class ids → the sorted classes.
 std::vector<long> integer_labels(const Eigen::MatrixXd& m, const std::string& what) {
-  if (m.cols() != 1) throw CliError(what + ": --labels needs one column of integer class ids (got " + std::to_string(m.cols()) + " columns)");
+  if (m.cols() != 1)
+    throw CliError(what + ": --labels needs one column of integer class ids (got " + std::to_string(m.cols()) +
+                   " columns)");
   std::vector<long> labels;
   for (Eigen::Index i = 0; i < m.rows(); ++i) {
     const double v = m(i, 0);
     if (v != std::round(v) || std::fabs(v) > 1e9)
-      throw CliError(what + ": labels must be integers (got " + std::to_string(v) + " in row " + std::to_string(i + 1) + ")");
+      throw CliError(what + ": labels must be integers (got " + std::to_string(v) + " in row " + std::to_string(i + 1) +
+                     ")");
     labels.push_back(static_cast<long>(v));
   }
   return labels;
@@ -136,10 +139,25 @@ struct PredictArgs {
 
 void run_predict(const PredictArgs& a) {
 #if defined(NTK_CLI_MPI)
-  if (mpi_distributed() && a.image) throw CliError("--architecture is not available under mpirun yet");
-  if (mpi_distributed())  // mpirun -np P, P > 1: the distributed path (tools/ntk/mpi_predict.cpp)
-    return run_predict_mpi({a.train, a.test, a.kernel, a.out, a.outputs, a.lr, a.diag_reg, a.times,
-                            a.discrete, a.variance, a.arch});
+  if (mpi_distributed()) {  // mpirun -np P, P > 1: the distributed path (tools/ntk/mpi_predict.cpp)
+    // Every rank parsed the same options, so every rank refuses the same ones (rank 0 prints).
+    const char* missing = a.image                    ? "--architecture"
+                          : a.variance               ? "--variance"
+                          : a.labels                 ? "--labels"
+                          : !a.train_targets.empty() ? "--train-targets"
+                          : a.storage != "double"    ? "--storage float"
+                          : a.memory_limit_given     ? "--memory-limit"
+                                                     : nullptr;
+    if (missing)
+      throw CliError(std::string(missing) + " is not available under mpirun yet (the distributed path takes --solver " +
+                     "auto/eigen/cholesky/cg and the MLP options)");
+    MpiPredictRequest r;
+    r.train = a.train, r.test = a.test, r.kernel = a.kernel, r.out = a.out, r.solver = a.solver;
+    r.outputs = a.outputs, r.lr = a.lr, r.diag_reg = a.diag_reg, r.tolerance = a.tolerance;
+    r.max_iterations = a.max_iterations, r.preconditioner_rank = a.preconditioner_rank;
+    r.times = a.times, r.discrete = a.discrete, r.quiet = a.quiet, r.progress = a.progress, r.arch = a.arch;
+    return run_predict_mpi(r);
+  }
 #endif
   const Architecture& arch = a.arch;
 #if defined(_OPENMP)
@@ -162,7 +180,8 @@ void run_predict(const PredictArgs& a) {
   Eigen::MatrixXd x, xt, y_raw, yt_raw;
   bool have_test_targets = false;
   if (separate) {
-    if (a.outputs_given) throw CliError("--outputs does not apply with --train-targets (the file's columns are the outputs)");
+    if (a.outputs_given)
+      throw CliError("--outputs does not apply with --train-targets (the file's columns are the outputs)");
     x = train;
     xt = test;
     y_raw = read_matrix(a.train_targets);
@@ -223,7 +242,8 @@ void run_predict(const PredictArgs& a) {
   request.n = n;
   request.k = k;
   request.test_points = m;
-  request.finite_times = static_cast<Eigen::Index>(std::count_if(times.begin(), times.end(), [](double t) { return std::isfinite(t); }));
+  request.finite_times =
+      static_cast<Eigen::Index>(std::count_if(times.begin(), times.end(), [](double t) { return std::isfinite(t); }));
   request.infinite_time = request.finite_times < static_cast<Eigen::Index>(times.size());
   request.ridge = reg;
   request.memory_limit = memory_limit;
@@ -252,18 +272,19 @@ void run_predict(const PredictArgs& a) {
     throw CliError(std::string("--solver ") + solver + ": " + e.what());
   }
   if (a.image && (plan.method == ntk::SolverMethod::packed || plan.method == ntk::SolverMethod::matrix_free))
-    throw CliError(solver == "cg" ? std::string("--architecture: image kernels are computed dense; --solver cg does "
-                                                "not apply (use auto, eigen or cholesky)")
-                                  : "--architecture: image kernels are computed dense, and the dense path does not fit (" +
-                                        plan.reason + "); use fewer training rows or a larger --memory-limit");
+    throw CliError(solver == "cg"
+                       ? std::string("--architecture: image kernels are computed dense; --solver cg does "
+                                     "not apply (use auto, eigen or cholesky)")
+                       : "--architecture: image kernels are computed dense, and the dense path does not fit (" +
+                             plan.reason + "); use fewer training rows or a larger --memory-limit");
   progress.note(std::string("solver ") + ntk::method_name(plan.method) + " (" + plan.reason + "; about " +
                 std::to_string(plan.bytes >> 20) + " MiB)");
 
   // The output (one prediction matrix per time, plus its copy in the written table) must fit.
-  check_memory(16 * static_cast<double>(m) * static_cast<double>(times.size()) *
-                   static_cast<double>(k + (variance ? 1 : 0)),
-               "predict on " + std::to_string(n) + " training and " + std::to_string(m) + " test rows at " +
-                   std::to_string(times.size()) + " times");
+  check_memory(
+      16 * static_cast<double>(m) * static_cast<double>(times.size()) * static_cast<double>(k + (variance ? 1 : 0)),
+      "predict on " + std::to_string(n) + " training and " + std::to_string(m) + " test rows at " +
+          std::to_string(times.size()) + " times");
   Destination destination(a.out);  // the output is checked before any work
   const Eigen::Index columns = static_cast<Eigen::Index>(times.size()) * (k + (variance ? 1 : 0));
   Eigen::MatrixXd out(m, columns);
@@ -274,7 +295,8 @@ void run_predict(const PredictArgs& a) {
     const auto& image = a.image;
     auto pick = [&](const ntk::Kernels<double>& k2) { return kind == ntk::KernelKind::ntk ? k2.ntk : k2.nngp; };
     auto train_gram = [&] {  // the n x n training Gram matrix
-      return image ? pick(kernels(image, net, x, kind, kernel_options)) : dense_gram(net, x, kind, kernel_options, progress);
+      return image ? pick(kernels(image, net, x, kind, kernel_options))
+                   : dense_gram(net, x, kind, kernel_options, progress);
     };
     auto cross_times = [&](const Eigen::MatrixXd& c) -> Eigen::MatrixXd {  // κ(x_test, X) C
       if (image) return pick(kernels(image, net, xt, x, kind, kernel_options)) * c;
@@ -292,7 +314,9 @@ void run_predict(const PredictArgs& a) {
       Eigen::MatrixXd alpha = y;
       const auto start = std::chrono::steady_clock::now();
       if (ntk::cholesky_solve_in_place<double>(g, reg, alpha)) {
-        progress.note("cholesky " + std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()) + " s");
+        progress.note("cholesky " +
+                      std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()) +
+                      " s");
         g.resize(0, 0);
         predictions.push_back(cross_times(alpha));
       } else {
@@ -300,44 +324,15 @@ void run_predict(const PredictArgs& a) {
         dense_eigen = true;
       }
     } else if (plan.method == ntk::SolverMethod::packed || plan.method == ntk::SolverMethod::matrix_free) {
-      auto iterate = [&](const ntk::GramRef<double>& op) {  // one compiled solver for every operator
-        std::vector<Eigen::MatrixXd> factors;
-        std::vector<double> finite;
-        for (double t : times)
-          if (std::isfinite(t)) finite.push_back(t);
-        if (!finite.empty()) {
-          ntk::ChebyshevOptions cheb;
-          cheb.tolerance = tolerance;
-          cheb.max_degree = max_iterations;
-          progress.start("chebyshev");
-          cheb.progress = [&](Eigen::Index it, double r) { progress.iteration(it, r); };
-          ntk::SolverInfo info;
-          factors = ntk::dynamics_factor(op, -y, finite, lr, model, reg, cheb, &info);
-          progress.note("chebyshev degree " + std::to_string(info.iterations) + ", estimated error " +
-                        std::to_string(info.residual) + ", " + std::to_string(info.solve_seconds) + " s");
-        }
-        Eigen::MatrixXd alpha;
-        if (request.infinite_time) {
-          ntk::CgOptions cg;
-          cg.tolerance = tolerance;
-          cg.max_iterations = max_iterations;
-          cg.preconditioner_rank = rank;
-          progress.start("cg");
-          cg.progress = [&](Eigen::Index it, double r) { progress.iteration(it, r); };
-          ntk::SolverInfo info;
-          alpha = ntk::cg_solve(op, y, reg, cg, &info);
-          progress.note("cg " + std::to_string(info.iterations) + " iterations, residual " + std::to_string(info.residual) +
-                        ", preconditioner rank " + std::to_string(info.preconditioner_rank) + " " +
-                        std::to_string(info.preconditioner_seconds) + " s, iterations " +
-                        std::to_string(info.solve_seconds) + " s");
-        }
-        // every time's coefficients side by side: one pass over the test kernel
-        Eigen::MatrixXd c(n, static_cast<Eigen::Index>(times.size()) * k);
-        std::size_t f = 0;
-        for (std::size_t i = 0; i < times.size(); ++i)
-          c.middleCols(static_cast<Eigen::Index>(i) * k, k) = std::isfinite(times[i]) ? Eigen::MatrixXd(-factors[f++]) : alpha;
-        const Eigen::MatrixXd all = cross_times(c);
-        for (std::size_t i = 0; i < times.size(); ++i) predictions.push_back(all.middleCols(static_cast<Eigen::Index>(i) * k, k));
+      IterativeSettings settings;
+      settings.learning_rate = lr;
+      settings.ridge = reg;
+      settings.tolerance = tolerance;
+      settings.max_iterations = max_iterations;
+      settings.preconditioner_rank = rank;
+      settings.model = model;
+      auto iterate = [&](const ntk::GramRef<double>& op) {
+        predictions = iterative_predictions(op, y, times, settings, progress, cross_times);
       };
       if (plan.method == ntk::SolverMethod::packed) {
         progress.start("kernel tiles");
@@ -374,9 +369,9 @@ void run_predict(const PredictArgs& a) {
       for (double t : times) {
         predictions.push_back(dyn.test_predictions(projection, t));
         if (variance) {
-          const Eigen::MatrixXd cov =
-              kind == ntk::KernelKind::ntk ? dyn.ntk_gp_covariance(projection, train_nngp, cross_nngp, test_nngp, t)
-                                           : dyn.nngp_gp_covariance(projection, test_nngp, t);
+          const Eigen::MatrixXd cov = kind == ntk::KernelKind::ntk
+                                          ? dyn.ntk_gp_covariance(projection, train_nngp, cross_nngp, test_nngp, t)
+                                          : dyn.nngp_gp_covariance(projection, test_nngp, t);
           predictions.push_back(cov.diagonal().cwiseMax(0.0));
         }
       }
@@ -503,17 +498,19 @@ void add_predict(CLI::App& app) {
       .required_text("test", a->test, "test rows: features, optionally followed by targets")
       .integer("outputs", a->outputs, 1, 1L << 20, "target columns at the end of TRAIN (1)")
       .choice("kernel,kind", a->kernel, {"ntk", "nngp"}, "which kernel drives the dynamics (ntk)")
-      .custom("lr", "NUMBER", "learning rate (1)", [a](const std::string& v) {
-        a->lr = parse_finite(v, "--lr");
-        if (!(a->lr > 0)) throw CliError("--lr must be positive (got " + v + ")");
-      })
+      .custom("lr", "NUMBER", "learning rate (1)",
+              [a](const std::string& v) {
+                a->lr = parse_finite(v, "--lr");
+                if (!(a->lr > 0)) throw CliError("--lr must be positive (got " + v + ")");
+              })
       .custom("time", "T[,T2,...]", "training times, a number >= 0 or inf (inf)",
               [a](const std::string& v) { a->times = parse_times(v); })
       .flag("discrete", a->discrete, "gradient descent steps instead of gradient flow")
-      .custom("diag-reg", "NUMBER", "diagonal regularization (0)", [a](const std::string& v) {
-        a->diag_reg = parse_finite(v, "--diag-reg");
-        if (!(a->diag_reg >= 0)) throw CliError("--diag-reg must be >= 0 (got " + v + ")");
-      })
+      .custom("diag-reg", "NUMBER", "diagonal regularization (0)",
+              [a](const std::string& v) {
+                a->diag_reg = parse_finite(v, "--diag-reg");
+                if (!(a->diag_reg >= 0)) throw CliError("--diag-reg must be >= 0 (got " + v + ")");
+              })
       .flag("variance", a->variance, "also print the predictive variance per test row")
       .text("out", a->out, "output file, .npy or CSV (default: stdout)")
       .text("train-targets", a->train_targets, "training targets in their own file (TRAIN is then features only)")
@@ -521,10 +518,11 @@ void add_predict(CLI::App& app) {
       .flag("labels", a->labels, "targets are one column of integer class ids: one-hot fit, predicted class out")
       .choice("solver", a->solver, {"auto", "eigen", "cholesky", "cg"},
               "eigendecomposition, Cholesky (t = inf), conjugate gradients / Chebyshev, or chosen by size (auto)")
-      .custom("tolerance", "NUMBER", "relative residual of the iterative solvers (1e-8)", [a](const std::string& v) {
-        a->tolerance = parse_finite(v, "--tolerance");
-        if (!(a->tolerance > 0)) throw CliError("--tolerance must be positive (got " + v + ")");
-      })
+      .custom("tolerance", "NUMBER", "relative residual of the iterative solvers (1e-8)",
+              [a](const std::string& v) {
+                a->tolerance = parse_finite(v, "--tolerance");
+                if (!(a->tolerance > 0)) throw CliError("--tolerance must be positive (got " + v + ")");
+              })
       .choice("storage", a->storage, {"double", "float"},
               "entries of the stored Gram triangle of --solver cg: float halves its memory, each entry "
               "rounded to 2^-24 relative (double)")
@@ -537,7 +535,9 @@ void add_predict(CLI::App& app) {
                 a->memory_limit_given = true;
               })
       .flag("quiet", a->quiet, "no progress lines on stderr")
-      .flag("progress", a->progress, "progress lines on stderr from the start, wherever stderr goes (default: on a terminal, after the first second)");
+      .flag("progress", a->progress,
+            "progress lines on stderr from the start, wherever stderr goes (default: on a terminal, after the first "
+            "second)");
   a->arch.add_to(*o);
   a->image_args.add_to(*o);
   o->app()->callback([a, o] {

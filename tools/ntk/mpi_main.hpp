@@ -13,11 +13,12 @@ namespace ntk_cli {
 
 /// The parsed options of `ntk predict` (commands_predict.cpp's PredictArgs).
 struct MpiPredictRequest {
-  std::string train, test, kernel, out;
+  std::string train, test, kernel, out, solver = "auto";
   long outputs = 1;
-  double lr = 1, diag_reg = 0;
+  double lr = 1, diag_reg = 0, tolerance = 1e-8;
+  long max_iterations = 1000, preconditioner_rank = 1000;
   std::vector<double> times;
-  bool discrete = false, variance = false;
+  bool discrete = false, quiet = false, progress = false;
   Architecture arch;
 };
 
@@ -27,9 +28,11 @@ inline int mpi_stderr_fd = 2;
 
 /// True when the tool runs under MPI with more than one rank (then predict takes the MPI path).
 bool mpi_distributed();
-/// `ntk predict` over MPI_COMM_WORLD: read on rank 0 and broadcast, a ScaLAPACK Cholesky (t = ∞
-/// with --diag-reg > 0) or eigendecomposition (any times) over the ranks, predictions through
-/// the distributed test kernel, written once by rank 0.
+/// `ntk predict` over MPI_COMM_WORLD: read on rank 0 and broadcast; --solver cholesky (ScaLAPACK,
+/// t = ∞), eigen (ScaLAPACK eigendecomposition, any times) or cg (the distributed stored triangle:
+/// CG for t = ∞, Chebyshev for finite times); auto takes Cholesky for t = ∞ with --diag-reg > 0,
+/// else the eigendecomposition.  Predictions through the distributed test kernel, written once by
+/// rank 0.
 void run_predict_mpi(const MpiPredictRequest& request);
 
 }  // namespace ntk_cli

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # mpi_cli.sh NTK DATA WORK MPIEXEC [MPIEXEC FLAGS...]: the tool built with NTK_MPI under mpiexec at
 # 2 and 3 ranks.  `ntk predict` gives the single-process predictions to 1e-9 (eigendecomposition
-# path: times 1, 10, inf; Cholesky path: t = inf with a ridge; NNGP, discrete time), writes them
-# once and prints its results once; every error is one "ntk: error:" line, status 2, no output file,
-# and nothing hangs (each run is bounded by `timeout`).
+# path: times 1, 10, inf; Cholesky path: t = inf with a ridge; NNGP, discrete time; --solver eigen
+# forced; --solver cg: CG and Chebyshev on the distributed triangle against the same solvers in one
+# process), writes them once and prints its results once; --quiet leaves only the results on
+# stderr; every error is one "ntk: error:" line, status 2, no output file, and nothing hangs (each
+# run is bounded by `timeout`).
 set -u
 # shellcheck source=scenarios.sh
 source "$(dirname "$0")/scenarios.sh"  # compare
@@ -16,7 +18,10 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 run() { timeout 120 "${mpiexec[@]}" -n "$1" "$ntk" "${@:2}"; }
 
 for ranks in 2 3; do
-  for case in "--time 1,10,inf" "--time inf --diag-reg 0.01" "--kernel nngp --discrete --lr 0.01 --time 5,inf"; do
+  for case in "--time 1,10,inf" "--time inf --diag-reg 0.01" "--kernel nngp --discrete --lr 0.01 --time 5,inf" \
+    "--solver eigen --time inf --diag-reg 0.01" "--solver cg --tolerance 1e-13 --time inf --diag-reg 0.01" \
+    "--solver cg --tolerance 1e-13 --preconditioner-rank 0 --time 1,10,inf --diag-reg 0.001" \
+    "--solver cg --tolerance 1e-12 --discrete --lr 0.01 --time 5,50"; do
     # shellcheck disable=SC2086
     "$ntk" predict --train "$data/train.csv" --test "$data/test.csv" $case --out "$work/serial.csv" 2>/dev/null ||
       fail "serial predict $case"
@@ -32,6 +37,16 @@ for ranks in 2 3; do
     [ "$(grep -c '^t=' "$work/err.txt")" -eq "$times" ] ||
       fail "$ranks ranks, $case: results not printed once per time: $(cat "$work/err.txt")"
   done
+  # --quiet: the results only.
+  run "$ranks" predict --train "$data/train.csv" --test "$data/test.csv" --solver cg --diag-reg 0.01 --quiet \
+    --out "$work/mpi.csv" 2>"$work/err.txt" || fail "$ranks ranks, --quiet: status $?"
+  [ "$(grep -vc '^t=' "$work/err.txt")" -eq 0 ] || fail "$ranks ranks, --quiet: more than results: $(cat "$work/err.txt")"
+  run "$ranks" predict --train "$data/train.csv" --test "$data/test.csv" --solver cg --diag-reg 0.01 \
+    --out "$work/mpi.csv" 2>"$work/err.txt"
+  grep -q '^ntk: kernel .*distributed triangle' "$work/err.txt" || fail "$ranks ranks, --solver cg: no progress line"
+  run "$ranks" predict --train "$data/train.csv" --test "$data/test.csv" --solver eigen --diag-reg 0.01 \
+    --out "$work/mpi.csv" 2>"$work/err.txt"
+  grep -q '^ntk: kernel .*ScaLAPACK eigendecomposition' "$work/err.txt" || fail "$ranks ranks, --solver eigen: not taken"
   # Every error: one line, status 2, no file left behind.
   check_error() {
     local pattern=$1
@@ -47,6 +62,10 @@ for ranks in 2 3; do
   check_error "cannot open" predict --train "$data/nope.csv" --test "$data/test.csv" --out "$work/bad.csv"
   check_error "non-numeric cell" predict --train "$data/nonnumeric.csv" --test "$data/test.csv" --out "$work/bad.csv"
   check_error "unknown option" predict --train "$data/train.csv" --test "$data/test.csv" --bogus 1 --out "$work/bad.csv"
+  check_error "--labels is not available under mpirun" predict --train "$data/train.csv" --test "$data/test.csv" --labels --out "$work/bad.csv"
+  check_error "--memory-limit is not available under mpirun" predict --train "$data/train.csv" --test "$data/test.csv" --memory-limit 1G --out "$work/bad.csv"
+  check_error "--solver cholesky: .*t = inf only" predict --train "$data/train.csv" --test "$data/test.csv" --solver cholesky --time 1 --out "$work/bad.csv"
+  check_error "--solver cg: .*" predict --train "$data/train.csv" --test "$data/test.csv" --solver cg --time inf --out "$work/bad.csv"
   check_error "variance is not available" predict --train "$data/train.csv" --test "$data/test.csv" --variance --out "$work/bad.csv"
   check_error "cannot write" predict --train "$data/train.csv" --test "$data/test.csv" --out "$work/no-such-dir/p.csv"
   # Other commands run once, on rank 0.
