@@ -4,7 +4,8 @@
 # (/usr/bin/time -v) for each training size, and at N_SCIPY points the SciPy Cholesky baseline on
 # the same .npy files.  Needs dataset-fashion-mnist and python3-numpy/scipy.
 # Usage: benchmarks/fashion_mnist/run.sh [path/to/ntk] [sizes...]   (default 5000 10000 20000 60000)
-# Environment: RIDGE (default 1e-4, absolute), SOLVER (auto), N_SCIPY (4000), WORK (a temp dir).
+# Environment: RIDGE (default 1e-4, absolute), SOLVER (auto), TOLERANCE (1e-4: CG's relative residual,
+# ample for an argmax read-out; the dense paths ignore it), N_SCIPY (4000), WORK (a temp dir).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 ntk=${1:-build/tools/ntk/ntk}
@@ -13,6 +14,7 @@ sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(5000 10000 20000 60000)
 ridge=${RIDGE:-1e-4}
 solver=${SOLVER:-auto}
+tolerance=${TOLERANCE:-1e-4}
 work=${WORK:-$(mktemp -d)}
 n_scipy=${N_SCIPY:-4000}
 /usr/bin/python3 "$here/prepare.py" "$work" "${sizes[@]}" "$n_scipy"
@@ -21,7 +23,7 @@ for n in "${sizes[@]}"; do
   for kind in ntk nngp; do
     /usr/bin/time -v "$ntk" predict --train "$work/train_x_$n.npy" --train-targets "$work/train_labels_$n.npy" \
       --test "$work/test_x.npy" --test-targets "$work/test_labels.npy" --labels --kernel $kind \
-      --depth 3 --sigma-w 1.4142135623730951 --sigma-b 0.1 --diag-reg "$ridge" --solver "$solver" --progress \
+      --depth 3 --sigma-w 1.4142135623730951 --sigma-b 0.1 --diag-reg "$ridge" --solver "$solver" --tolerance "$tolerance" --progress \
       --out "$work/pred_${kind}_$n.csv" 2>"$work/log_${kind}_$n.txt" || true
     acc=$(grep -o "accuracy=[0-9.]*" "$work/log_${kind}_$n.txt" | tail -1)
     wall=$(grep "Elapsed (wall" "$work/log_${kind}_$n.txt" | awk '{print $NF}')
