@@ -356,4 +356,21 @@ TEST_CASE("Solvers: plan_solver picks the cheapest correct path and refuses a me
   q.covariance = true;
   q.method = ntk::SolverMethod::packed;
   CHECK(throws_with<std::invalid_argument>([&] { ntk::plan_solver(q); }, "covariances need the eigendecomposition"));
+  // P ranks share the n x n matrices: per rank 1/P of them, the n k vectors replicated.
+  ntk::SolverRequest shared;
+  shared.n = 40000;
+  shared.k = 10;
+  shared.test_points = 10000;
+  const std::size_t dense_one = ntk::method_bytes(ntk::SolverMethod::cholesky, shared);
+  shared.ranks = 4;
+  const std::size_t dense_four = ntk::method_bytes(ntk::SolverMethod::cholesky, shared);
+  const double n2 = 8.0 * 40000 * 40000;
+  CHECK(std::abs((double(dense_one) - double(dense_four)) - 0.75 * n2) < 1e-6 * n2);
+  shared.memory_limit = 4 * gib;  // 12.8 GB / 4 ranks fits, one rank does not
+  shared.method = ntk::SolverMethod::cholesky;
+  CHECK(ntk::plan_solver(shared).method == ntk::SolverMethod::cholesky);
+  shared.ranks = 1;
+  CHECK_THROWS_AS(ntk::plan_solver(shared), std::invalid_argument);
+  shared.ranks = 0;
+  CHECK(throws_with<std::invalid_argument>([&] { ntk::plan_solver(shared); }, "ranks"));
 }

@@ -32,6 +32,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -333,12 +334,18 @@ inline std::vector<Tile> triangle_share(Eigen::Index n, Eigen::Index tile, int r
 /// Memory per rank: n(n + 1)/(2P) scalars (± one tile) for the Gram, the replicated inputs
 /// (n d) and O(n k T) for a product with T threads.  Compute per rank: 1/P of the triangle's
 /// dual evaluations; a product costs 2 n² k / P flops plus the sum (2 n k (P − 1)/P scalars).
-template <class Scalar_ = double>
+///
+/// Storage_ = float with Scalar_ = double (the single-process PackedGram<double, float>): entries
+/// computed in double and stored rounded to float (2⁻²⁴ relative each), half the memory; products
+/// in double.
+template <class Scalar_ = double, class Storage_ = Scalar_>
 class DistributedGram {
  public:
   using Scalar = Scalar_;
+  using Storage = Storage_;
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
   using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  using StoredMatrix = Eigen::Matrix<Storage, Eigen::Dynamic, Eigen::Dynamic>;
 
   /// Collective.  x: the training inputs (n x d, one sample per row), identical on every rank;
   /// kind: ntk or nngp.  kernel()'s exceptions on every rank (an error on one rank is raised on
@@ -429,6 +436,8 @@ class DistributedGram {
 
   static_assert(std::is_same_v<Scalar, double> || std::is_same_v<Scalar, float>,
                 "ntk::DistributedGram: Scalar must be float or double");
+  static_assert(std::is_same_v<Storage, Scalar> || (std::is_same_v<Scalar, double> && std::is_same_v<Storage, float>),
+                "ntk::DistributedGram: Storage must be Scalar, or float with Scalar double");
 
   /// Collective: out = K(:, index) (n x |index|), identical on every rank; each rank computes n/P
   /// rows through the engine (the inputs are replicated), then the blocks are summed (gathered).
@@ -468,7 +477,8 @@ class DistributedGram {
     try {
       out = Matrix::Zero(m_n, m_n);
       for (const Tile& t : m_tiles) {
-        const Eigen::Map<const Matrix> tile(m_storage.data() + t.offset, t.rows, t.cols);
+        const Eigen::Map<const StoredMatrix> stored(m_storage.data() + t.offset, t.rows, t.cols);
+        const Matrix tile = stored.template cast<Scalar>();
         out.block(t.row, t.col, t.rows, t.cols) = tile;
         if (!t.diagonal()) out.block(t.col, t.row, t.cols, t.rows) = tile.transpose();
       }
@@ -513,11 +523,20 @@ class DistributedGram {
     for (int i = 0; i < count; ++i) {
       try {
         const Tile& t = m_tiles[static_cast<std::size_t>(i)];
-        Eigen::Map<Matrix> out(m_storage.data() + t.offset, t.rows, t.cols);
-        if (t.diagonal())
-          kernel_into(arch, inputs.middleRows(t.row, t.rows), kind, out, serial);
-        else
-          kernel_into(arch, inputs.middleRows(t.row, t.rows), inputs.middleRows(t.col, t.cols), kind, out, serial);
+        Eigen::Map<StoredMatrix> stored(m_storage.data() + t.offset, t.rows, t.cols);
+        const auto fill = [&](auto& out) {
+          if (t.diagonal())
+            kernel_into(arch, inputs.middleRows(t.row, t.rows), kind, out, serial);
+          else
+            kernel_into(arch, inputs.middleRows(t.row, t.rows), inputs.middleRows(t.col, t.cols), kind, out, serial);
+        };
+        if constexpr (std::is_same_v<Storage, Scalar>) {
+          fill(stored);
+        } else {  // computed in Scalar, stored rounded
+          Matrix out(t.rows, t.cols);
+          fill(out);
+          stored = out.template cast<Storage>();
+        }
       } catch (...) {
 #if defined(_OPENMP)
 #pragma omp critical(ntk_mpi_tile_error)
@@ -556,7 +575,10 @@ class DistributedGram {
 #endif
       for (int i = 0; i < count; ++i) {
         const Tile& t = m_tiles[static_cast<std::size_t>(i)];
-        const Eigen::Map<const Matrix> tile(m_storage.data() + t.offset, t.rows, t.cols);
+        const Eigen::Map<const StoredMatrix> stored(m_storage.data() + t.offset, t.rows, t.cols);
+        // float storage: the tile widened once per product (a tile-sized temporary per thread)
+        const std::conditional_t<std::is_same_v<Storage, Scalar>, const Eigen::Map<const StoredMatrix>&, const Matrix>
+            tile = stored.template cast<Scalar>();
         acc->middleRows(t.row, t.rows).noalias() += tile * v.middleRows(t.col, t.cols);
         if (!t.diagonal()) acc->middleRows(t.col, t.cols).noalias() += tile.transpose() * v.middleRows(t.row, t.rows);
       }
@@ -567,7 +589,7 @@ class DistributedGram {
   MPI_Comm m_comm;
   Eigen::Index m_n = 0, m_entries = 0;
   std::vector<Tile> m_tiles;
-  Vector m_storage;
+  Eigen::Matrix<Storage, Eigen::Dynamic, 1> m_storage;
   Vector m_diagonal;
   std::function<Matrix(Eigen::Index, Eigen::Index, const std::vector<Eigen::Index>&)> m_columns;
   double m_kernel_seconds = 0, m_kernel_cpu_seconds = 0;

@@ -604,6 +604,10 @@ struct SolverRequest {
   /// Bytes per stored entry of the packed triangle: sizeof(double), or sizeof(float) for
   /// PackedGram<double, float> (half the memory; every entry rounded to 2⁻²⁴ relative).
   std::size_t storage_bytes = sizeof(double);
+  /// Processes sharing the n x n matrices (the distributed solvers of ntk/mpi.hpp and
+  /// ntk/scalapack.hpp): the estimate is then per process, with 1/ranks of the Gram matrix, its
+  /// eigenvectors or triangle and the cross kernel, and the vectors replicated.
+  int ranks = 1;
 };
 
 /// The path chosen, its memory estimate and the reason.
@@ -634,22 +638,24 @@ inline const char* method_name(SolverMethod m) {
 /// its symmetrized copy, the eigenvectors and Eigen's workspace) + 2 m n (cross kernel and its
 /// projection); cholesky n² (factored in place) + block · n (test blocks); packed the stored
 /// triangle + 2 n r (preconditioner) + block · n; matrix-free 2 n r + 2 block · n; all + 8 n k.
+/// With ranks = P the first terms (n², the m n cross kernel and the triangle) are divided by P.
 inline std::size_t method_bytes(SolverMethod method, const SolverRequest& q) {
   const double s = static_cast<double>(q.scalar_bytes), n = static_cast<double>(q.n),
                m = static_cast<double>(q.test_points), k = static_cast<double>(q.k),
                r = static_cast<double>(std::min(q.preconditioner_rank, q.n)), b = static_cast<double>(q.block);
   const double vectors = 8 * n * k * s * static_cast<double>(1 + q.finite_times);
+  const double p = static_cast<double>(std::max(q.ranks, 1));
   double bytes = 0;
   switch (method) {
     case SolverMethod::eigen:
-      bytes = 4 * n * n * s + 2 * m * n * s;
+      bytes = (4 * n * n * s + 2 * m * n * s) / p;
       break;
     case SolverMethod::cholesky:
-      bytes = n * n * s + b * n * s;
+      bytes = n * n * s / p + b * n * s;
       break;
     case SolverMethod::packed:
       bytes = static_cast<double>(PackedGram<double>::storage_bytes(q.n, PackedGramOptions{})) / 8 *
-                  static_cast<double>(q.storage_bytes) +
+                  static_cast<double>(q.storage_bytes) / p +
               2 * n * r * s + b * n * s;
       break;
     case SolverMethod::matrix_free:
@@ -673,6 +679,7 @@ inline SolverPlan plan_solver(const SolverRequest& q) {
   detail::check_at_least<Eigen::Index>(fn, "n", q.n, 1);
   detail::check_at_least<Eigen::Index>(fn, "k", q.k, 1);
   detail::check_nonnegative(fn, "ridge", q.ridge);
+  detail::check_at_least(fn, "ranks", q.ranks, 1);
   if (q.storage_bytes != sizeof(double) && q.storage_bytes != sizeof(float))
     detail::fail<std::invalid_argument>(fn, "storage_bytes must be 8 (double) or 4 (float) (got ", q.storage_bytes,
                                         ")");

@@ -100,6 +100,26 @@ TEST_CASE("Distributed Gram equals the single-process kernel to rounding, every 
   }
 }
 
+TEST_CASE("Distributed Gram with float storage: entries rounded to float, products in double", "[mpi]") {
+  const auto net = ntk::mlp(ntk::Relu{}, 3, 0, 1.4, 0.2);
+  const Matrix x = normal_matrix(ntk_test::scaled(301, 40), 5, 13);
+  const Eigen::Index n = x.rows();
+  ntk::mpi::DistributedOptions options;
+  options.tile = 32;
+  const ntk::mpi::DistributedGram<double, float> gram(world, net, x, ntk::KernelKind::ntk, {}, options);
+  const ntk::mpi::DistributedGram<> exact(world, net, x, ntk::KernelKind::ntk, {}, options);
+  const Matrix reference = ntk::ntk_kernel(net, x);
+  const Matrix stored = gram.dense();
+  // Every entry is the double one rounded to float: within 2^-24 relative, and not exact.
+  CHECK(((stored - reference).cwiseAbs().array() <= reference.cwiseAbs().array() * 0x1p-24).all());
+  CHECK(relative(stored, reference) > 1e-12);
+  CHECK(((stored.cast<float>().cast<double>() - stored).cwiseAbs().maxCoeff()) == 0.0);
+  const Matrix v = normal_matrix(n, 3, 14);
+  CHECK(relative(gram * v, stored * v) < 1e-14);
+  CHECK(relative(gram * v, exact * v) < 1e-6);
+  CHECK(gram.local_storage() == exact.local_storage());
+}
+
 TEST_CASE("Distributed products are bit-identical on every rank and communicate O(n k) per rank", "[mpi]") {
   const int p = ntk::mpi::size(world);
   const auto net = ntk::mlp(ntk::Erf{}, 2);

@@ -10,6 +10,7 @@
 
 #include <CLI/CLI.hpp>
 #include <ntk/activations.hpp>
+#include <ntk/kernel_options.hpp>
 #include <ntk/quadrature.hpp>
 
 #include <cmath>
@@ -19,6 +20,10 @@
 #include <memory>
 #include <string>
 #include <thread>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 #include <type_traits>
 #include <vector>
 
@@ -264,6 +269,24 @@ void with_activation(const std::string& name, F&& f) {
                    "' (known: relu, leaky_relu:SLOPE, abs, erf, tanh, sigmoid, gelu, identity, sin, "
                    "cos, softplus, hermite:c0,c1,..., opt:D)");
   }
+}
+
+/// --threads for OpenMP (0: its default).
+inline void set_threads(int threads) {
+#if defined(_OPENMP)
+  if (threads > 0) omp_set_num_threads(threads);
+#else
+  (void)threads;
+#endif
+}
+
+/// The kernel options of the MLP options: threads and the quadrature order (0: adaptive; a
+/// closed form is replaced by quadrature by with_kernel_activation).
+inline ntk::KernelOptions kernel_options_of(const Architecture& arch) {
+  ntk::KernelOptions options;
+  options.threads = arch.threads;
+  options.dual.quadrature_order = arch.quadrature;
+  return options;
 }
 
 /// with_activation for the analytic kernels: under --quadrature an activation with a closed-form

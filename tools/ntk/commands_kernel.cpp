@@ -14,28 +14,9 @@
 #include "io.hpp"
 #include "progress.hpp"
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 namespace ntk_cli {
 
 namespace {
-
-void set_threads(int threads) {
-#if defined(_OPENMP)
-  if (threads > 0) omp_set_num_threads(threads);
-#else
-  (void)threads;
-#endif
-}
-
-ntk::KernelOptions kernel_options(const Architecture& arch) {
-  ntk::KernelOptions options;
-  options.threads = arch.threads;
-  options.dual.quadrature_order = arch.quadrature;  // 0: adaptive; with_kernel_activation forces quadrature
-  return options;
-}
 
 struct KernelArgs {
   std::string x, x2, kernel = "ntk", out;
@@ -60,7 +41,7 @@ void run_kernel(const KernelArgs& a) {
     check_memory(8 * entries, "the " + std::to_string(x.rows()) + " x " + std::to_string(columns) + " kernel");
   else if (entries * 8 > 9e18)
     throw CliError(a.out + ": the output is too large for a file");
-  const ntk::KernelOptions options = kernel_options(a.arch);
+  const ntk::KernelOptions options = kernel_options_of(a.arch);
   const auto which = a.kernel == "ntk" ? ntk::KernelKind::ntk : ntk::KernelKind::nngp;
   const auto compute = [&](auto& result) {
     if (a.image) {

@@ -19,14 +19,8 @@
 #include "image.hpp"
 #include "io.hpp"
 #include "iterative.hpp"
+#include "predict.hpp"
 #include "progress.hpp"
-#if defined(NTK_CLI_MPI)
-#include "mpi_main.hpp"
-#endif
-
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
 
 namespace ntk_cli {
 
@@ -86,17 +80,6 @@ std::size_t parse_memory(const std::string& text) {
   return static_cast<std::size_t>(value * unit);
 }
 
-/// MemAvailable from /proc/meminfo, 0 (no limit) when unknown.
-std::size_t available_memory() {
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  std::size_t kib;
-  std::string unit;
-  while (in >> key >> kib >> unit)
-    if (key == "MemAvailable:") return kib * 1024;
-  return 0;
-}
-
 /// One integer column of class ids → the sorted classes.
 std::vector<long> integer_labels(const Eigen::MatrixXd& m, const std::string& what) {
   if (m.cols() != 1)
@@ -122,135 +105,25 @@ Eigen::MatrixXd dense_gram(const Net& net, const Eigen::MatrixXd& x, ntk::Kernel
   return g;
 }
 
-struct PredictArgs {
-  std::string train, test, kernel = "ntk", out, solver = "auto", train_targets, test_targets, storage = "double";
-  long outputs = 1;
-  bool outputs_given = false;
-  double lr = 1, diag_reg = 0, tolerance = 1e-8;
-  long max_iterations = 1000, preconditioner_rank = 1000;
-  std::size_t memory_limit = 0;
-  bool memory_limit_given = false;
-  std::vector<double> times{std::numeric_limits<double>::infinity()};
-  bool discrete = false, variance = false, labels = false, quiet = false, progress = false;
-  Architecture arch;
-  ImageArgs image_args;
-  std::optional<ntk::ImageArchitecture> image;  // --architecture: image kernels (dense paths only)
-};
-
 void run_predict(const PredictArgs& a) {
 #if defined(NTK_CLI_MPI)
-  if (mpi_distributed()) {  // mpirun -np P, P > 1: the distributed path (tools/ntk/mpi_predict.cpp)
-    // Every rank parsed the same options, so every rank refuses the same ones (rank 0 prints).
-    const char* missing = a.image                    ? "--architecture"
-                          : a.variance               ? "--variance"
-                          : a.labels                 ? "--labels"
-                          : !a.train_targets.empty() ? "--train-targets"
-                          : a.storage != "double"    ? "--storage float"
-                          : a.memory_limit_given     ? "--memory-limit"
-                                                     : nullptr;
-    if (missing)
-      throw CliError(std::string(missing) + " is not available under mpirun yet (the distributed path takes --solver " +
-                     "auto/eigen/cholesky/cg and the MLP options)");
-    MpiPredictRequest r;
-    r.train = a.train, r.test = a.test, r.kernel = a.kernel, r.out = a.out, r.solver = a.solver;
-    r.outputs = a.outputs, r.lr = a.lr, r.diag_reg = a.diag_reg, r.tolerance = a.tolerance;
-    r.max_iterations = a.max_iterations, r.preconditioner_rank = a.preconditioner_rank;
-    r.times = a.times, r.discrete = a.discrete, r.quiet = a.quiet, r.progress = a.progress, r.arch = a.arch;
-    return run_predict_mpi(r);
-  }
+  if (mpi_distributed()) return run_predict_mpi(a);  // mpirun -np P, P > 1: tools/ntk/mpi_predict.cpp
 #endif
   const Architecture& arch = a.arch;
-#if defined(_OPENMP)
-  if (arch.threads > 0) omp_set_num_threads(arch.threads);
-#endif
-  const std::string& which = a.kernel;
-  const double lr = a.lr, reg = a.diag_reg, tolerance = a.tolerance;
-  const std::vector<double>& times = a.times;
-  const bool discrete = a.discrete, variance = a.variance, labels = a.labels;
+  set_threads(arch.threads);
   const std::string& solver = a.solver;
-  const long max_iterations = a.max_iterations, rank = a.preconditioner_rank;
-  const std::size_t memory_limit = a.memory_limit_given ? a.memory_limit : available_memory();
+  const bool variance = a.variance;
   Progress progress(a.quiet, a.progress);
-
-  // Inputs and targets: targets are the last --outputs columns of TRAIN/TEST, or separate files.
-  const Eigen::MatrixXd train = read_matrix(a.train);
-  const Eigen::MatrixXd test = read_matrix(a.test);
-  const bool separate = !a.train_targets.empty();
-  if (!a.test_targets.empty() && !separate) throw CliError("--test-targets needs --train-targets");
-  Eigen::MatrixXd x, xt, y_raw, yt_raw;
-  bool have_test_targets = false;
-  if (separate) {
-    if (a.outputs_given)
-      throw CliError("--outputs does not apply with --train-targets (the file's columns are the outputs)");
-    x = train;
-    xt = test;
-    y_raw = read_matrix(a.train_targets);
-    if (y_raw.rows() != x.rows())
-      throw CliError("--train-targets must have one row per TRAIN row (got " + std::to_string(y_raw.rows()) + " for " +
-                     std::to_string(x.rows()) + ")");
-    if (xt.cols() != x.cols())
-      throw CliError("TEST must have " + std::to_string(x.cols()) + " feature columns like TRAIN (got " +
-                     std::to_string(xt.cols()) + ")");
-    if (!a.test_targets.empty()) {
-      yt_raw = read_matrix(a.test_targets);
-      if (yt_raw.rows() != xt.rows() || yt_raw.cols() != y_raw.cols())
-        throw CliError("--test-targets must be " + std::to_string(xt.rows()) + " x " + std::to_string(y_raw.cols()) +
-                       " (got " + std::to_string(yt_raw.rows()) + " x " + std::to_string(yt_raw.cols()) + ")");
-      have_test_targets = true;
-    }
-  } else {
-    const long k = a.outputs;
-    if (k < 1 || k >= train.cols())
-      throw CliError("--outputs must be between 1 and the number of TRAIN columns - 1 (got " + std::to_string(k) +
-                     " for " + std::to_string(train.cols()) + " columns)");
-    const Eigen::Index d = train.cols() - k;
-    if (test.cols() != d && test.cols() != d + k)
-      throw CliError("TEST must have " + std::to_string(d) + " feature columns, optionally followed by " +
-                     std::to_string(k) + " targets (got " + std::to_string(test.cols()) + " columns)");
-    x = train.leftCols(d);
-    y_raw = train.rightCols(k);
-    xt = test.leftCols(d);
-    if (test.cols() == d + k) {
-      yt_raw = test.rightCols(k);
-      have_test_targets = true;
-    }
-  }
-  // --labels: one integer column → one-hot targets over the training classes.
-  std::vector<long> classes, test_labels;
-  Eigen::MatrixXd y = y_raw;
-  if (labels) {
-    const std::vector<long> train_labels = integer_labels(y_raw, "train targets");
-    classes = train_labels;
-    std::sort(classes.begin(), classes.end());
-    classes.erase(std::unique(classes.begin(), classes.end()), classes.end());
-    if (classes.size() < 2) throw CliError("--labels needs at least two classes in the training targets");
-    y = Eigen::MatrixXd::Zero(x.rows(), static_cast<Eigen::Index>(classes.size()));
-    for (std::size_t i = 0; i < train_labels.size(); ++i)
-      y(static_cast<Eigen::Index>(i),
-        std::lower_bound(classes.begin(), classes.end(), train_labels[i]) - classes.begin()) = 1;
-    if (have_test_targets) test_labels = integer_labels(yt_raw, "test targets");
-  }
-  const Eigen::Index n = x.rows(), m = xt.rows(), k = y.cols();
-
-  ntk::KernelOptions kernel_options;
-  kernel_options.threads = arch.threads;
-  kernel_options.dual.quadrature_order = arch.quadrature;  // 0: adaptive; with_kernel_activation forces quadrature
-  const ntk::KernelKind kind = which == "ntk" ? ntk::KernelKind::ntk : ntk::KernelKind::nngp;
+  const PredictData data = read_predict_data(a);
+  const Eigen::MatrixXd &x = data.x, &y = data.y, &xt = data.xt;
+  const Eigen::Index n = x.rows(), m = xt.rows();
+  const ntk::KernelOptions kernel_options = kernel_options_of(arch);
+  const ntk::KernelKind kind = a.kernel == "ntk" ? ntk::KernelKind::ntk : ntk::KernelKind::nngp;
 
   // The path: the memory budget decides, before any large allocation.
-  ntk::SolverRequest request;
-  request.n = n;
-  request.k = k;
-  request.test_points = m;
-  request.finite_times =
-      static_cast<Eigen::Index>(std::count_if(times.begin(), times.end(), [](double t) { return std::isfinite(t); }));
-  request.infinite_time = request.finite_times < static_cast<Eigen::Index>(times.size());
-  request.ridge = reg;
-  request.memory_limit = memory_limit;
-  request.covariance = variance;
-  request.preconditioner_rank = rank;
+  ntk::SolverRequest request =
+      solver_request(a, data, a.memory_limit_given ? a.memory_limit : available_memory(), /*ranks=*/1);
   const bool float_storage = a.storage == "float";
-  request.storage_bytes = float_storage ? sizeof(float) : sizeof(double);
   ntk::SolverPlan plan;
   try {
     if (solver == "cg") {  // the stored triangle if it fits, else matrix-free
@@ -281,15 +154,13 @@ void run_predict(const PredictArgs& a) {
                 std::to_string(plan.bytes >> 20) + " MiB)");
 
   // The output (one prediction matrix per time, plus its copy in the written table) must fit.
-  check_memory(
-      16 * static_cast<double>(m) * static_cast<double>(times.size()) * static_cast<double>(k + (variance ? 1 : 0)),
-      "predict on " + std::to_string(n) + " training and " + std::to_string(m) + " test rows at " +
-          std::to_string(times.size()) + " times");
+  check_memory(16 * static_cast<double>(m) * static_cast<double>(a.times.size()) *
+                   static_cast<double>(y.cols() + (variance ? 1 : 0)),
+               "predict on " + std::to_string(n) + " training and " + std::to_string(m) + " test rows at " +
+                   std::to_string(a.times.size()) + " times");
   Destination destination(a.out);  // the output is checked before any work
-  const Eigen::Index columns = static_cast<Eigen::Index>(times.size()) * (k + (variance ? 1 : 0));
-  Eigen::MatrixXd out(m, columns);
   std::vector<Eigen::MatrixXd> predictions;
-  ntk::TimeModel model = discrete ? ntk::TimeModel::discrete : ntk::TimeModel::continuous;
+  const ntk::TimeModel model = a.discrete ? ntk::TimeModel::discrete : ntk::TimeModel::continuous;
   with_kernel_activation(arch, [&](const auto& phi) {
     const auto net = ntk::mlp(phi, arch.depth, 0, arch.sigma_w, arch.sigma_b);
     const auto& image = a.image;
@@ -305,15 +176,15 @@ void run_predict(const PredictArgs& a) {
                                      [&](double done, double total) { progress.tiles(done, total); });
     };
     ntk::DynamicsOptions options;
-    options.learning_rate = lr;
-    options.diag_reg = reg;
+    options.learning_rate = a.lr;
+    options.diag_reg = a.diag_reg;
     options.time = model;
     bool dense_eigen = plan.method == ntk::SolverMethod::eigen;
     if (plan.method == ntk::SolverMethod::cholesky) {
       Eigen::MatrixXd g = train_gram();
       Eigen::MatrixXd alpha = y;
       const auto start = std::chrono::steady_clock::now();
-      if (ntk::cholesky_solve_in_place<double>(g, reg, alpha)) {
+      if (ntk::cholesky_solve_in_place<double>(g, a.diag_reg, alpha)) {
         progress.note("cholesky " +
                       std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()) +
                       " s");
@@ -324,15 +195,9 @@ void run_predict(const PredictArgs& a) {
         dense_eigen = true;
       }
     } else if (plan.method == ntk::SolverMethod::packed || plan.method == ntk::SolverMethod::matrix_free) {
-      IterativeSettings settings;
-      settings.learning_rate = lr;
-      settings.ridge = reg;
-      settings.tolerance = tolerance;
-      settings.max_iterations = max_iterations;
-      settings.preconditioner_rank = rank;
-      settings.model = model;
+      const IterativeSettings settings = iterative_settings(a);
       auto iterate = [&](const ntk::GramRef<double>& op) {
-        predictions = iterative_predictions(op, y, times, settings, progress, cross_times);
+        predictions = iterative_predictions(op, y, a.times, settings, progress, cross_times);
       };
       if (plan.method == ntk::SolverMethod::packed) {
         progress.start("kernel tiles");
@@ -366,7 +231,7 @@ void run_predict(const PredictArgs& a) {
       progress.note("eigendecomposition of the " + std::to_string(n) + " x " + std::to_string(n) + " Gram matrix");
       const ntk::LinearizedDynamics<> dyn(train_k, y, options);
       const auto projection = dyn.project(cross_k);
-      for (double t : times) {
+      for (double t : a.times) {
         predictions.push_back(dyn.test_predictions(projection, t));
         if (variance) {
           const Eigen::MatrixXd cov = kind == ntk::KernelKind::ntk
@@ -377,50 +242,8 @@ void run_predict(const PredictArgs& a) {
       }
     }
   });
-  // Columns: per time its k predictions (or, with --labels, one predicted class) and the variance.
-  const std::size_t per_time = variance ? 2 : 1;
-  const Eigen::Index width = labels ? static_cast<Eigen::Index>(times.size()) * (1 + (variance ? 1 : 0)) : columns;
-  out.resize(m, width);
-  Eigen::Index column = 0;
-  std::vector<Eigen::MatrixXd> means;
-  for (std::size_t i = 0; i < times.size(); ++i) {
-    const Eigen::MatrixXd& p = predictions[i * per_time];
-    means.push_back(p);
-    if (labels) {
-      for (Eigen::Index r = 0; r < m; ++r) {
-        Eigen::Index best;
-        p.row(r).maxCoeff(&best);
-        out(r, column) = static_cast<double>(classes[static_cast<std::size_t>(best)]);
-      }
-      ++column;
-    } else {
-      out.middleCols(column, k) = p;
-      column += k;
-    }
-    if (variance) out.col(column++) = predictions[i * per_time + 1].col(0);
-  }
-  if (!out.allFinite()) throw CliError("numerical failure: predictions are not finite");
-  destination.write(out);
-  if (have_test_targets) {
-    for (std::size_t i = 0; i < times.size(); ++i) {
-      std::fprintf(stderr, "t=%g", times[i]);
-      if (labels) {
-        std::size_t hits = 0;
-        for (Eigen::Index r = 0; r < m; ++r) {
-          Eigen::Index best;
-          means[i].row(r).maxCoeff(&best);
-          hits += classes[static_cast<std::size_t>(best)] == test_labels[static_cast<std::size_t>(r)];
-        }
-        std::fprintf(stderr, " accuracy=%.4f", static_cast<double>(hits) / static_cast<double>(m));
-      } else {
-        const double mse = (means[i] - yt_raw).squaredNorm() / static_cast<double>(yt_raw.size());
-        const double acc = target_accuracy(means[i], yt_raw);
-        std::fprintf(stderr, " mse=%.6g", mse);
-        if (!std::isnan(acc)) std::fprintf(stderr, " accuracy=%.4f", acc);
-      }
-      std::fprintf(stderr, "\n");
-    }
-  }
+  destination.write(prediction_table(a, data, predictions));
+  report_scores(a, data, predictions);
 }
 
 struct ClassifyArgs {
@@ -430,9 +253,7 @@ struct ClassifyArgs {
 
 void run_classify(const ClassifyArgs& a) {
   const Architecture& arch = a.arch;
-#if defined(_OPENMP)
-  if (arch.threads > 0) omp_set_num_threads(arch.threads);
-#endif
+  set_threads(arch.threads);
   const std::string& which = a.kernel;
   const Eigen::MatrixXd train = read_matrix(a.train);
   const Eigen::MatrixXd test = read_matrix(a.test);
@@ -489,6 +310,147 @@ void run_classify(const ClassifyArgs& a) {
 }
 
 }  // namespace
+
+/// MemAvailable from /proc/meminfo, 0 (no limit) when unknown.
+std::size_t available_memory() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  std::size_t kib;
+  std::string unit;
+  while (in >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024;
+  return 0;
+}
+
+PredictData read_predict_data(const PredictArgs& a) {
+  const Eigen::MatrixXd train = read_matrix(a.train);
+  const Eigen::MatrixXd test = read_matrix(a.test);
+  const bool separate = !a.train_targets.empty();
+  if (!a.test_targets.empty() && !separate) throw CliError("--test-targets needs --train-targets");
+  PredictData d;
+  Eigen::MatrixXd y_raw;
+  if (separate) {
+    if (a.outputs_given)
+      throw CliError("--outputs does not apply with --train-targets (the file's columns are the outputs)");
+    d.x = train;
+    d.xt = test;
+    y_raw = read_matrix(a.train_targets);
+    if (y_raw.rows() != d.x.rows())
+      throw CliError("--train-targets must have one row per TRAIN row (got " + std::to_string(y_raw.rows()) + " for " +
+                     std::to_string(d.x.rows()) + ")");
+    if (d.xt.cols() != d.x.cols())
+      throw CliError("TEST must have " + std::to_string(d.x.cols()) + " feature columns like TRAIN (got " +
+                     std::to_string(d.xt.cols()) + ")");
+    if (!a.test_targets.empty()) {
+      d.test_targets = read_matrix(a.test_targets);
+      if (d.test_targets.rows() != d.xt.rows() || d.test_targets.cols() != y_raw.cols())
+        throw CliError("--test-targets must be " + std::to_string(d.xt.rows()) + " x " + std::to_string(y_raw.cols()) +
+                       " (got " + std::to_string(d.test_targets.rows()) + " x " +
+                       std::to_string(d.test_targets.cols()) + ")");
+      d.have_test_targets = true;
+    }
+  } else {
+    const long k = a.outputs;
+    if (k < 1 || k >= train.cols())
+      throw CliError("--outputs must be between 1 and the number of TRAIN columns - 1 (got " + std::to_string(k) +
+                     " for " + std::to_string(train.cols()) + " columns)");
+    const Eigen::Index features = train.cols() - k;
+    if (test.cols() != features && test.cols() != features + k)
+      throw CliError("TEST must have " + std::to_string(features) + " feature columns, optionally followed by " +
+                     std::to_string(k) + " targets (got " + std::to_string(test.cols()) + " columns)");
+    d.x = train.leftCols(features);
+    y_raw = train.rightCols(k);
+    d.xt = test.leftCols(features);
+    if (test.cols() == features + k) {
+      d.test_targets = test.rightCols(k);
+      d.have_test_targets = true;
+    }
+  }
+  if (!a.labels) {
+    d.y = std::move(y_raw);
+    return d;
+  }
+  // --labels: one integer column → one-hot targets over the training classes.
+  const std::vector<long> train_labels = integer_labels(y_raw, "train targets");
+  d.classes = train_labels;
+  std::sort(d.classes.begin(), d.classes.end());
+  d.classes.erase(std::unique(d.classes.begin(), d.classes.end()), d.classes.end());
+  if (d.classes.size() < 2) throw CliError("--labels needs at least two classes in the training targets");
+  d.y = Eigen::MatrixXd::Zero(d.x.rows(), static_cast<Eigen::Index>(d.classes.size()));
+  for (std::size_t i = 0; i < train_labels.size(); ++i)
+    d.y(static_cast<Eigen::Index>(i),
+        std::lower_bound(d.classes.begin(), d.classes.end(), train_labels[i]) - d.classes.begin()) = 1;
+  if (d.have_test_targets) d.test_labels = integer_labels(d.test_targets, "test targets");
+  return d;
+}
+
+ntk::SolverRequest solver_request(const PredictArgs& a, const PredictData& d, std::size_t memory_limit, int ranks) {
+  ntk::SolverRequest request;
+  request.n = d.x.rows();
+  request.k = d.y.cols();
+  request.test_points = d.xt.rows();
+  request.finite_times = static_cast<Eigen::Index>(
+      std::count_if(a.times.begin(), a.times.end(), [](double t) { return std::isfinite(t); }));
+  request.infinite_time = request.finite_times < static_cast<Eigen::Index>(a.times.size());
+  request.ridge = a.diag_reg;
+  request.memory_limit = memory_limit;
+  request.covariance = a.variance;
+  request.preconditioner_rank = a.preconditioner_rank;
+  request.storage_bytes = a.storage == "float" ? sizeof(float) : sizeof(double);
+  request.ranks = ranks;
+  return request;
+}
+
+Eigen::MatrixXd prediction_table(const PredictArgs& a, const PredictData& d,
+                                 const std::vector<Eigen::MatrixXd>& predictions) {
+  const Eigen::Index m = d.xt.rows(), k = d.y.cols(), times = static_cast<Eigen::Index>(a.times.size());
+  const std::size_t per_time = a.variance ? 2 : 1;
+  const Eigen::Index width = times * ((a.labels ? 1 : k) + (a.variance ? 1 : 0));
+  Eigen::MatrixXd out(m, width);
+  Eigen::Index column = 0;
+  for (std::size_t i = 0; i < a.times.size(); ++i) {
+    const Eigen::MatrixXd& p = predictions[i * per_time];
+    if (a.labels) {
+      for (Eigen::Index r = 0; r < m; ++r) {
+        Eigen::Index best;
+        p.row(r).maxCoeff(&best);
+        out(r, column) = static_cast<double>(d.classes[static_cast<std::size_t>(best)]);
+      }
+      ++column;
+    } else {
+      out.middleCols(column, k) = p;
+      column += k;
+    }
+    if (a.variance) out.col(column++) = predictions[i * per_time + 1].col(0);
+  }
+  if (!out.allFinite()) throw CliError("numerical failure: predictions are not finite");
+  return out;
+}
+
+void report_scores(const PredictArgs& a, const PredictData& d, const std::vector<Eigen::MatrixXd>& predictions) {
+  if (!d.have_test_targets) return;
+  const Eigen::Index m = d.xt.rows();
+  const std::size_t per_time = a.variance ? 2 : 1;
+  for (std::size_t i = 0; i < a.times.size(); ++i) {
+    const Eigen::MatrixXd& mean = predictions[i * per_time];
+    std::fprintf(stderr, "t=%g", a.times[i]);
+    if (a.labels) {
+      std::size_t hits = 0;
+      for (Eigen::Index r = 0; r < m; ++r) {
+        Eigen::Index best;
+        mean.row(r).maxCoeff(&best);
+        hits += d.classes[static_cast<std::size_t>(best)] == d.test_labels[static_cast<std::size_t>(r)];
+      }
+      std::fprintf(stderr, " accuracy=%.4f", static_cast<double>(hits) / static_cast<double>(m));
+    } else {
+      const double mse = (mean - d.test_targets).squaredNorm() / static_cast<double>(d.test_targets.size());
+      const double acc = target_accuracy(mean, d.test_targets);
+      std::fprintf(stderr, " mse=%.6g", mse);
+      if (!std::isnan(acc)) std::fprintf(stderr, " accuracy=%.4f", acc);
+    }
+    std::fprintf(stderr, "\n");
+  }
+}
 
 void add_predict(CLI::App& app) {
   auto a = std::make_shared<PredictArgs>();

@@ -10,17 +10,16 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "args.hpp"
 #include "io.hpp"
 #include "iterative.hpp"
 #include "mpi_main.hpp"
+#include "predict.hpp"
 #include "progress.hpp"
-
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
 
 namespace ntk_cli {
 
@@ -36,89 +35,126 @@ std::string seconds(double s) {
   return text;
 }
 
-void predict(const MpiPredictRequest& a) {
+/// Ranks sharing this node's memory (MPI_COMM_TYPE_SHARED).
+int node_ranks(MPI_Comm comm) {
+  MPI_Comm node;
+  if (MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) != MPI_SUCCESS) return 1;
+  const int count = ntk::mpi::size(node);
+  MPI_Comm_free(&node);
+  return count;
+}
+
+/// The path plan_solver accepts for each rank's share: --solver as given, or auto: Cholesky for
+/// t = inf with a ridge, else the eigendecomposition (ScaLAPACK, pseudo-inverse semantics), then the
+/// distributed triangle when those do not fit.
+ntk::SolverPlan mpi_plan(const PredictArgs& a, ntk::SolverRequest request) {
+  std::vector<ntk::SolverMethod> candidates;
+  if (a.solver == "cg") {
+    candidates = {ntk::SolverMethod::packed};
+  } else if (a.solver == "eigen") {
+    candidates = {ntk::SolverMethod::eigen};
+  } else if (a.solver == "cholesky") {
+    candidates = {ntk::SolverMethod::cholesky};
+  } else {
+    const bool cholesky = !request.covariance && request.finite_times == 0 && a.diag_reg > 0;
+    candidates = {cholesky ? ntk::SolverMethod::cholesky : ntk::SolverMethod::eigen, ntk::SolverMethod::packed};
+  }
+  std::string refused;
+  for (const ntk::SolverMethod m : candidates) {
+    request.method = m;
+    try {
+      return ntk::plan_solver(request);
+    } catch (const std::invalid_argument& e) {
+      if (candidates.size() == 1) throw CliError("--solver " + a.solver + ": " + e.what());
+      refused += std::string(refused.empty() ? "" : "; ") + e.what();
+    }
+  }
+  throw CliError("--solver auto: no distributed path fits (" + refused + ")");
+}
+
+void predict(const PredictArgs& a) {
   const MPI_Comm comm = MPI_COMM_WORLD;
   const int ranks = ntk::mpi::size(comm);
   const bool root = ntk::mpi::rank(comm) == 0;
-  const long k = a.outputs;
-  bool infinite_only = true;
-  for (double t : a.times) infinite_only = infinite_only && std::isinf(t);
   // Progress lines (rank 0's stderr only is connected): --quiet silences them; --progress adds the
   // iteration lines of --solver cg.
   Progress progress(a.quiet, a.progress);
   const auto say = [&](const char* format, auto... values) {
     if (!a.quiet) std::fprintf(stderr, format, values...);
   };
-#if defined(_OPENMP)
-  if (a.arch.threads > 0) omp_set_num_threads(a.arch.threads);
-#endif
-  auto start = std::chrono::steady_clock::now();
-  const Eigen::MatrixXd train = ntk::mpi::read_on_root(comm, [&] { return read_matrix(a.train); });
-  const Eigen::MatrixXd test = ntk::mpi::read_on_root(comm, [&] { return read_matrix(a.test); });
-  const Eigen::Index d = train.cols() - k;
+  // Errors inside collective(): raised on every rank, printed once (see run_predict_mpi).
   ntk::mpi::collective(comm, [&] {
-    if (k < 1 || k >= train.cols())
-      throw CliError("--outputs must be between 1 and the number of TRAIN columns - 1 (got " + std::to_string(k) +
-                     " for " + std::to_string(train.cols()) + " columns)");
-    if (test.cols() != d && test.cols() != d + k)
-      throw CliError("TEST must have " + std::to_string(d) + " feature columns, optionally followed by " +
-                     std::to_string(k) + " targets (got " + std::to_string(test.cols()) + " columns)");
+    if (a.image)
+      throw CliError(
+          "--architecture is not available under mpirun yet (image kernels are computed dense, in one "
+          "process)");
+    if (a.variance)
+      throw CliError(
+          "--variance is not available under mpirun yet (the distributed eigendecomposition gives the "
+          "means only)");
   });
-  // Progress: only rank 0's stderr is connected.
-  say("ntk: read %ld training and %ld test points on rank 0, broadcast to %d ranks (%s)\n", long(train.rows()),
-      long(test.rows()), ranks, seconds(seconds_since(start)).c_str());
-  const Eigen::MatrixXd x = train.leftCols(d), y = train.rightCols(k), xt = test.leftCols(d);
-  ntk::KernelOptions kernel_options;
-  kernel_options.threads = a.arch.threads;
-  kernel_options.dual.quadrature_order = a.arch.quadrature;  // 0: adaptive; with_kernel_activation forces quadrature
-  const ntk::KernelKind kind = a.kernel == "nngp" ? ntk::KernelKind::nngp : ntk::KernelKind::ntk;
-  // The path: the same checks as the single-process tool (without a memory budget).
-  ntk::SolverRequest request;
-  request.n = x.rows();
-  request.k = k;
-  request.test_points = xt.rows();
-  request.finite_times = static_cast<Eigen::Index>(
-      std::count_if(a.times.begin(), a.times.end(), [](double t) { return std::isfinite(t); }));
-  request.infinite_time = request.finite_times < static_cast<Eigen::Index>(a.times.size());
-  request.ridge = a.diag_reg;
-  request.preconditioner_rank = a.preconditioner_rank;
-  request.method = a.solver == "cg"                  ? ntk::SolverMethod::packed
-                   : a.solver == "eigen"             ? ntk::SolverMethod::eigen
-                   : a.solver == "cholesky"          ? ntk::SolverMethod::cholesky
-                   : infinite_only && a.diag_reg > 0 ? ntk::SolverMethod::cholesky
-                                                     : ntk::SolverMethod::eigen;
+  set_threads(a.arch.threads);
+  auto start = std::chrono::steady_clock::now();
+  // Read and checked on rank 0 (an error there is raised on every rank); the features and fitted
+  // targets broadcast; the classes and test targets stay on rank 0, which writes and scores.
+  PredictData data;
   ntk::mpi::collective(comm, [&] {
-    try {
-      (void)ntk::plan_solver(request);
-    } catch (const std::invalid_argument& e) {
-      throw CliError("--solver " + a.solver + ": " + e.what());
-    }
+    if (root) data = read_predict_data(a);
+  });
+  ntk::mpi::broadcast(comm, data.x);
+  ntk::mpi::broadcast(comm, data.y);
+  ntk::mpi::broadcast(comm, data.xt);
+  const Eigen::MatrixXd &x = data.x, &y = data.y, &xt = data.xt;
+  say("ntk: read %ld training and %ld test points on rank 0, broadcast to %d ranks (%s)\n", long(x.rows()),
+      long(xt.rows()), ranks, seconds(seconds_since(start)).c_str());
+  const ntk::KernelOptions kernel_options = kernel_options_of(a.arch);
+  const ntk::KernelKind kind = a.kernel == "nngp" ? ntk::KernelKind::nngp : ntk::KernelKind::ntk;
+  // The path, checked like the single-process tool's against each rank's share: --memory-limit is
+  // per rank; by default MemAvailable divided among the ranks of this node.
+  const int local_ranks = node_ranks(comm);
+  // The smallest over the ranks, so every rank plans the same path.
+  unsigned long long budget = a.memory_limit_given ? a.memory_limit : available_memory() / std::size_t(local_ranks);
+  if (budget == 0) budget = ~0ULL;  // MemAvailable unknown: no limit
+  MPI_Allreduce(MPI_IN_PLACE, &budget, 1, MPI_UNSIGNED_LONG_LONG, MPI_MIN, comm);
+  if (budget == ~0ULL) budget = 0;
+  ntk::SolverPlan plan;
+  ntk::mpi::collective(comm,
+                       [&] { plan = mpi_plan(a, solver_request(a, data, static_cast<std::size_t>(budget), ranks)); });
+  progress.note(std::string("solver ") + ntk::method_name(plan.method) + " (" + plan.reason + "; about " +
+                std::to_string(plan.bytes >> 20) + " MiB per rank)");
+  if (a.storage == "float" && plan.method != ntk::SolverMethod::packed)
+    ntk::mpi::collective(comm, [&] {
+      throw CliError("--storage float applies to the stored triangle of --solver cg (the path taken is " +
+                     std::string(ntk::method_name(plan.method)) + ")");
+    });
+  // The output is checked (created) before any work; a failure there is raised everywhere.
+  std::unique_ptr<Destination> destination;
+  ntk::mpi::collective(comm, [&] {
+    if (root) destination = std::make_unique<Destination>(a.out);
   });
   std::vector<Eigen::MatrixXd> predictions;
   with_kernel_activation(a.arch, [&](const auto& phi) {
     const auto net = ntk::mlp(phi, a.arch.depth, 0, a.arch.sigma_w, a.arch.sigma_b);
     start = std::chrono::steady_clock::now();
-    if (request.method == ntk::SolverMethod::packed) {
+    const auto cross_times = [&](const Eigen::MatrixXd& c) {
+      return ntk::mpi::cross_kernel_times(comm, net, xt, x, kind, c, kernel_options);
+    };
+    if (plan.method == ntk::SolverMethod::packed) {
       // The stored triangle split over the ranks; the single-process iterative solvers on it.
-      const ntk::mpi::DistributedGram<> gram(comm, net, x, kind, kernel_options);
-      say("ntk: kernel %s (distributed triangle, %d ranks)\n", seconds(gram.kernel_seconds()).c_str(), ranks);
-      IterativeSettings settings;
-      settings.learning_rate = a.lr;
-      settings.ridge = a.diag_reg;
-      settings.tolerance = a.tolerance;
-      settings.max_iterations = a.max_iterations;
-      settings.preconditioner_rank = a.preconditioner_rank;
-      settings.model = a.discrete ? ntk::TimeModel::discrete : ntk::TimeModel::continuous;
-      predictions = iterative_predictions(gram, y, a.times, settings, progress, [&](const Eigen::MatrixXd& c) {
-        return ntk::mpi::cross_kernel_times(comm, net, xt, x, kind, c, kernel_options);
-      });
-    } else if (request.method == ntk::SolverMethod::cholesky) {
+      auto iterate = [&](const auto& gram) {
+        say("ntk: kernel %s (distributed triangle, %d ranks)\n", seconds(gram.kernel_seconds()).c_str(), ranks);
+        predictions = iterative_predictions(gram, y, a.times, iterative_settings(a), progress, cross_times);
+      };
+      if (a.storage == "float")
+        iterate(ntk::mpi::DistributedGram<double, float>(comm, net, x, kind, kernel_options));
+      else
+        iterate(ntk::mpi::DistributedGram<>(comm, net, x, kind, kernel_options));
+    } else if (plan.method == ntk::SolverMethod::cholesky) {
       // t = ∞: one Cholesky factorization, no eigendecomposition.
       const auto solution = ntk::mpi::scalapack_solve(comm, net, x, y, kind, a.diag_reg, kernel_options);
       say("ntk: kernel %s, ScaLAPACK Cholesky %s on %d ranks\n", seconds(solution.kernel_seconds).c_str(),
           seconds(solution.solve_seconds).c_str(), ranks);
-      predictions.push_back(
-          ntk::mpi::cross_kernel_times(comm, net, xt, x, kind, solution.coefficients, kernel_options));
+      predictions.push_back(cross_times(solution.coefficients));
     } else {
       ntk::DynamicsOptions dynamics;
       dynamics.learning_rate = a.lr;
@@ -130,26 +166,16 @@ void predict(const MpiPredictRequest& a) {
       predictions = dyn.test_predictions(net, xt, x, kind, a.times, Eigen::MatrixXd(), kernel_options);
     }
   });
-  Eigen::MatrixXd out(xt.rows(), static_cast<Eigen::Index>(a.times.size()) * k);
-  for (std::size_t i = 0; i < predictions.size(); ++i)
-    out.middleCols(static_cast<Eigen::Index>(i) * k, k) = predictions[i];
-  // Written once, by rank 0; a write failure there is raised everywhere.
+  // Written once, by rank 0, as in one process; a failure there is raised everywhere.
   ntk::mpi::collective(comm, [&] {
-    if (!out.allFinite()) throw CliError("numerical failure: predictions are not finite");
-    if (root) write_matrix(a.out, out);
+    if (root) destination->write(prediction_table(a, data, predictions));
   });
-  if (test.cols() == d + k) {
-    const Eigen::MatrixXd targets = test.rightCols(k);
-    for (std::size_t i = 0; i < a.times.size(); ++i) {
-      const double mse = (predictions[i] - targets).squaredNorm() / static_cast<double>(targets.size());
-      std::fprintf(stderr, "t=%g mse=%.6g\n", a.times[i], mse);
-    }
-  }
+  if (root) report_scores(a, data, predictions);
 }
 
 }  // namespace
 
-void run_predict_mpi(const MpiPredictRequest& request) {
+void run_predict_mpi(const PredictArgs& request) {
   try {
     predict(request);
   } catch (const std::exception& e) {

@@ -37,6 +37,28 @@ for ranks in 2 3; do
     [ "$(grep -c '^t=' "$work/err.txt")" -eq "$times" ] ||
       fail "$ranks ranks, $case: results not printed once per time: $(cat "$work/err.txt")"
   done
+  # The options of one process: separate target files, --labels (classes out, accuracy), float
+  # storage of the triangle, a per-rank --memory-limit the path fits in: same output, same scores.
+  separate=(--train "$data/train_x.csv" --train-targets "$data/train_y.csv" --test "$data/test_x.csv"
+    --test-targets "$data/test_y.csv")
+  labels=(--train "$data/train_x.csv" --train-targets "$data/train_labels.csv" --test "$data/test_x.csv"
+    --test-targets "$data/test_labels.csv" --labels)
+  for case in "separate --time 1,inf" "labels --diag-reg 0.01" "labels --solver cg --tolerance 1e-13 --diag-reg 0.01" \
+    "separate --solver cg --storage float --tolerance 1e-13 --diag-reg 0.01" "separate --memory-limit 1G --diag-reg 0.01"; do
+    name=${case%% *} rest=${case#* }
+    declare -n inputs=$name
+    # shellcheck disable=SC2086
+    "$ntk" predict "${inputs[@]}" $rest --out "$work/serial.csv" 2>"$work/serial_err.txt" || fail "serial predict $case"
+    rm -f "$work/mpi.csv"
+    # shellcheck disable=SC2086
+    run "$ranks" predict "${inputs[@]}" $rest --out "$work/mpi.csv" 2>"$work/err.txt" ||
+      fail "$ranks ranks, $case: status $?: $(cat "$work/err.txt")"
+    compare "$work/serial.csv" "$work/mpi.csv" 1e-9 || fail "$ranks ranks, $case: predictions differ from one process"
+    [ "$(grep '^t=' "$work/err.txt")" = "$(grep '^t=' "$work/serial_err.txt")" ] ||
+      fail "$ranks ranks, $case: scores differ: $(grep '^t=' "$work/err.txt") vs $(grep '^t=' "$work/serial_err.txt")"
+    unset -n inputs
+  done
+  grep -q "accuracy=" "$work/err.txt" || fail "$ranks ranks: no accuracy reported"
   # --quiet: the results only.
   run "$ranks" predict --train "$data/train.csv" --test "$data/test.csv" --solver cg --diag-reg 0.01 --quiet \
     --out "$work/mpi.csv" 2>"$work/err.txt" || fail "$ranks ranks, --quiet: status $?"
@@ -62,8 +84,10 @@ for ranks in 2 3; do
   check_error "cannot open" predict --train "$data/nope.csv" --test "$data/test.csv" --out "$work/bad.csv"
   check_error "non-numeric cell" predict --train "$data/nonnumeric.csv" --test "$data/test.csv" --out "$work/bad.csv"
   check_error "unknown option" predict --train "$data/train.csv" --test "$data/test.csv" --bogus 1 --out "$work/bad.csv"
-  check_error "--labels is not available under mpirun" predict --train "$data/train.csv" --test "$data/test.csv" --labels --out "$work/bad.csv"
-  check_error "--memory-limit is not available under mpirun" predict --train "$data/train.csv" --test "$data/test.csv" --memory-limit 1G --out "$work/bad.csv"
+  check_error "memory limit" predict --train "$data/train.csv" --test "$data/test.csv" --memory-limit 1K --out "$work/bad.csv"
+  check_error "--labels needs one column" predict --train "$data/train_x.csv" --train-targets "$data/train_x.csv" --test "$data/test_x.csv" --labels --out "$work/bad.csv"
+  check_error "--storage float applies to the stored triangle" predict --train "$data/train.csv" --test "$data/test.csv" --storage float --diag-reg 0.01 --out "$work/bad.csv"
+  check_error "--architecture is not available under mpirun" predict --train "$data/images_train.csv" --test "$data/images_test.csv" --architecture conv,relu,gap,dense --shape 4,4,1 --out "$work/bad.csv"
   check_error "--solver cholesky: .*t = inf only" predict --train "$data/train.csv" --test "$data/test.csv" --solver cholesky --time 1 --out "$work/bad.csv"
   check_error "--solver cg: .*" predict --train "$data/train.csv" --test "$data/test.csv" --solver cg --time inf --out "$work/bad.csv"
   check_error "variance is not available" predict --train "$data/train.csv" --test "$data/test.csv" --variance --out "$work/bad.csv"
