@@ -107,8 +107,25 @@ void BM_tanh_ntk_unnormalized_direct_quadrature_order_256(benchmark::State& stat
   run_ntk<ntk::Tanh>(state, false, with_quadrature_order(256));
 }
 
+// Issue 18: n rows of different norms (variances about 1) plus range(1) far rows of first-layer
+// variance about 5000 (norm 70 sqrt(d)), tanh depth 3.  The far rows' entries take the per-entry
+// saturating rule, the rest the series; before, one far row sent every entry of the layer to
+// per-entry quadrature (1,500 rows: over 12 minutes).
+void BM_tanh_ntk_far_rows(benchmark::State& state) {
+  Matrix x = inputs(state.range(0), 100, false);
+  for (Eigen::Index i = 0; i < state.range(1); ++i) x.row(i) *= 70.0;
+  const auto net = ntk::mlp(ntk::Tanh{}, 3, 0, 1.0, 0.1);
+  for (auto _ : state) benchmark::DoNotOptimize(ntk::kernel(net, x, ntk::KernelKind::ntk).ntk.data());
+}
+
 }  // namespace
 
+BENCHMARK(BM_tanh_ntk_far_rows)
+    ->Args({1500, 0})
+    ->Args({1500, 1})
+    ->Args({1500, 10})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_relu_ntk_baseline)->Args({4000, 3})->Args({4000, 10})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_relu_ntk_fused)->Args({4000, 3})->Args({4000, 10})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_relu_ntk_fused_normalized)->Args({4000, 10})->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -22,7 +22,8 @@ ntk_ensure_packages() {
     "${missing[@]}" >/dev/null
 }
 
-NTK_BASE_PACKAGES=(cmake g++ make libeigen3-dev catch2 libbenchmark-dev libcli11-dev liblapacke-dev libopenblas-dev)
+NTK_BASE_PACKAGES=(cmake g++ make libeigen3-dev catch2 libbenchmark-dev libcli11-dev liblapacke-dev libopenblas-dev
+                   libspectra-dev)
 # The Python package (python/): pybind11 for Debian's python3, its tests and the offline pip install.
 NTK_PYTHON_PACKAGES=(git pybind11-dev python3-dev python3-pybind11 python3-numpy python3-scipy python3-sklearn
                      python3-pytest python3-pip python3-setuptools python3-wheel)

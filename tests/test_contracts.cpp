@@ -381,17 +381,53 @@ TEST_CASE("Contracts: invalid activation parameters are refused by name at every
 }
 
 TEST_CASE("Contracts: float kernels of bounded activations are finite at every scale a float holds", "[contracts]") {
+  // Up to norms whose square overflows float (1e20 .. 1e37): the recursion is then redone in double
+  // and rounded, so the float kernel must be exactly the double kernel of the same inputs rounded.
+  // (Below that the float recursion runs, and at large variances it is ill-conditioned in float:
+  // its ρ carries float rounding into corners of width 1/q, so only finiteness is asked there.)
+  // The NNGP of every bounded activation is bounded; so is the NTK of tanh, erf and sigmoid (Ṫ
+  // decays like 1/sqrt(q)), but sin's and cos's NTK grows like q (Ṫ(x, x) -> 1/2): beyond float
+  // it is an overflow_error, and their NNGP alone is finite.
   const Eigen::MatrixXf base = ntk_test::normal_matrix(3, 2, 9).cast<float>();
-  for (float scale : {1.0f, 1e5f, 1e10f, 1e15f, 1e18f}) {
+  for (float scale : {1.0f, 1e5f, 1e10f, 1e15f, 1e18f, 1e20f, 1e30f, 1e37f}) {
     const Eigen::MatrixXf x = base * scale;
+    const bool beyond_float = scale >= 1e20f;
     INFO("scale " << scale);
+    const auto check = [&](const auto& arch, ntk::KernelKind kind) {
+      const ntk::Kernels<float> narrow = ntk::kernel(arch, x, kind);
+      if (beyond_float) {
+        const Eigen::MatrixXd w = x.cast<double>();
+        const ntk::Kernels<double> wide = ntk::kernel(arch, w, kind);
+        CHECK(narrow.ntk == wide.ntk.cast<float>());
+        CHECK(narrow.nngp == wide.nngp.cast<float>());
+        if (kind != ntk::KernelKind::nngp) {
+          const ntk::Kernels<float> diagonal = ntk::kernel_diagonal(arch, x);
+          const ntk::Kernels<double> wide_diagonal = ntk::kernel_diagonal(arch, w);
+          CHECK(diagonal.ntk == wide_diagonal.ntk.cast<float>());
+        }
+        Eigen::MatrixXf into(x.rows(), x.rows());
+        ntk::kernel_into(arch, x, ntk::KernelKind::nngp, into);
+        CHECK(into == narrow.nngp);
+      }
+      return kernels(narrow);
+    };
+    const auto both = ntk::KernelKind::both, nngp = ntk::KernelKind::nngp;
+    const unsigned periodic_ntk = beyond_float ? overflow_error : returns_finite;
     std::string message;
-    CHECK(outcome([&] { return kernels(ntk::kernel(ntk::mlp(ntk::Tanh{}, 2), x)); }, message) == returns_finite);
-    CHECK(outcome([&] { return kernels(ntk::kernel(ntk::mlp(ntk::Erf{}, 2), x)); }, message) == returns_finite);
-    CHECK(outcome([&] { return kernels(ntk::kernel(ntk::mlp(ntk::Sigmoid{}, 2), x)); }, message) == returns_finite);
-    CHECK(outcome([&] { return kernels(ntk::kernel(ntk::mlp(ntk::Sin{}, 2), x)); }, message) == returns_finite);
-    CHECK(outcome([&] { return kernels(ntk::kernel(ntk::mlp(ntk::Cos{}, 2), x)); }, message) == returns_finite);
+    CHECK(outcome([&] { return check(ntk::mlp(ntk::Tanh{}, 2), both); }, message) == returns_finite);
+    CHECK(outcome([&] { return check(ntk::mlp(ntk::Erf{}, 2), both); }, message) == returns_finite);
+    CHECK(outcome([&] { return check(ntk::mlp(ntk::Sigmoid{}, 2), both); }, message) == returns_finite);
+    CHECK(outcome([&] { return check(ntk::mlp(ntk::Sin{}, 2), nngp); }, message) == returns_finite);
+    CHECK(outcome([&] { return check(ntk::mlp(ntk::Cos{}, 2), nngp); }, message) == returns_finite);
+    CHECK(outcome([&] { return check(ntk::mlp(ntk::Sin{}, 2), both); }, message) == periodic_ntk);
+    CHECK(outcome([&] { return check(ntk::mlp(ntk::Cos{}, 2), both); }, message) == periodic_ntk);
   }
+  // An unbounded activation whose kernel does not fit float is still an overflow, not inf.
+  std::string message;
+  const Eigen::MatrixXf big = base * 1e30f;
+  CHECK(outcome([&] { return kernels(ntk::kernel(ntk::mlp(ntk::Relu{}, 2), big)); }, message) == overflow_error);
+  CHECK(outcome([&] { return kernels(ntk::kernel_diagonal(ntk::mlp(ntk::Relu{}, 2), big)); }, message) ==
+        overflow_error);
 }
 
 namespace {

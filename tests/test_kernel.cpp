@@ -294,6 +294,35 @@ TEST_CASE("Generic activations on inputs of different norms: Hermite series agai
   check(ntk::Softplus{}, 1.0, 0.2);
 }
 
+TEST_CASE("A saturating activation with a few far points keeps the series for the others (issue 18)", "[kernel]") {
+  // Ten rows of norms 0.2..2 and two far rows (first-layer variances about 20 and 5000, beyond
+  // saturating_threshold): the far rows' entries come from the per-entry rule, the others from the
+  // Hermite series, instead of the whole Gram from per-entry quadrature (65 rows took 12 s).
+  Matrix x = random_inputs(12, 6, 8);
+  for (Eigen::Index i = 0; i < 10; ++i) x.row(i) *= (0.2 + 1.8 * static_cast<double>(i) / 9) / x.row(i).norm();
+  x.row(10) *= std::sqrt(6 * 20.0) / x.row(10).norm();
+  x.row(11) *= std::sqrt(6 * 5000.0) / x.row(11).norm();
+  for (const bool sigmoid : {false, true}) {
+    const auto check = [&](const auto& phi) {
+      const auto net = ntk::mlp(phi, 3, 0, 1.0, 0.1);
+      const ntk::detail::KernelEngine<std::decay_t<decltype(net)>, double> engine(net, x, x, true, {});
+      CHECK(engine.uses_series());
+      const auto gram = ntk::kernel(net, x);
+      for (Eigen::Index i = 0; i < x.rows(); ++i)
+        for (Eigen::Index j = i; j < x.rows(); ++j) {
+          const auto [k, s] = hand_recursion(phi, x, i, j, 3, 1.0, 0.01);
+          INFO(phi.name() << " (" << i << ", " << j << ")");
+          CHECK(std::fabs(gram.ntk(i, j) - k) <= 1e-10 * std::fabs(k));
+          CHECK(std::fabs(gram.nngp(i, j) - s) <= 1e-10 * std::fabs(s));
+        }
+    };
+    if (sigmoid)
+      check(ntk::Sigmoid{});
+    else
+      check(ntk::Tanh{});
+  }
+}
+
 TEST_CASE("Hermite series: known coefficients, the truncation bound and non-convergence", "[kernel]") {
   using ntk::detail::hermite_series;
   using Set = ntk::detail::VarianceSet<double>;

@@ -154,7 +154,11 @@ void check_against_eigen(const Regression& r, double ridge) {
     options.diag_reg = ridge;
     options.f0 = r.f0;
     const ntk::LinearizedDynamics<> eigen(r.g, r.y, options);
+#if __has_include(<Spectra/SymEigsSolver.h>)
     CHECK(std::fabs(top + ridge - eigen.eigenvalues().maxCoeff()) <= 1e-9 * top);  // Lanczos vs dense
+#else  // without Spectra: 200 power iterations, raised by 5% (solvers.hpp)
+    CHECK(std::fabs(top + ridge - eigen.eigenvalues().maxCoeff()) <= 0.06 * top);
+#endif
     const auto projection = eigen.project(r.gt, r.f0t);
     ntk::ChebyshevOptions cheb;
     cheb.tolerance = 1e-10;

@@ -197,6 +197,13 @@ void check_inputs(const char* function, const Eigen::MatrixBase<D1>& x1, const E
   detail::check_finite(function, "x2", x2);
 }
 
+/// Scalar types narrower than double (float).  Their Gram-matrix entry points recompute in double
+/// and round when the recursion overflows, so a kernel that fits the type is returned even when the
+/// inputs' squared norms do not (a bounded activation at float inputs of norm 1e30: the input layer's
+/// x·x' = 1e60 overflows float, the kernel after erf or tanh does not).  Only that failure case pays.
+template <class Scalar>
+inline constexpr bool narrower_than_double = std::numeric_limits<Scalar>::digits < std::numeric_limits<double>::digits;
+
 /// What every Gram-matrix entry point says when a result leaves the scalar type's range.
 inline constexpr const char* overflow_message =
     "the kernel overflows the scalar type (got a non-finite entry); reduce depth or sigma_w, or use "
@@ -289,6 +296,11 @@ void check_request(const char* function, const Arch& arch, const Eigen::MatrixBa
   check_inputs(function, x1, x2);
 }
 
+template <class Arch, class D1, class D2>
+Kernels<typename D1::Scalar> compute_in_double(const char* function, const Arch& arch, const Eigen::MatrixBase<D1>& x1,
+                                               const Eigen::MatrixBase<D2>& x2, bool symmetric, KernelKind kind,
+                                               const KernelOptions& options);
+
 /// Checks the inputs, allocates the requested Gram matrices (huge pages where available) and
 /// fills them.
 template <class Arch, class D1, class D2>
@@ -306,7 +318,34 @@ Kernels<typename D1::Scalar> compute_block(const char* function, const Arch& arc
       sizeof(Scalar));
   if (want_nngp) allocate_large(result.nngp, x1.rows(), x2.rows());
   if (want_ntk) allocate_large(result.ntk, x1.rows(), x2.rows());
-  compute_into(function, arch, x1, x2, symmetric, kind, want_ntk ? result.ntk : result.nngp, result.nngp, options);
+  try {
+    compute_into(function, arch, x1, x2, symmetric, kind, want_ntk ? result.ntk : result.nngp, result.nngp, options);
+  } catch (const std::overflow_error&) {
+    if constexpr (!narrower_than_double<Scalar>) {
+      throw;
+    } else {                       // the input layer may be what overflowed
+      result = Kernels<Scalar>{};  // freed before the double copy is allocated
+      result = compute_in_double(function, arch, x1, x2, symmetric, kind, options);
+    }
+  }
+  return result;
+}
+
+/// compute_block in double, rounded to Scalar (see narrower_than_double); std::overflow_error when
+/// the rounded kernel does not fit Scalar either.
+template <class Arch, class D1, class D2>
+Kernels<typename D1::Scalar> compute_in_double(const char* function, const Arch& arch, const Eigen::MatrixBase<D1>& x1,
+                                               const Eigen::MatrixBase<D2>& x2, bool symmetric, KernelKind kind,
+                                               const KernelOptions& options) {
+  using Scalar = typename D1::Scalar;
+  const Eigen::MatrixXd w1 = x1.template cast<double>();
+  const Kernels<double> wide =
+      symmetric ? compute_block(function, arch, w1, w1, true, kind, options)
+                : compute_block(function, arch, w1, x2.template cast<double>().eval(), false, kind, options);
+  Kernels<Scalar> result;
+  result.nngp = wide.nngp.template cast<Scalar>();
+  result.ntk = wide.ntk.template cast<Scalar>();
+  check_result(function, result);
   return result;
 }
 
@@ -321,7 +360,16 @@ void compute_into_checked(const char* function, const Arch& arch, const Eigen::M
   if (out.rows() != x1.rows() || out.cols() != x2.rows())
     fail<std::invalid_argument>(function, "out must be ", x1.rows(), " x ", x2.rows(), " (got ", out.rows(), " x ",
                                 out.cols(), ")");
-  compute_into(function, arch, x1, x2, symmetric, kind, out, out, options);
+  try {
+    compute_into(function, arch, x1, x2, symmetric, kind, out, out, options);
+  } catch (const std::overflow_error&) {
+    if constexpr (!narrower_than_double<typename D1::Scalar>) {
+      throw;
+    } else {  // as compute_block
+      const Kernels<typename D1::Scalar> narrow = compute_in_double(function, arch, x1, x2, symmetric, kind, options);
+      out = kind == KernelKind::ntk ? narrow.ntk : narrow.nngp;
+    }
+  }
 }
 
 /// kernel_diagonal: the checks, then the diagonal chains alone.
@@ -338,6 +386,13 @@ Kernels<typename D::Scalar> compute_diagonal(const char* function, const Arch& a
   for (Eigen::Index p = 0; p < x.rows(); ++p) {
     result.nngp(p, 0) = chain.value(chain.layers, p);
     result.ntk(p, 0) = chain.ntk[static_cast<std::size_t>(p)];
+  }
+  if constexpr (narrower_than_double<Scalar>) {
+    if (!result.nngp.allFinite() || !result.ntk.allFinite()) {  // as compute_block: again in double
+      const Kernels<double> wide = compute_diagonal(function, arch, x.template cast<double>().eval(), options);
+      result.nngp = wide.nngp.template cast<Scalar>();
+      result.ntk = wide.ntk.template cast<Scalar>();
+    }
   }
   check_result(function, result);
   return result;

@@ -13,7 +13,9 @@
 ///    with per-point Hermite coefficients (detail/hermite_series.hpp), cut where every point's tail
 ///    is below DualOptions::series_tolerance (default 1e-12) of its E[φ²] and E[φ'²]; the per-entry
 ///    truncation error is then at most that fraction of sqrt(T(x, x) T(x', x')).  About 100·q
-///    terms for tanh at variance q; extra memory O((n1 + n2) K L);
+///    terms for tanh at variance q; extra memory O((n1 + n2) K L).  For a saturating φ (tanh,
+///    sigmoid) points beyond saturating_threshold are left out of the series and their entries
+///    take the per-entry saturating rule, so a few far points cost their rows only;
 ///  - quadrature: an explicit quadrature order, or a series that does not converge within rules of
 ///    1024 nodes (kinked activations wrapped in ntk::Quadrature, huge variances): a product rule per
 ///    entry (q² evaluations per entry: slow, for checking).
@@ -23,6 +25,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -69,6 +72,30 @@ class LayerDual {
   void prepare_series(const DualOptions& options, VarianceSet<Scalar> rows, VarianceSet<Scalar> columns) {
     if constexpr (!closed_form) {
       if (m_mode == Mode::quadrature && options.quadrature_order == 0) {
+        // A saturating φ: points beyond saturating_threshold get their entries from the per-entry
+        // rule (generic_tile), so the series is built for the others only; the far points stand in
+        // with the smallest variance seen (cheap coefficients, never used).  One far point then
+        // costs its own row and column of per-entry work, not a per-entry Gram.
+        std::vector<Scalar> near[2];
+        if constexpr (saturating) {
+          Scalar floor = std::numeric_limits<Scalar>::max();
+          for (const VarianceSet<Scalar>& set : {rows, columns})
+            for (std::size_t p = 0; set.q != nullptr && p < set.count; ++p)
+              if (static_cast<double>(set.q[p]) <= saturating_threshold) floor = std::min(floor, set.q[p]);
+          if (floor != std::numeric_limits<Scalar>::max()) {
+            VarianceSet<Scalar>* sets[2] = {&rows, &columns};
+            for (int k = 0; k < 2; ++k) {
+              if (sets[k]->q == nullptr) continue;
+              near[k].assign(sets[k]->q, sets[k]->q + sets[k]->count);
+              for (Scalar& q : near[k])
+                if (static_cast<double>(q) > saturating_threshold) {
+                  q = floor;
+                  m_far_points = true;
+                }
+              sets[k]->q = near[k].data();
+            }
+          }
+        }
         std::vector<VarianceSet<Scalar>> sets{rows};
         if (columns.q != nullptr) sets.push_back(columns);
         std::vector<HermiteSeries<Scalar>> series = hermite_series(*m_phi, sets, options.series_tolerance);
@@ -76,6 +103,8 @@ class LayerDual {
           m_series[0] = std::move(series[0]);
           if (series.size() > 1) m_series[1] = std::move(series[1]);
           m_mode = Mode::series;
+        } else {
+          m_far_points = false;
         }
       }
       if constexpr (is_batch_only_v<Phi>)
@@ -252,6 +281,23 @@ class LayerDual {
       return;
     }
     if (m_mode == Mode::series) {
+      if constexpr (saturating) {
+        if (m_far_points) {  // entries with a far point: the per-entry rule (see prepare_series)
+          Scalar c[std::size_t{T}], k_in[std::size_t{T}];
+          std::copy(s, s + T, c);
+          std::copy(k, k + T, k_in);
+          series_tile<T>(v, s, k, t_dot);
+          for (int t = 0; t < T; ++t)
+            if (static_cast<double>(std::max(v.q_i[t], v.q_j)) > saturating_threshold) {
+              const Scalar limit = v.root_i[t] * v.root_j;
+              const Dual<Scalar> d = saturating_dual(*m_phi, v.q_i[t], std::min(std::max(c[t], -limit), limit), v.q_j);
+              s[t] = d.t;
+              k[t] = k_in[t] * d.t_dot;
+              t_dot[t] = d.t_dot;
+            }
+          return;
+        }
+      }
       series_tile<T>(v, s, k, t_dot);
       return;
     }
@@ -321,7 +367,8 @@ class LayerDual {
   enum class Mode { closed, table, series, quadrature };
   const Phi* m_phi = nullptr;
   Mode m_mode = Mode::closed;
-  bool m_adaptive = true;  // the quadrature order is adaptive (an explicit order is used as given)
+  bool m_adaptive = true;     // the quadrature order is adaptive (an explicit order is used as given)
+  bool m_far_points = false;  // series mode with some variances beyond saturating_threshold
   const GaussHermiteRule<Scalar>* m_rule = nullptr;
   DualTable<Scalar> m_table;
   HermiteSeries<Scalar> m_series[2];  // rows' and (when different) columns' variances
