@@ -59,6 +59,21 @@ for ranks in 2 3; do
     unset -n inputs
   done
   grep -q "accuracy=" "$work/err.txt" || fail "$ranks ranks: no accuracy reported"
+  # --storage float on the paths that store no triangle (Cholesky, eigendecomposition): computed in
+  # double as in one process, with the same progress note.
+  for case in "--diag-reg 0.01" "--solver eigen --time 1,inf"; do
+    # shellcheck disable=SC2086
+    "$ntk" predict --train "$data/train.csv" --test "$data/test.csv" $case --storage float --progress \
+      --out "$work/serial.csv" 2>"$work/serial_err.txt" || fail "serial predict $case --storage float"
+    rm -f "$work/mpi.csv"
+    # shellcheck disable=SC2086
+    run "$ranks" predict --train "$data/train.csv" --test "$data/test.csv" $case --storage float --progress \
+      --out "$work/mpi.csv" 2>"$work/err.txt" || fail "$ranks ranks, $case --storage float: status $?: $(cat "$work/err.txt")"
+    compare "$work/serial.csv" "$work/mpi.csv" 1e-9 || fail "$ranks ranks, $case --storage float: predictions differ"
+    note=$(grep '^ntk: --storage float: not used by the' "$work/serial_err.txt")
+    [ -n "$note" ] && [ "$(grep '^ntk: --storage float' "$work/err.txt")" = "$note" ] ||
+      fail "$ranks ranks, $case --storage float: not the single-process note '$note': $(cat "$work/err.txt")"
+  done
   # --quiet: the results only.
   run "$ranks" predict --train "$data/train.csv" --test "$data/test.csv" --solver cg --diag-reg 0.01 --quiet \
     --out "$work/mpi.csv" 2>"$work/err.txt" || fail "$ranks ranks, --quiet: status $?"
@@ -86,7 +101,6 @@ for ranks in 2 3; do
   check_error "unknown option" predict --train "$data/train.csv" --test "$data/test.csv" --bogus 1 --out "$work/bad.csv"
   check_error "memory limit" predict --train "$data/train.csv" --test "$data/test.csv" --memory-limit 1K --out "$work/bad.csv"
   check_error "--labels needs one column" predict --train "$data/train_x.csv" --train-targets "$data/train_x.csv" --test "$data/test_x.csv" --labels --out "$work/bad.csv"
-  check_error "--storage float applies to the stored triangle" predict --train "$data/train.csv" --test "$data/test.csv" --storage float --diag-reg 0.01 --out "$work/bad.csv"
   check_error "--architecture is not available under mpirun" predict --train "$data/images_train.csv" --test "$data/images_test.csv" --architecture conv,relu,gap,dense --shape 4,4,1 --out "$work/bad.csv"
   check_error "--solver cholesky: .*t = inf only" predict --train "$data/train.csv" --test "$data/test.csv" --solver cholesky --time 1 --out "$work/bad.csv"
   check_error "--solver cg: .*" predict --train "$data/train.csv" --test "$data/test.csv" --solver cg --time inf --out "$work/bad.csv"
