@@ -49,6 +49,39 @@ TEST_CASE("ScaLAPACK eigenvalues and predictions equal Eigen's LinearizedDynamic
     }
 }
 
+TEST_CASE("ScaLAPACK test variances equal the diagonal of LinearizedDynamics' covariances to 1e-9",
+          "[mpi][scalapack][variance]") {
+  const auto net = ntk::mlp(ntk::Relu{}, 2, 0, 1.2, 0.3);
+  const Eigen::Index n = ntk_test::scaled(120, 40), m = 17;
+  const Matrix x = normal_matrix(n, 3, 61), xt = normal_matrix(m, 3, 62), y = normal_matrix(n, 2, 63);
+  const auto train = ntk::kernel(net, x), cross = ntk::kernel(net, xt, x), test = ntk::kernel(net, xt);
+  ntk::mpi::ScalapackOptions blocks;
+  blocks.block = 8;  // several blocks per rank, a test block shorter than the others
+  const std::vector<double> times = {0, 1, 10, inf};
+  for (auto model : {ntk::TimeModel::continuous, ntk::TimeModel::discrete})
+    for (auto kind : {ntk::KernelKind::ntk, ntk::KernelKind::nngp}) {
+      const Matrix& g = kind == ntk::KernelKind::ntk ? train.ntk : train.nngp;
+      const Matrix& gt = kind == ntk::KernelKind::ntk ? cross.ntk : cross.nngp;
+      ntk::DynamicsOptions options;
+      options.time = model;
+      options.diag_reg = 1e-3;
+      options.learning_rate = model == ntk::TimeModel::discrete ? 1.0 / g.diagonal().sum() : 0.5;
+      const ntk::LinearizedDynamics<> reference(g, y, options);
+      const auto projection = reference.project(gt);
+      const ntk::mpi::ScalapackDynamics dynamics(world, net, x, y, kind, options, {}, blocks);
+      const auto got = dynamics.test_variances(net, xt, x, kind, times);
+      REQUIRE(got.size() == times.size());
+      for (std::size_t i = 0; i < times.size(); ++i) {
+        const Matrix expected =
+            kind == ntk::KernelKind::ntk
+                ? reference.ntk_gp_covariance(projection, train.nngp, cross.nngp, test.nngp, times[i])
+                : reference.nngp_gp_covariance(projection, test.nngp, times[i]);
+        const Eigen::VectorXd diagonal = expected.diagonal();
+        CHECK((got[i] - diagonal).cwiseAbs().maxCoeff() <= 1e-9 * std::max(1.0, diagonal.cwiseAbs().maxCoeff()));
+      }
+    }
+}
+
 TEST_CASE("ScaLAPACK Cholesky solve equals the dense ridge solution to 1e-9", "[mpi][scalapack]") {
   const auto net = ntk::mlp(ntk::Relu{}, 2);
   const Matrix x = normal_matrix(190, 6, 81), y = normal_matrix(190, 2, 82);

@@ -80,8 +80,9 @@ void report_scores(const PredictArgs& a, const PredictData& d, const std::vector
 /// `ntk predict` over MPI_COMM_WORLD (mpi_predict.cpp): read on rank 0 and broadcast; --solver
 /// cholesky (ScaLAPACK, t = inf), eigen (ScaLAPACK eigendecomposition, any times) or cg (the
 /// distributed stored triangle: CG for t = inf, Chebyshev for finite times); auto as in one process
-/// with each rank's share of the n x n matrices against each rank's memory.  Predictions through
-/// the distributed test kernel, written once by rank 0.
+/// with each rank's share of the n x n matrices against each rank's memory.  --variance on the
+/// eigendecomposition path (ScalapackDynamics::test_variances).  Predictions through the
+/// distributed test kernel, written once by rank 0.
 void run_predict_mpi(const PredictArgs& a);
 #endif
 

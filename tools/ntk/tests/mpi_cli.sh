@@ -3,7 +3,8 @@
 # 2 and 3 ranks.  `ntk predict` gives the single-process predictions to 1e-9 (eigendecomposition
 # path: times 1, 10, inf; Cholesky path: t = inf with a ridge; NNGP, discrete time; --solver eigen
 # forced; --solver cg: CG and Chebyshev on the distributed triangle against the same solvers in one
-# process), writes them once and prints its results once; --quiet leaves only the results on
+# process; --variance, NTK-GP and NNGP-GP, continuous and discrete; --storage float on a dense
+# path), writes them once and prints its results once; --quiet leaves only the results on
 # stderr; every error is one "ntk: error:" line, status 2, no output file, and nothing hangs (each
 # run is bounded by `timeout`).
 set -u
@@ -21,7 +22,9 @@ for ranks in 2 3; do
   for case in "--time 1,10,inf" "--time inf --diag-reg 0.01" "--kernel nngp --discrete --lr 0.01 --time 5,inf" \
     "--solver eigen --time inf --diag-reg 0.01" "--solver cg --tolerance 1e-13 --time inf --diag-reg 0.01" \
     "--solver cg --tolerance 1e-13 --preconditioner-rank 0 --time 1,10,inf --diag-reg 0.001" \
-    "--solver cg --tolerance 1e-12 --discrete --lr 0.01 --time 5,50"; do
+    "--solver cg --tolerance 1e-12 --discrete --lr 0.01 --time 5,50" "--variance --time 1,10,inf" \
+    "--variance --kernel nngp --diag-reg 0.01 --time 1,inf" "--variance --discrete --lr 0.01 --time 5,inf" \
+    "--variance --kernel nngp --discrete --lr 0.01 --time 0,5,50"; do
     # shellcheck disable=SC2086
     "$ntk" predict --train "$data/train.csv" --test "$data/test.csv" $case --out "$work/serial.csv" 2>/dev/null ||
       fail "serial predict $case"
@@ -104,7 +107,7 @@ for ranks in 2 3; do
   check_error "--architecture is not available under mpirun" predict --train "$data/images_train.csv" --test "$data/images_test.csv" --architecture conv,relu,gap,dense --shape 4,4,1 --out "$work/bad.csv"
   check_error "--solver cholesky: .*t = inf only" predict --train "$data/train.csv" --test "$data/test.csv" --solver cholesky --time 1 --out "$work/bad.csv"
   check_error "--solver cg: .*" predict --train "$data/train.csv" --test "$data/test.csv" --solver cg --time inf --out "$work/bad.csv"
-  check_error "variance is not available" predict --train "$data/train.csv" --test "$data/test.csv" --variance --out "$work/bad.csv"
+  check_error "--solver cg: .*covariances need the eigendecomposition" predict --train "$data/train.csv" --test "$data/test.csv" --variance --solver cg --diag-reg 0.1 --out "$work/bad.csv"
   check_error "cannot write" predict --train "$data/train.csv" --test "$data/test.csv" --out "$work/no-such-dir/p.csv"
   # Other commands run once, on rank 0.
   rows=$(run "$ranks" kernel --x "$data/x.csv" 2>/dev/null | wc -l)
