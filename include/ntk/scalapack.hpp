@@ -19,6 +19,7 @@
 #include <memory>
 #include <vector>
 
+#include "conv.hpp"
 #include "dynamics.hpp"
 #include "mpi.hpp"
 
@@ -155,32 +156,75 @@ Eigen::MatrixXd gather_rows(const Eigen::MatrixBase<D>& x, Eigen::Index count, G
   return out;
 }
 
-/// The checks of a kernel request between x1 and x2 (kernel.hpp).
+/// The image-kernel options matching KernelOptions (threads, dual).
+inline ImageKernelOptions image_options(const KernelOptions& options) {
+  ImageKernelOptions out;
+  out.threads = options.threads;
+  out.dual = options.dual;
+  return out;
+}
+
+/// The checks of a kernel request between x1 and x2: an MLP-style architecture (kernel.hpp) ...
 template <class Arch, class D1, class D2>
 void check_inputs(const char* function, const Arch& arch, const Eigen::MatrixBase<D1>& x1,
                   const Eigen::MatrixBase<D2>& x2, const KernelOptions& options) {
   ntk::detail::check_request(function, arch, x1, x2, options);
 }
-/// K(x1, x2) of one kind (nngp or ntk) into `out`: the tile engine (kernel_into).
+/// ... or an image architecture (conv.hpp: rows are images, channels last).
+template <class D1, class D2>
+void check_inputs(const char* function, const ImageArchitecture& arch, const Eigen::MatrixBase<D1>& x1,
+                  const Eigen::MatrixBase<D2>& x2, const KernelOptions& options) {
+  image_options(options).check(function);
+  arch.check_flat(function);
+  ntk::detail::check_images(function, "x1", arch, x1);
+  ntk::detail::check_images(function, "x2", arch, x2);
+}
+
+/// K(x1, x2) of one kind (nngp or ntk) into `out`: the tile engine (kernel_into) ...
 template <class Arch, class D1, class D2, class Out>
 void fill_kernel(const Arch& arch, const Eigen::MatrixBase<D1>& x1, const Eigen::MatrixBase<D2>& x2, KernelKind kind,
                  Out&& out, const KernelOptions& options) {
   kernel_into(arch, x1, x2, kind, out, options);
 }
-/// Both kernels between x1 and x2 (one pass).
+/// ... or image_kernel between the two sets of images.
+template <class D1, class D2, class Out>
+void fill_kernel(const ImageArchitecture& arch, const Eigen::MatrixBase<D1>& x1, const Eigen::MatrixBase<D2>& x2,
+                 KernelKind kind, Out&& out, const KernelOptions& options) {
+  Kernels<double> k = image_kernel(arch, x1, x2, kind, image_options(options));
+  out = kind == KernelKind::ntk ? k.ntk : k.nngp;
+}
+
+/// Both kernels between x1 and x2 (one pass): kernel() or image_kernel().
 template <class Arch, class D1, class D2>
 Kernels<double> both_kernels(const Arch& arch, const Eigen::MatrixBase<D1>& x1, const Eigen::MatrixBase<D2>& x2,
                              const KernelOptions& options) {
   return kernel(arch, x1, x2, KernelKind::both, options);
 }
-/// Σ(x, x) for each row of x (n): kernel_diagonal().
+template <class D1, class D2>
+Kernels<double> both_kernels(const ImageArchitecture& arch, const Eigen::MatrixBase<D1>& x1,
+                             const Eigen::MatrixBase<D2>& x2, const KernelOptions& options) {
+  return image_kernel(arch, x1, x2, KernelKind::both, image_options(options));
+}
+
+/// Σ(x, x) for each row of x (n): kernel_diagonal() ...
 template <class Arch, class D>
 Eigen::VectorXd nngp_diagonal(const Arch& arch, const Eigen::MatrixBase<D>& x, const KernelOptions& options) {
   return kernel_diagonal(arch, x, options).nngp.col(0);
 }
+/// ... or each image's own 1 x 1 image_kernel (the diagonal of the symmetric image_kernel).
+template <class D>
+Eigen::VectorXd nngp_diagonal(const ImageArchitecture& arch, const Eigen::MatrixBase<D>& x,
+                              const KernelOptions& options) {
+  Eigen::VectorXd out(x.rows());
+  for (Eigen::Index i = 0; i < x.rows(); ++i)
+    out[i] = image_kernel(arch, x.row(i), KernelKind::nngp, image_options(options)).nngp(0, 0);
+  return out;
+}
+
 /// This rank's blocks of the upper triangle of K(x, x) (+ ridge on the diagonal): for each local
 /// column panel, the local rows up to the panel's last global column, one kernel_into call each.
-/// Entries below the diagonal are left as they are (ScaLAPACK reads the upper triangle).
+/// Entries below the diagonal are left as they are (ScaLAPACK reads the upper triangle).  Arch: an
+/// MLP-style architecture (the tile engine) or an ImageArchitecture (image_kernel per panel).
 template <class Arch, class D>
 void fill_upper(const Arch& arch, const Eigen::MatrixBase<D>& x, KernelKind kind, const KernelOptions& options,
                 double ridge, int block, BlockCyclicMatrix& a) {
@@ -229,6 +273,45 @@ inline void check_time(const char* function, double t, TimeModel model) {
 
 }  // namespace detail
 
+/// Collective: mpi::cross_kernel_times (mpi.hpp) for an image architecture: κ(x_test, X) C with
+/// each rank taking n/P training images and the test images in blocks of `block` (image_kernel
+/// between the two sets), the partial products summed.  Identical on every rank.
+template <class DT, class DX, class DC>
+Eigen::MatrixXd cross_kernel_times(MPI_Comm comm, const ImageArchitecture& arch, const Eigen::MatrixBase<DT>& x_test,
+                                   const Eigen::MatrixBase<DX>& x_train, KernelKind kind,
+                                   const Eigen::MatrixBase<DC>& alpha, const KernelOptions& kernel_options = {},
+                                   Eigen::Index block = 1024) {
+  using Matrix = Eigen::MatrixXd;
+  const char* fn = "mpi::cross_kernel_times";
+  detail::Failure local;
+  Matrix out;
+  try {
+    detail::check_inputs(fn, arch, x_test, x_train, kernel_options);
+    ntk::detail::check_rows(fn, "alpha", alpha, x_train.rows());
+    if (kind == KernelKind::both) ntk::detail::fail<std::invalid_argument>(fn, "kind must be nngp or ntk (got both)");
+    ntk::detail::check_at_least(fn, "block", block, Eigen::Index(1));
+    out = Matrix::Zero(x_test.rows(), alpha.cols());
+    const auto [r0, r1] = detail::even_range(x_train.rows(), size(comm), rank(comm));
+    if (r1 > r0) {
+      const Matrix train = x_train.middleRows(r0, r1 - r0);
+      const Matrix coefficients = alpha.middleRows(r0, r1 - r0);
+      Matrix kernel_block(std::min(block, x_test.rows()), r1 - r0);
+      for (Eigen::Index t0 = 0; t0 < x_test.rows(); t0 += block) {
+        const Eigen::Index rows = std::min(block, x_test.rows() - t0);
+        auto target = kernel_block.topRows(rows);
+        const Matrix test = x_test.middleRows(t0, rows);
+        detail::fill_kernel(arch, test, train, kind, target, kernel_options);
+        out.middleRows(t0, rows).noalias() = target * coefficients;
+      }
+    }
+  } catch (...) {
+    local = detail::Failure::current();
+    out = Matrix::Zero(x_test.rows(), alpha.cols());
+  }
+  detail::sum_replicated(comm, out.data(), out.size(), local);
+  return out;
+}
+
 /// Options of the ScaLAPACK paths.
 struct ScalapackOptions {
   int block = 64;  ///< block-cyclic block size (ScaLAPACK's usual 32–128)
@@ -239,7 +322,8 @@ struct ScalapackOptions {
 /// The closed-form linearized dynamics of LinearizedDynamics (shared n x n kernel) with the
 /// eigendecomposition distributed: G0 = Θ(X, X) or Σ(X, X) is computed into a block-cyclic matrix
 /// and decomposed by pdsyevd.  Eigenvalues are replicated; V stays distributed.  Same conventions,
-/// tolerances and exceptions as LinearizedDynamics; every member is collective.
+/// tolerances and exceptions as LinearizedDynamics; every member is collective.  Arch: an MLP-style
+/// architecture (kernel.hpp) or an ImageArchitecture (conv.hpp: each rank's blocks by image_kernel).
 class ScalapackDynamics {
  public:
   using Matrix = Eigen::MatrixXd;

@@ -144,12 +144,7 @@ void run_predict(const PredictArgs& a) {
   } catch (const std::invalid_argument& e) {
     throw CliError(std::string("--solver ") + solver + ": " + e.what());
   }
-  if (a.image && (plan.method == ntk::SolverMethod::packed || plan.method == ntk::SolverMethod::matrix_free))
-    throw CliError(solver == "cg"
-                       ? std::string("--architecture: image kernels are computed dense; --solver cg does "
-                                     "not apply (use auto, eigen or cholesky)")
-                       : "--architecture: image kernels are computed dense, and the dense path does not fit (" +
-                             plan.reason + "); use fewer training rows or a larger --memory-limit");
+  check_image_path(a, plan);
   progress.note(std::string("solver ") + ntk::method_name(plan.method) + " (" + plan.reason + "; about " +
                 std::to_string(plan.bytes >> 20) + " MiB)");
   if (float_storage && plan.method != ntk::SolverMethod::packed)  // the same note under mpirun

@@ -83,12 +83,6 @@ void predict(const PredictArgs& a) {
     if (!a.quiet) std::fprintf(stderr, format, values...);
   };
   // Errors inside collective(): raised on every rank, printed once (see run_predict_mpi).
-  ntk::mpi::collective(comm, [&] {
-    if (a.image)
-      throw CliError(
-          "--architecture is not available under mpirun yet (image kernels are computed dense, in one "
-          "process)");
-  });
   set_threads(a.arch.threads);
   auto start = std::chrono::steady_clock::now();
   // Read and checked on rank 0 (an error there is raised on every rank); the features and fitted
@@ -116,6 +110,8 @@ void predict(const PredictArgs& a) {
   ntk::SolverPlan plan;
   ntk::mpi::collective(comm,
                        [&] { plan = mpi_plan(a, solver_request(a, data, static_cast<std::size_t>(budget), ranks)); });
+  // Image kernels: the dense ScaLAPACK paths only, refused as in one process.
+  ntk::mpi::collective(comm, [&] { check_image_path(a, plan); });
   progress.note(std::string("solver ") + ntk::method_name(plan.method) + " (" + plan.reason + "; about " +
                 std::to_string(plan.bytes >> 20) + " MiB per rank)");
   // As in one process: the dense paths store no triangle and compute in double.
@@ -127,8 +123,8 @@ void predict(const PredictArgs& a) {
     if (root) destination = std::make_unique<Destination>(a.out);
   });
   std::vector<Eigen::MatrixXd> predictions;
-  // The dense ScaLAPACK paths (each rank its block-cyclic blocks of the Gram matrix, test kernels in
-  // blocks of test points).
+  // The dense ScaLAPACK paths for an MLP network or an image architecture (each rank its
+  // block-cyclic blocks of the Gram matrix, test kernels in blocks of test points).
   const auto dense = [&](const auto& arch) {
     start = std::chrono::steady_clock::now();
     if (plan.method == ntk::SolverMethod::cholesky) {
@@ -161,23 +157,27 @@ void predict(const PredictArgs& a) {
       predictions.push_back(variances[i].cwiseMax(0.0));
     }
   };
-  with_kernel_activation(a.arch, [&](const auto& phi) {
-    const auto net = ntk::mlp(phi, a.arch.depth, 0, a.arch.sigma_w, a.arch.sigma_b);
-    if (plan.method != ntk::SolverMethod::packed) return dense(net);
-    start = std::chrono::steady_clock::now();
-    const auto cross_times = [&](const Eigen::MatrixXd& c) {
-      return ntk::mpi::cross_kernel_times(comm, net, xt, x, kind, c, kernel_options);
-    };
-    // The stored triangle split over the ranks; the single-process iterative solvers on it.
-    auto iterate = [&](const auto& gram) {
-      say("ntk: kernel %s (distributed triangle, %d ranks)\n", seconds(gram.kernel_seconds()).c_str(), ranks);
-      predictions = iterative_predictions(gram, y, a.times, iterative_settings(a), progress, cross_times);
-    };
-    if (a.storage == "float")
-      iterate(ntk::mpi::DistributedGram<double, float>(comm, net, x, kind, kernel_options));
-    else
-      iterate(ntk::mpi::DistributedGram<>(comm, net, x, kind, kernel_options));
-  });
+  if (a.image) {
+    dense(*a.image);
+  } else {
+    with_kernel_activation(a.arch, [&](const auto& phi) {
+      const auto net = ntk::mlp(phi, a.arch.depth, 0, a.arch.sigma_w, a.arch.sigma_b);
+      if (plan.method != ntk::SolverMethod::packed) return dense(net);
+      start = std::chrono::steady_clock::now();
+      const auto cross_times = [&](const Eigen::MatrixXd& c) {
+        return ntk::mpi::cross_kernel_times(comm, net, xt, x, kind, c, kernel_options);
+      };
+      // The stored triangle split over the ranks; the single-process iterative solvers on it.
+      auto iterate = [&](const auto& gram) {
+        say("ntk: kernel %s (distributed triangle, %d ranks)\n", seconds(gram.kernel_seconds()).c_str(), ranks);
+        predictions = iterative_predictions(gram, y, a.times, iterative_settings(a), progress, cross_times);
+      };
+      if (a.storage == "float")
+        iterate(ntk::mpi::DistributedGram<double, float>(comm, net, x, kind, kernel_options));
+      else
+        iterate(ntk::mpi::DistributedGram<>(comm, net, x, kind, kernel_options));
+    });
+  }
   // Written once, by rank 0, as in one process; a failure there is raised everywhere.
   ntk::mpi::collective(comm, [&] {
     if (root) destination->write(prediction_table(a, data, predictions));
