@@ -19,6 +19,7 @@
 #include <memory>
 #include <vector>
 
+#include "conv.hpp"
 #include "dynamics.hpp"
 #include "mpi.hpp"
 
@@ -46,6 +47,14 @@ void pdpotrf_(const char* uplo, const int* n, double* a, const int* ia, const in
 void pdpotrs_(const char* uplo, const int* n, const int* nrhs, const double* a, const int* ia, const int* ja,
               const int* desca, double* b, const int* ib, const int* jb, const int* descb, int* info,
               std::size_t uplo_length);
+void pdgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const double* alpha,
+             const double* a, const int* ia, const int* ja, const int* desca, const double* b, const int* ib,
+             const int* jb, const int* descb, const double* beta, double* c, const int* ic, const int* jc,
+             const int* descc, std::size_t transa_length, std::size_t transb_length);
+void pdsymm_(const char* side, const char* uplo, const int* m, const int* n, const double* alpha, const double* a,
+             const int* ia, const int* ja, const int* desca, const double* b, const int* ib, const int* jb,
+             const int* descb, const double* beta, double* c, const int* ic, const int* jc, const int* descc,
+             std::size_t side_length, std::size_t uplo_length);
 }
 }  // namespace scalapack
 
@@ -147,9 +156,75 @@ Eigen::MatrixXd gather_rows(const Eigen::MatrixBase<D>& x, Eigen::Index count, G
   return out;
 }
 
+/// The image-kernel options matching KernelOptions (threads, dual).
+inline ImageKernelOptions image_options(const KernelOptions& options) {
+  ImageKernelOptions out;
+  out.threads = options.threads;
+  out.dual = options.dual;
+  return out;
+}
+
+/// The checks of a kernel request between x1 and x2: an MLP-style architecture (kernel.hpp) ...
+template <class Arch, class D1, class D2>
+void check_inputs(const char* function, const Arch& arch, const Eigen::MatrixBase<D1>& x1,
+                  const Eigen::MatrixBase<D2>& x2, const KernelOptions& options) {
+  ntk::detail::check_request(function, arch, x1, x2, options);
+}
+/// ... or an image architecture (conv.hpp: rows are images, channels last).
+template <class D1, class D2>
+void check_inputs(const char* function, const ImageArchitecture& arch, const Eigen::MatrixBase<D1>& x1,
+                  const Eigen::MatrixBase<D2>& x2, const KernelOptions& options) {
+  image_options(options).check(function);
+  arch.check_flat(function);
+  ntk::detail::check_images(function, "x1", arch, x1);
+  ntk::detail::check_images(function, "x2", arch, x2);
+}
+
+/// K(x1, x2) of one kind (nngp or ntk) into `out`: the tile engine (kernel_into) ...
+template <class Arch, class D1, class D2, class Out>
+void fill_kernel(const Arch& arch, const Eigen::MatrixBase<D1>& x1, const Eigen::MatrixBase<D2>& x2, KernelKind kind,
+                 Out&& out, const KernelOptions& options) {
+  kernel_into(arch, x1, x2, kind, out, options);
+}
+/// ... or image_kernel between the two sets of images.
+template <class D1, class D2, class Out>
+void fill_kernel(const ImageArchitecture& arch, const Eigen::MatrixBase<D1>& x1, const Eigen::MatrixBase<D2>& x2,
+                 KernelKind kind, Out&& out, const KernelOptions& options) {
+  Kernels<double> k = image_kernel(arch, x1, x2, kind, image_options(options));
+  out = kind == KernelKind::ntk ? k.ntk : k.nngp;
+}
+
+/// Both kernels between x1 and x2 (one pass): kernel() or image_kernel().
+template <class Arch, class D1, class D2>
+Kernels<double> both_kernels(const Arch& arch, const Eigen::MatrixBase<D1>& x1, const Eigen::MatrixBase<D2>& x2,
+                             const KernelOptions& options) {
+  return kernel(arch, x1, x2, KernelKind::both, options);
+}
+template <class D1, class D2>
+Kernels<double> both_kernels(const ImageArchitecture& arch, const Eigen::MatrixBase<D1>& x1,
+                             const Eigen::MatrixBase<D2>& x2, const KernelOptions& options) {
+  return image_kernel(arch, x1, x2, KernelKind::both, image_options(options));
+}
+
+/// Σ(x, x) for each row of x (n): kernel_diagonal() ...
+template <class Arch, class D>
+Eigen::VectorXd nngp_diagonal(const Arch& arch, const Eigen::MatrixBase<D>& x, const KernelOptions& options) {
+  return kernel_diagonal(arch, x, options).nngp.col(0);
+}
+/// ... or each image's own 1 x 1 image_kernel (the diagonal of the symmetric image_kernel).
+template <class D>
+Eigen::VectorXd nngp_diagonal(const ImageArchitecture& arch, const Eigen::MatrixBase<D>& x,
+                              const KernelOptions& options) {
+  Eigen::VectorXd out(x.rows());
+  for (Eigen::Index i = 0; i < x.rows(); ++i)
+    out[i] = image_kernel(arch, x.row(i), KernelKind::nngp, image_options(options)).nngp(0, 0);
+  return out;
+}
+
 /// This rank's blocks of the upper triangle of K(x, x) (+ ridge on the diagonal): for each local
 /// column panel, the local rows up to the panel's last global column, one kernel_into call each.
-/// Entries below the diagonal are left as they are (ScaLAPACK reads the upper triangle).
+/// Entries below the diagonal are left as they are (ScaLAPACK reads the upper triangle).  Arch: an
+/// MLP-style architecture (the tile engine) or an ImageArchitecture (image_kernel per panel).
 template <class Arch, class D>
 void fill_upper(const Arch& arch, const Eigen::MatrixBase<D>& x, KernelKind kind, const KernelOptions& options,
                 double ridge, int block, BlockCyclicMatrix& a) {
@@ -164,7 +239,7 @@ void fill_upper(const Arch& arch, const Eigen::MatrixBase<D>& x, KernelKind kind
     while (r < lr && a.global_row(r) <= last) ++r;
     if (r == 0) continue;
     auto target = local.block(0, c0, r, width);
-    kernel_into(arch, rows.topRows(r), cols.middleRows(c0, width), kind, target, options);
+    fill_kernel(arch, rows.topRows(r), cols.middleRows(c0, width), kind, target, options);
   }
   if (ridge != 0)
     for (Eigen::Index j = 0; j < lc; ++j)
@@ -198,6 +273,45 @@ inline void check_time(const char* function, double t, TimeModel model) {
 
 }  // namespace detail
 
+/// Collective: mpi::cross_kernel_times (mpi.hpp) for an image architecture: κ(x_test, X) C with
+/// each rank taking n/P training images and the test images in blocks of `block` (image_kernel
+/// between the two sets), the partial products summed.  Identical on every rank.
+template <class DT, class DX, class DC>
+Eigen::MatrixXd cross_kernel_times(MPI_Comm comm, const ImageArchitecture& arch, const Eigen::MatrixBase<DT>& x_test,
+                                   const Eigen::MatrixBase<DX>& x_train, KernelKind kind,
+                                   const Eigen::MatrixBase<DC>& alpha, const KernelOptions& kernel_options = {},
+                                   Eigen::Index block = 1024) {
+  using Matrix = Eigen::MatrixXd;
+  const char* fn = "mpi::cross_kernel_times";
+  detail::Failure local;
+  Matrix out;
+  try {
+    detail::check_inputs(fn, arch, x_test, x_train, kernel_options);
+    ntk::detail::check_rows(fn, "alpha", alpha, x_train.rows());
+    if (kind == KernelKind::both) ntk::detail::fail<std::invalid_argument>(fn, "kind must be nngp or ntk (got both)");
+    ntk::detail::check_at_least(fn, "block", block, Eigen::Index(1));
+    out = Matrix::Zero(x_test.rows(), alpha.cols());
+    const auto [r0, r1] = detail::even_range(x_train.rows(), size(comm), rank(comm));
+    if (r1 > r0) {
+      const Matrix train = x_train.middleRows(r0, r1 - r0);
+      const Matrix coefficients = alpha.middleRows(r0, r1 - r0);
+      Matrix kernel_block(std::min(block, x_test.rows()), r1 - r0);
+      for (Eigen::Index t0 = 0; t0 < x_test.rows(); t0 += block) {
+        const Eigen::Index rows = std::min(block, x_test.rows() - t0);
+        auto target = kernel_block.topRows(rows);
+        const Matrix test = x_test.middleRows(t0, rows);
+        detail::fill_kernel(arch, test, train, kind, target, kernel_options);
+        out.middleRows(t0, rows).noalias() = target * coefficients;
+      }
+    }
+  } catch (...) {
+    local = detail::Failure::current();
+    out = Matrix::Zero(x_test.rows(), alpha.cols());
+  }
+  detail::sum_replicated(comm, out.data(), out.size(), local);
+  return out;
+}
+
 /// Options of the ScaLAPACK paths.
 struct ScalapackOptions {
   int block = 64;  ///< block-cyclic block size (ScaLAPACK's usual 32–128)
@@ -208,7 +322,8 @@ struct ScalapackOptions {
 /// The closed-form linearized dynamics of LinearizedDynamics (shared n x n kernel) with the
 /// eigendecomposition distributed: G0 = Θ(X, X) or Σ(X, X) is computed into a block-cyclic matrix
 /// and decomposed by pdsyevd.  Eigenvalues are replicated; V stays distributed.  Same conventions,
-/// tolerances and exceptions as LinearizedDynamics; every member is collective.
+/// tolerances and exceptions as LinearizedDynamics; every member is collective.  Arch: an MLP-style
+/// architecture (kernel.hpp) or an ImageArchitecture (conv.hpp: each rank's blocks by image_kernel).
 class ScalapackDynamics {
  public:
   using Matrix = Eigen::MatrixXd;
@@ -221,6 +336,7 @@ class ScalapackDynamics {
                     KernelKind kind, const DynamicsOptions& options = {}, const KernelOptions& kernel_options = {},
                     const ScalapackOptions& scalapack_options = {})
       : m_comm(comm), m_grid(comm), m_options(options), m_n(x.rows()), m_k(y.cols()) {
+    static_assert(std::is_same_v<typename DY::Scalar, double>, "ntk::ScalapackDynamics: double only");
     static_assert(std::is_same_v<typename D::Scalar, double>, "ntk::ScalapackDynamics: double only");
     const char* fn = "ScalapackDynamics";
     // pdsyevd mis-sizes its workspace when a block is larger than a process's share of the rows:
@@ -228,12 +344,13 @@ class ScalapackDynamics {
     const int side = std::max(m_grid.rows(), m_grid.cols());
     const int block = static_cast<int>(
         std::max<Eigen::Index>(1, std::min<Eigen::Index>(scalapack_options.block, (x.rows() + side - 1) / side)));
+    m_block = block;
     std::unique_ptr<BlockCyclicMatrix> a;
     collective(comm, [&] {
       options.check(fn);
       scalapack_options.check(fn);
       if (kind == KernelKind::both) ntk::detail::fail<std::invalid_argument>(fn, "kind must be nngp or ntk (got both)");
-      ntk::detail::check_request(fn, arch, x, x, kernel_options);
+      detail::check_inputs(fn, arch, x, x, kernel_options);
       ntk::detail::check_nonempty(fn, "y", y);
       ntk::detail::check_rows(fn, "y", y, m_n);
       ntk::detail::check_finite(fn, "y", y);
@@ -249,10 +366,15 @@ class ScalapackDynamics {
       detail::fill_upper(arch, x, kind, kernel_options, 0, block, *a);
       m_kernel_seconds = seconds_since(start);
     });
-    // The trace for a relative ridge: the diagonal is replicated and cheap.
-    const Vector diagonal = (kind == KernelKind::ntk ? kernel_diagonal(arch, x, kernel_options).ntk
-                                                     : kernel_diagonal(arch, x, kernel_options).nngp)
-                                .col(0);
+    // The trace for a relative ridge: the diagonal entries of the filled matrix, summed over ranks.
+    double trace = 0;
+    if (options.diag_reg_relative) {
+      const Matrix& local = a->local();
+      for (Eigen::Index j = 0; j < local.cols(); ++j)
+        for (Eigen::Index i = 0; i < local.rows(); ++i)
+          if (a->global_row(i) == a->global_col(j)) trace += local(i, j);
+      detail::sum_replicated(comm, &trace, 1, detail::Failure{});
+    }
     const auto start = std::chrono::steady_clock::now();
     const int n = detail::to_int(fn, m_n), one = 1;
     m_lambda.resize(m_n);
@@ -281,7 +403,7 @@ class ScalapackDynamics {
                                                  m_lambda.minCoeff(), " with largest ", top, ")");
       m_lambda = m_lambda.cwiseMax(0.0);
       double ridge = options.diag_reg;
-      if (options.diag_reg_relative) ridge *= diagonal.sum() / static_cast<double>(m_n);
+      if (options.diag_reg_relative) ridge *= trace / static_cast<double>(m_n);
       m_lambda.array() += ridge;
       m_tolerance = options.pinv_tolerance >= 0
                         ? options.pinv_tolerance
@@ -337,6 +459,102 @@ class ScalapackDynamics {
     return out;
   }
 
+  /// The diagonal of the test covariance at each time (m x 1 each; an m x m matrix never exists):
+  /// kind ntk, the NTK-GP covariance LinearizedDynamics::ntk_gp_covariance gives for dynamics built
+  /// on Θ(X, X) with f0 ~ GP(0, K):
+  ///   Σ_t(x_i, x_i) = K(x_i, x_i) + a_iᵀ K(X, X) a_i − 2 a_iᵀ K(X, x_i),  a_i = V diag(g(λ, t)) Vᵀ Θ(X, x_i);
+  /// kind nngp (dynamics built on K(X, X)), nngp_gp_covariance's
+  ///   Σ_t(x_i, x_i) = K(x_i, x_i) − Σ_j g(λ_j, 2t) (Vᵀ K(X, x_i))_j².
+  /// kind must be the dynamics' kernel.  The cross kernels (and for ntk K(X, X) again) are filled
+  /// block-cyclic; products by pdgemm/pdsymm.  Memory per rank: O(n²/P + n m/P) (one more n x n
+  /// matrix for ntk, four n x m ones).  Not clamped at 0 (round-off may leave −ε).
+  template <class Arch, class DT, class DX>
+  std::vector<Vector> test_variances(const Arch& arch, const Eigen::MatrixBase<DT>& x_test,
+                                     const Eigen::MatrixBase<DX>& x_train, KernelKind kind,
+                                     const std::vector<double>& times, const KernelOptions& kernel_options = {}) const {
+    const char* fn = "ScalapackDynamics::test_variances";
+    const Eigen::Index m = x_test.rows();
+    const bool ntk_gp = kind == KernelKind::ntk;
+    std::unique_ptr<BlockCyclicMatrix> cross, cross_nngp, train_nngp, w, scaled, at;
+    Vector self = Vector::Zero(m);
+    collective(m_comm, [&] {
+      if (kind == KernelKind::both) ntk::detail::fail<std::invalid_argument>(fn, "kind must be nngp or ntk (got both)");
+      detail::check_inputs(fn, arch, x_test, x_train, kernel_options);
+      ntk::detail::check_rows(fn, "x_train", x_train, m_n);
+      for (double t : times) detail::check_time(fn, t, m_options.time);
+      cross = std::make_unique<BlockCyclicMatrix>(m_grid, m_n, m, m_block);  // κ(X, x), n x m
+      w = std::make_unique<BlockCyclicMatrix>(m_grid, m_n, m, m_block);
+      Matrix& local = cross->local();
+      const Matrix rows =
+          detail::gather_rows(x_train, local.rows(), [&](Eigen::Index i) { return cross->global_row(i); });
+      const Matrix cols =
+          detail::gather_rows(x_test, local.cols(), [&](Eigen::Index j) { return cross->global_col(j); });
+      if (ntk_gp) {
+        cross_nngp = std::make_unique<BlockCyclicMatrix>(m_grid, m_n, m, m_block);
+        scaled = std::make_unique<BlockCyclicMatrix>(m_grid, m_n, m, m_block);
+        at = std::make_unique<BlockCyclicMatrix>(m_grid, m_n, m, m_block);
+        train_nngp = std::make_unique<BlockCyclicMatrix>(m_grid, m_n, m_n, m_block);
+        detail::fill_upper(arch, x_train, KernelKind::nngp, kernel_options, 0, m_block, *train_nngp);
+        if (local.size() != 0) {
+          Kernels<double> both = detail::both_kernels(arch, rows, cols, kernel_options);
+          local = std::move(both.ntk);
+          cross_nngp->local() = std::move(both.nngp);
+        }
+      } else if (local.size() != 0) {
+        detail::fill_kernel(arch, rows, cols, kind, local, kernel_options);
+      }
+      // K(x_i, x_i): each rank an even share of the test points, summed below.
+      const auto [t0, t1] = detail::even_range(m, size(m_comm), rank(m_comm));
+      if (t1 > t0)
+        self.segment(t0, t1 - t0) = detail::nngp_diagonal(arch, x_test.middleRows(t0, t1 - t0), kernel_options);
+    });
+    detail::sum_replicated(m_comm, self.data(), self.size(), detail::Failure{});
+    const int n = detail::to_int(fn, m_n), mm = detail::to_int(fn, m), one = 1;
+    const double unit = 1, zero = 0;
+    // W = Vᵀ κ(X, x) (n x m), once for every time.
+    detail::scalapack::pdgemm_("T", "N", &n, &mm, &n, &unit, m_v->local().data(), &one, &one, m_v->descriptor(),
+                               cross->local().data(), &one, &one, cross->descriptor(), &zero, w->local().data(), &one,
+                               &one, w->descriptor(), 1, 1);
+    cross.reset();
+    const Matrix& wl = w->local();
+    std::vector<Vector> out;
+    for (double t : times) {
+      Vector sum = Vector::Zero(m);
+      const double time = ntk_gp ? t : 2 * t;
+      Vector g(m_n);
+      for (Eigen::Index j = 0; j < m_n; ++j)
+        g[j] = detail::spectral_factor(m_lambda[j], time, m_options.learning_rate, m_options.time, m_tolerance);
+      if (!ntk_gp) {
+        for (Eigen::Index c = 0; c < wl.cols(); ++c) {
+          double s = 0;
+          for (Eigen::Index r = 0; r < wl.rows(); ++r) s += g[w->global_row(r)] * wl(r, c) * wl(r, c);
+          sum[w->global_col(c)] = -s;
+        }
+      } else {
+        // Aᵀ = V diag(g) W, then K(X, X) Aᵀ (into the scaled buffer).
+        Matrix& sl = scaled->local();
+        for (Eigen::Index r = 0; r < wl.rows(); ++r) sl.row(r) = g[w->global_row(r)] * wl.row(r);
+        detail::scalapack::pdgemm_("N", "N", &n, &mm, &n, &unit, m_v->local().data(), &one, &one, m_v->descriptor(),
+                                   sl.data(), &one, &one, scaled->descriptor(), &zero, at->local().data(), &one, &one,
+                                   at->descriptor(), 1, 1);
+        detail::scalapack::pdsymm_("L", "U", &n, &mm, &unit, train_nngp->local().data(), &one, &one,
+                                   train_nngp->descriptor(), at->local().data(), &one, &one, at->descriptor(), &zero,
+                                   sl.data(), &one, &one, scaled->descriptor(), 1, 1);
+        const Matrix& al = at->local();
+        const Matrix& kl = cross_nngp->local();
+        for (Eigen::Index c = 0; c < al.cols(); ++c)
+          sum[at->global_col(c)] = al.col(c).dot(sl.col(c)) - 2 * al.col(c).dot(kl.col(c));
+      }
+      detail::Failure local;
+      if (!sum.allFinite())
+        local = {detail::Failure::overflow_error,
+                 "ntk::ScalapackDynamics::test_variances: the result exceeds the scalar type's range"};
+      detail::sum_replicated(m_comm, sum.data(), sum.size(), local);
+      out.push_back(self + sum);
+    }
+    return out;
+  }
+
   /// Wall time of this rank's kernel phase and of pdsyevd.
   double kernel_seconds() const { return m_kernel_seconds; }
   double solve_seconds() const { return m_solve_seconds; }
@@ -384,6 +602,7 @@ class ScalapackDynamics {
   Matrix m_y, m_residual, m_z0;
   Vector m_lambda;
   double m_tolerance = 0;
+  int m_block = 1;
   std::unique_ptr<BlockCyclicMatrix> m_v;
   double m_kernel_seconds = 0, m_solve_seconds = 0;
 };
@@ -413,7 +632,7 @@ ScalapackSolution scalapack_solve(MPI_Comm comm, const Arch& arch, const Eigen::
     scalapack_options.check(fn);
     ntk::detail::check_nonnegative(fn, "ridge", ridge);
     if (kind == KernelKind::both) ntk::detail::fail<std::invalid_argument>(fn, "kind must be nngp or ntk (got both)");
-    ntk::detail::check_request(fn, arch, x, x, kernel_options);
+    detail::check_inputs(fn, arch, x, x, kernel_options);
     ntk::detail::check_nonempty(fn, "r", r);
     ntk::detail::check_rows(fn, "r", r, x.rows());
     ntk::detail::check_finite(fn, "r", r);

@@ -144,14 +144,11 @@ void run_predict(const PredictArgs& a) {
   } catch (const std::invalid_argument& e) {
     throw CliError(std::string("--solver ") + solver + ": " + e.what());
   }
-  if (a.image && (plan.method == ntk::SolverMethod::packed || plan.method == ntk::SolverMethod::matrix_free))
-    throw CliError(solver == "cg"
-                       ? std::string("--architecture: image kernels are computed dense; --solver cg does "
-                                     "not apply (use auto, eigen or cholesky)")
-                       : "--architecture: image kernels are computed dense, and the dense path does not fit (" +
-                             plan.reason + "); use fewer training rows or a larger --memory-limit");
+  check_image_path(a, plan);
   progress.note(std::string("solver ") + ntk::method_name(plan.method) + " (" + plan.reason + "; about " +
                 std::to_string(plan.bytes >> 20) + " MiB)");
+  if (float_storage && plan.method != ntk::SolverMethod::packed)  // the same note under mpirun
+    progress.note(std::string("--storage float: not used by the ") + ntk::method_name(plan.method) + " path");
 
   // The output (one prediction matrix per time, plus its copy in the written table) must fit.
   check_memory(16 * static_cast<double>(m) * static_cast<double>(a.times.size()) *
@@ -487,7 +484,8 @@ void add_predict(CLI::App& app) {
               })
       .choice("storage", a->storage, {"double", "float"},
               "entries of the stored Gram triangle of --solver cg: float halves its memory, each entry "
-              "rounded to 2^-24 relative (double)")
+              "rounded to 2^-24 relative; the paths that store no triangle (eigen, cholesky, matrix-free) "
+              "compute in double and say so in a progress note (double)")
       .integer("max-iterations", a->max_iterations, 1, 1L << 30, "CG iterations / Chebyshev degree at most (1000)")
       .integer("preconditioner-rank", a->preconditioner_rank, 0, 1L << 30,
                "rank of the randomly pivoted Cholesky preconditioner of CG, 0 for none (1000)")

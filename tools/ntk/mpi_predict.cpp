@@ -83,16 +83,6 @@ void predict(const PredictArgs& a) {
     if (!a.quiet) std::fprintf(stderr, format, values...);
   };
   // Errors inside collective(): raised on every rank, printed once (see run_predict_mpi).
-  ntk::mpi::collective(comm, [&] {
-    if (a.image)
-      throw CliError(
-          "--architecture is not available under mpirun yet (image kernels are computed dense, in one "
-          "process)");
-    if (a.variance)
-      throw CliError(
-          "--variance is not available under mpirun yet (the distributed eigendecomposition gives the "
-          "means only)");
-  });
   set_threads(a.arch.threads);
   auto start = std::chrono::steady_clock::now();
   // Read and checked on rank 0 (an error there is raised on every rank); the features and fitted
@@ -120,26 +110,63 @@ void predict(const PredictArgs& a) {
   ntk::SolverPlan plan;
   ntk::mpi::collective(comm,
                        [&] { plan = mpi_plan(a, solver_request(a, data, static_cast<std::size_t>(budget), ranks)); });
+  // Image kernels: the dense ScaLAPACK paths only, refused as in one process.
+  ntk::mpi::collective(comm, [&] { check_image_path(a, plan); });
   progress.note(std::string("solver ") + ntk::method_name(plan.method) + " (" + plan.reason + "; about " +
                 std::to_string(plan.bytes >> 20) + " MiB per rank)");
+  // As in one process: the dense paths store no triangle and compute in double.
   if (a.storage == "float" && plan.method != ntk::SolverMethod::packed)
-    ntk::mpi::collective(comm, [&] {
-      throw CliError("--storage float applies to the stored triangle of --solver cg (the path taken is " +
-                     std::string(ntk::method_name(plan.method)) + ")");
-    });
+    progress.note(std::string("--storage float: not used by the ") + ntk::method_name(plan.method) + " path");
   // The output is checked (created) before any work; a failure there is raised everywhere.
   std::unique_ptr<Destination> destination;
   ntk::mpi::collective(comm, [&] {
     if (root) destination = std::make_unique<Destination>(a.out);
   });
   std::vector<Eigen::MatrixXd> predictions;
-  with_kernel_activation(a.arch, [&](const auto& phi) {
-    const auto net = ntk::mlp(phi, a.arch.depth, 0, a.arch.sigma_w, a.arch.sigma_b);
+  // The dense ScaLAPACK paths for an MLP network or an image architecture (each rank its
+  // block-cyclic blocks of the Gram matrix, test kernels in blocks of test points).
+  const auto dense = [&](const auto& arch) {
     start = std::chrono::steady_clock::now();
-    const auto cross_times = [&](const Eigen::MatrixXd& c) {
-      return ntk::mpi::cross_kernel_times(comm, net, xt, x, kind, c, kernel_options);
-    };
-    if (plan.method == ntk::SolverMethod::packed) {
+    if (plan.method == ntk::SolverMethod::cholesky) {
+      // t = ∞: one Cholesky factorization, no eigendecomposition.
+      const auto solution = ntk::mpi::scalapack_solve(comm, arch, x, y, kind, a.diag_reg, kernel_options);
+      say("ntk: kernel %s, ScaLAPACK Cholesky %s on %d ranks\n", seconds(solution.kernel_seconds).c_str(),
+          seconds(solution.solve_seconds).c_str(), ranks);
+      predictions.push_back(
+          ntk::mpi::cross_kernel_times(comm, arch, xt, x, kind, solution.coefficients, kernel_options));
+      return;
+    }
+    ntk::DynamicsOptions dynamics;
+    dynamics.learning_rate = a.lr;
+    dynamics.diag_reg = a.diag_reg;
+    dynamics.time = a.discrete ? ntk::TimeModel::discrete : ntk::TimeModel::continuous;
+    const ntk::mpi::ScalapackDynamics dyn(comm, arch, x, y, kind, dynamics, kernel_options);
+    say("ntk: kernel %s, ScaLAPACK eigendecomposition %s on %d ranks\n", seconds(dyn.kernel_seconds()).c_str(),
+        seconds(dyn.solve_seconds()).c_str(), ranks);
+    std::vector<Eigen::MatrixXd> means =
+        dyn.test_predictions(arch, xt, x, kind, a.times, Eigen::MatrixXd(), kernel_options);
+    if (!a.variance) {
+      predictions = std::move(means);
+      return;
+    }
+    // --variance: per time the means, then the diagonal of the NTK-GP / NNGP-GP covariance (as in
+    // one process, clamped at 0).
+    const auto variances = dyn.test_variances(arch, xt, x, kind, a.times, kernel_options);
+    for (std::size_t i = 0; i < a.times.size(); ++i) {
+      predictions.push_back(std::move(means[i]));
+      predictions.push_back(variances[i].cwiseMax(0.0));
+    }
+  };
+  if (a.image) {
+    dense(*a.image);
+  } else {
+    with_kernel_activation(a.arch, [&](const auto& phi) {
+      const auto net = ntk::mlp(phi, a.arch.depth, 0, a.arch.sigma_w, a.arch.sigma_b);
+      if (plan.method != ntk::SolverMethod::packed) return dense(net);
+      start = std::chrono::steady_clock::now();
+      const auto cross_times = [&](const Eigen::MatrixXd& c) {
+        return ntk::mpi::cross_kernel_times(comm, net, xt, x, kind, c, kernel_options);
+      };
       // The stored triangle split over the ranks; the single-process iterative solvers on it.
       auto iterate = [&](const auto& gram) {
         say("ntk: kernel %s (distributed triangle, %d ranks)\n", seconds(gram.kernel_seconds()).c_str(), ranks);
@@ -149,23 +176,8 @@ void predict(const PredictArgs& a) {
         iterate(ntk::mpi::DistributedGram<double, float>(comm, net, x, kind, kernel_options));
       else
         iterate(ntk::mpi::DistributedGram<>(comm, net, x, kind, kernel_options));
-    } else if (plan.method == ntk::SolverMethod::cholesky) {
-      // t = ∞: one Cholesky factorization, no eigendecomposition.
-      const auto solution = ntk::mpi::scalapack_solve(comm, net, x, y, kind, a.diag_reg, kernel_options);
-      say("ntk: kernel %s, ScaLAPACK Cholesky %s on %d ranks\n", seconds(solution.kernel_seconds).c_str(),
-          seconds(solution.solve_seconds).c_str(), ranks);
-      predictions.push_back(cross_times(solution.coefficients));
-    } else {
-      ntk::DynamicsOptions dynamics;
-      dynamics.learning_rate = a.lr;
-      dynamics.diag_reg = a.diag_reg;
-      dynamics.time = a.discrete ? ntk::TimeModel::discrete : ntk::TimeModel::continuous;
-      const ntk::mpi::ScalapackDynamics dyn(comm, net, x, y, kind, dynamics, kernel_options);
-      say("ntk: kernel %s, ScaLAPACK eigendecomposition %s on %d ranks\n", seconds(dyn.kernel_seconds()).c_str(),
-          seconds(dyn.solve_seconds()).c_str(), ranks);
-      predictions = dyn.test_predictions(net, xt, x, kind, a.times, Eigen::MatrixXd(), kernel_options);
-    }
-  });
+    });
+  }
   // Written once, by rank 0, as in one process; a failure there is raised everywhere.
   ntk::mpi::collective(comm, [&] {
     if (root) destination->write(prediction_table(a, data, predictions));

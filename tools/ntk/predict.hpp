@@ -76,12 +76,25 @@ Eigen::MatrixXd prediction_table(const PredictArgs& a, const PredictData& d,
 /// ±1 or one-hot targets), or with --labels the accuracy over classes.
 void report_scores(const PredictArgs& a, const PredictData& d, const std::vector<Eigen::MatrixXd>& predictions);
 
+/// --architecture (image kernels, computed dense): refuses the iterative paths, with the same
+/// message in one process and under mpirun.
+inline void check_image_path(const PredictArgs& a, const ntk::SolverPlan& plan) {
+  if (a.image && (plan.method == ntk::SolverMethod::packed || plan.method == ntk::SolverMethod::matrix_free))
+    throw CliError(a.solver == "cg"
+                       ? std::string("--architecture: image kernels are computed dense; --solver cg does "
+                                     "not apply (use auto, eigen or cholesky)")
+                       : "--architecture: image kernels are computed dense, and the dense path does not fit (" +
+                             plan.reason + "); use fewer training rows or a larger --memory-limit");
+}
+
 #if defined(NTK_CLI_MPI)
 /// `ntk predict` over MPI_COMM_WORLD (mpi_predict.cpp): read on rank 0 and broadcast; --solver
 /// cholesky (ScaLAPACK, t = inf), eigen (ScaLAPACK eigendecomposition, any times) or cg (the
 /// distributed stored triangle: CG for t = inf, Chebyshev for finite times); auto as in one process
-/// with each rank's share of the n x n matrices against each rank's memory.  Predictions through
-/// the distributed test kernel, written once by rank 0.
+/// with each rank's share of the n x n matrices against each rank's memory.  --variance on the
+/// eigendecomposition path (ScalapackDynamics::test_variances), --architecture on the eigen and
+/// Cholesky paths (image_kernel blocks).  Predictions through the distributed test kernel, written
+/// once by rank 0.
 void run_predict_mpi(const PredictArgs& a);
 #endif
 

@@ -3,7 +3,8 @@
 # 2 and 3 ranks.  `ntk predict` gives the single-process predictions to 1e-9 (eigendecomposition
 # path: times 1, 10, inf; Cholesky path: t = inf with a ridge; NNGP, discrete time; --solver eigen
 # forced; --solver cg: CG and Chebyshev on the distributed triangle against the same solvers in one
-# process), writes them once and prints its results once; --quiet leaves only the results on
+# process; --variance, NTK-GP and NNGP-GP, continuous and discrete; --architecture image kernels on
+# the eigen and Cholesky paths; --storage float on a dense path), writes them once and prints its results once; --quiet leaves only the results on
 # stderr; every error is one "ntk: error:" line, status 2, no output file, and nothing hangs (each
 # run is bounded by `timeout`).
 set -u
@@ -13,6 +14,14 @@ ntk=$1 data=$2 work=$3
 shift 3
 mpiexec=("$@")
 mkdir -p "$work"
+# Small 6x6x1 images for --architecture: 36 pixels and a ±1 target per row (awk's generator,
+# seeded: the same files for both tools).
+images() {
+  awk -v seed="$1" -v rows="$2" 'BEGIN { srand(seed); for (r = 0; r < rows; r++) { line = "";
+    for (p = 0; p < 36; p++) line = line sprintf("%.6f,", rand() - 0.5); print line (rand() < 0.5 ? -1 : 1) } }'
+}
+images 7 36 >"$work/images_train.csv"
+images 8 10 >"$work/images_test.csv"
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 run() { timeout 120 "${mpiexec[@]}" -n "$1" "$ntk" "${@:2}"; }
@@ -21,7 +30,9 @@ for ranks in 2 3; do
   for case in "--time 1,10,inf" "--time inf --diag-reg 0.01" "--kernel nngp --discrete --lr 0.01 --time 5,inf" \
     "--solver eigen --time inf --diag-reg 0.01" "--solver cg --tolerance 1e-13 --time inf --diag-reg 0.01" \
     "--solver cg --tolerance 1e-13 --preconditioner-rank 0 --time 1,10,inf --diag-reg 0.001" \
-    "--solver cg --tolerance 1e-12 --discrete --lr 0.01 --time 5,50"; do
+    "--solver cg --tolerance 1e-12 --discrete --lr 0.01 --time 5,50" "--variance --time 1,10,inf" \
+    "--variance --kernel nngp --diag-reg 0.01 --time 1,inf" "--variance --discrete --lr 0.01 --time 5,inf" \
+    "--variance --kernel nngp --discrete --lr 0.01 --time 0,5,50"; do
     # shellcheck disable=SC2086
     "$ntk" predict --train "$data/train.csv" --test "$data/test.csv" $case --out "$work/serial.csv" 2>/dev/null ||
       fail "serial predict $case"
@@ -59,6 +70,36 @@ for ranks in 2 3; do
     unset -n inputs
   done
   grep -q "accuracy=" "$work/err.txt" || fail "$ranks ranks: no accuracy reported"
+  # --architecture: image kernels on the dense ScaLAPACK paths (eigen, Cholesky; with --variance).
+  conv=(--train "$work/images_train.csv" --test "$work/images_test.csv" --architecture conv:3x3:4,relu,gap,dense
+    --shape 6,6,1)
+  for case in "--solver eigen --diag-reg 0.01 --time 1,inf" "--solver cholesky --diag-reg 0.01" "--diag-reg 0.01" \
+    "--variance --time 10,inf" "--variance --kernel nngp --discrete --lr 0.01 --time 5,inf"; do
+    # shellcheck disable=SC2086
+    "$ntk" predict "${conv[@]}" $case --out "$work/serial.csv" 2>"$work/serial_err.txt" || fail "serial predict images $case"
+    rm -f "$work/mpi.csv"
+    # shellcheck disable=SC2086
+    run "$ranks" predict "${conv[@]}" $case --out "$work/mpi.csv" 2>"$work/err.txt" ||
+      fail "$ranks ranks, images $case: status $?: $(cat "$work/err.txt")"
+    compare "$work/serial.csv" "$work/mpi.csv" 1e-9 || fail "$ranks ranks, images $case: predictions differ from one process"
+    [ "$(grep '^t=' "$work/err.txt")" = "$(grep '^t=' "$work/serial_err.txt")" ] ||
+      fail "$ranks ranks, images $case: scores differ: $(grep '^t=' "$work/err.txt") vs $(grep '^t=' "$work/serial_err.txt")"
+  done
+  # --storage float on the paths that store no triangle (Cholesky, eigendecomposition): computed in
+  # double as in one process, with the same progress note.
+  for case in "--diag-reg 0.01" "--solver eigen --time 1,inf"; do
+    # shellcheck disable=SC2086
+    "$ntk" predict --train "$data/train.csv" --test "$data/test.csv" $case --storage float --progress \
+      --out "$work/serial.csv" 2>"$work/serial_err.txt" || fail "serial predict $case --storage float"
+    rm -f "$work/mpi.csv"
+    # shellcheck disable=SC2086
+    run "$ranks" predict --train "$data/train.csv" --test "$data/test.csv" $case --storage float --progress \
+      --out "$work/mpi.csv" 2>"$work/err.txt" || fail "$ranks ranks, $case --storage float: status $?: $(cat "$work/err.txt")"
+    compare "$work/serial.csv" "$work/mpi.csv" 1e-9 || fail "$ranks ranks, $case --storage float: predictions differ"
+    note=$(grep '^ntk: --storage float: not used by the' "$work/serial_err.txt")
+    [ -n "$note" ] && [ "$(grep '^ntk: --storage float' "$work/err.txt")" = "$note" ] ||
+      fail "$ranks ranks, $case --storage float: not the single-process note '$note': $(cat "$work/err.txt")"
+  done
   # --quiet: the results only.
   run "$ranks" predict --train "$data/train.csv" --test "$data/test.csv" --solver cg --diag-reg 0.01 --quiet \
     --out "$work/mpi.csv" 2>"$work/err.txt" || fail "$ranks ranks, --quiet: status $?"
@@ -86,11 +127,10 @@ for ranks in 2 3; do
   check_error "unknown option" predict --train "$data/train.csv" --test "$data/test.csv" --bogus 1 --out "$work/bad.csv"
   check_error "memory limit" predict --train "$data/train.csv" --test "$data/test.csv" --memory-limit 1K --out "$work/bad.csv"
   check_error "--labels needs one column" predict --train "$data/train_x.csv" --train-targets "$data/train_x.csv" --test "$data/test_x.csv" --labels --out "$work/bad.csv"
-  check_error "--storage float applies to the stored triangle" predict --train "$data/train.csv" --test "$data/test.csv" --storage float --diag-reg 0.01 --out "$work/bad.csv"
-  check_error "--architecture is not available under mpirun" predict --train "$data/images_train.csv" --test "$data/images_test.csv" --architecture conv,relu,gap,dense --shape 4,4,1 --out "$work/bad.csv"
+  check_error "--architecture: image kernels are computed dense; --solver cg does not apply" predict "${conv[@]}" --diag-reg 0.1 --solver cg --out "$work/bad.csv"
+  check_error "--solver cg: .*covariances need the eigendecomposition" predict --train "$data/train.csv" --test "$data/test.csv" --variance --solver cg --diag-reg 0.1 --out "$work/bad.csv"
   check_error "--solver cholesky: .*t = inf only" predict --train "$data/train.csv" --test "$data/test.csv" --solver cholesky --time 1 --out "$work/bad.csv"
   check_error "--solver cg: .*" predict --train "$data/train.csv" --test "$data/test.csv" --solver cg --time inf --out "$work/bad.csv"
-  check_error "variance is not available" predict --train "$data/train.csv" --test "$data/test.csv" --variance --out "$work/bad.csv"
   check_error "cannot write" predict --train "$data/train.csv" --test "$data/test.csv" --out "$work/no-such-dir/p.csv"
   # Other commands run once, on rank 0.
   rows=$(run "$ranks" kernel --x "$data/x.csv" 2>/dev/null | wc -l)

@@ -204,6 +204,17 @@ predict_cg_float_storage() {
     compare d.csv f.csv 1e-3 && ! compare d.csv f.csv 1e-15 2>/dev/null
 }
 
+# --storage float on a path that stores no triangle (Cholesky by auto, eigen, forced or by auto):
+# the double computation, bit for bit.
+predict_float_storage_dense_is_double() {
+  local run
+  for run in "--diag-reg 0.01" "--solver eigen --time 1,inf" "--solver cholesky --diag-reg 0.01"; do
+    # shellcheck disable=SC2086
+    predict_separate $run --out d.csv && predict_separate $run --storage float --out f.csv && cmp -s d.csv f.csv ||
+      return 1
+  done
+}
+
 predict_cg_finite_times_match_eigen() {
   predict_separate --lr 0.05 --time 1,10,inf --diag-reg 0.01 --solver eigen --out e.csv &&
     predict_separate --lr 0.05 --time 1,10,inf --diag-reg 0.01 --solver cg --tolerance 1e-12 --out g.csv &&
