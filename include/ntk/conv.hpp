@@ -1,7 +1,8 @@
 #pragma once
 /// \file conv.hpp
 /// Image architectures in both worlds: convolutions (1-D and 2-D), average pooling, global
-/// average pooling, flattening, per-pixel dense layers and elementwise activations; their
+/// average pooling, flattening, per-pixel dense layers, elementwise activations, residual blocks
+/// and LayerNorm; their
 /// infinite-width NNGP/NTK (Arora et al. 2019's CNTK, Neural Tangents' stax conventions) and the
 /// finite networks they describe.
 ///
@@ -24,9 +25,14 @@
 ///    AvgPool:     Σ' = M Σ Mᵀ, Θ' = M Θ Mᵀ (M the pooling matrix of one image)
 ///    GlobalAvgPool: Σ' = mean_{p,p'} Σ(p, p');  Flatten: Σ' = mean_p Σ(p, p)  (Θ likewise)
 ///    Activation:  Σ'(p, p') = L^φ at [[q(p), Σ(p,p')], [Σ(p,p'), q'(p')]],  Θ' = Θ ⊙ L^φ'
+///    Residual:    y = x + α f(x): Σ' = Σ + α² Σ_f, Θ' = Θ + α² Θ_f (the branch run from (Σ, Θ);
+///                 stax's FanOut(2) >> parallel(f, Identity) >> FanInSum is α = 1)
+///    LayerNorm:   Σ'(p, p') = Σ(p, p') / sqrt((q(p) + ε)(q'(p') + ε)), Θ' likewise (stax's
+///                 LayerNorm(axis=-1); both need zero-mean Gaussian inputs, as in stax)
 /// where q(p) = Σ(x, x)(p, p) comes from the diagonal chain of each image, computed once per image.
 /// Without pooling before the readout (Flatten, no AvgPool/GlobalAvgPool) only the diagonal
-/// p = p' is ever needed: O(P k L) per pair (the CNTK-V).  With pooling the whole P x P' matrix:
+/// p = p' is ever needed: O(P k L) per pair (the CNTK-V); residual blocks and LayerNorm before
+/// the readout pooling keep an architecture off the line engines.  With pooling the whole P x P' matrix:
 /// O(P² k L) per pair, P² memory per pair in flight (per thread), never O(n² P²).
 /// Activation duals: closed forms where the activation has one (ReLU family: one square root per
 /// entry through unit_dual), otherwise the Mehler series of dual.hpp, else product quadrature.
@@ -433,25 +439,90 @@ inline AxisMap axis_map(Eigen::Index in, Eigen::Index taps, Eigen::Index stride,
 }
 
 /// A layer with its geometry resolved against the shape it receives.
+/// Architectures flatten into a list of these; a Residual becomes residual_begin, its branch's
+/// layers, residual_end.
 struct ResolvedLayer {
-  enum class Kind { conv, dense, pool, global_pool, flatten, activation } kind;
-  ImageShape in, out;
+  enum class Kind {
+    conv,
+    dense,
+    pool,
+    global_pool,
+    flatten,
+    activation,
+    layer_norm,
+    residual_begin,
+    residual_end
+  } kind;
+  ImageShape in, out;     // residual_end: in is the branch's output, out the residual's input
   AxisMap rows, columns;  // conv / pool: height and width axes
   double sigma_w = 1, sigma_b = 0;
+  double scale = 1;        // residual_end: α of y = x + α f(x)
+  double epsilon = 0;      // layer_norm
   Eigen::Index width = 0;  // conv channels / dense width (finite world)
   const ImageActivationBase* activation = nullptr;
-  std::size_t chain = 0;  // activation: index of its variances in a diagonal chain
+  std::size_t chain = 0;  // activation, layer_norm: index of its variances in a diagonal chain
+  std::string label;      // the layer's index in error messages: "3", or "3.1" inside a branch
 };
 
+inline const char* kind_name(ResolvedLayer::Kind kind) {
+  using K = ResolvedLayer::Kind;
+  switch (kind) {
+    case K::conv:
+      return "conv";
+    case K::dense:
+      return "dense";
+    case K::pool:
+      return "avgpool";
+    case K::global_pool:
+      return "gap";
+    case K::flatten:
+      return "flatten";
+    case K::activation:
+      return "activation";
+    case K::layer_norm:
+      return "layernorm";
+    case K::residual_begin:
+    case K::residual_end:
+      return "residual";
+  }
+  return "layer";
+}
+
 }  // namespace detail
+
+/// LayerNorm over the channels of every pixel, as stax's LayerNorm(axis=-1) (no learned scale or
+/// offset): the finite network maps a pixel's channel vector x to (x − mean(x)) / sqrt(var(x) + ε)
+/// (biased variance over the channels); the kernel divides Σ(p, p') and Θ(p, p') by
+/// sqrt((q(p) + ε)(q'(p') + ε)), q(p) = Σ(x, x)(p, p) at the layer's input.  The mean term vanishes
+/// at infinite width only for a zero-mean Gaussian input (after Conv or Dense): as stax, any
+/// other input (the network input, an activation's output) is refused.
+struct LayerNorm {
+  double epsilon = 1e-12;
+};
+
+struct Residual;
+/// One layer of an image architecture.
+using ImageLayer = std::variant<Conv, AvgPool, GlobalAvgPool, Flatten, Dense, ImageActivation, LayerNorm, Residual>;
+
+/// A residual block y = x + α f(x) with f the branch (stax: FanOut(2) >> parallel(f, Identity) >>
+/// FanInSum, which is α = 1).  Kernels add: Σ = Σ_x + α² Σ_f(x), Θ = Θ_x + α² Θ_f(x).  The
+/// branch must keep the height and width (and, in the finite world, the channels), and as in
+/// stax's FanInSum both x and f(x) must be zero-mean Gaussian at infinite width: x and the
+/// branch's output come from a Conv or Dense (through pooling, LayerNorm or residual blocks),
+/// not from the input or an activation.
+struct Residual {
+  std::vector<ImageLayer> branch;
+  double scale = 1;
+};
 
 /// An image architecture: a declared input shape and a list of layers, validated at construction.
 class ImageArchitecture {
  public:
-  using Layer = std::variant<Conv, AvgPool, GlobalAvgPool, Flatten, Dense, ImageActivation>;
+  using Layer = ImageLayer;
 
   /// Throws std::invalid_argument (naming the layer) for a non-positive input shape, filter,
-  /// window or stride, a VALID window larger than its input, bad σ's or no layers.
+  /// window or stride, a VALID window larger than its input, bad σ's, no layers, an empty or
+  /// shape-changing residual branch, or a LayerNorm or residual sum of a non-Gaussian input.
   ImageArchitecture(ImageShape input, std::vector<Layer> layers) : m_input(input), m_layers(std::move(layers)) {
     const char* fn = "ImageArchitecture";
     detail::check_at_least<Eigen::Index>(fn, "input height", input.height, 1);
@@ -459,72 +530,12 @@ class ImageArchitecture {
     detail::check_at_least<Eigen::Index>(fn, "input channels", input.channels, 1);
     if (m_layers.empty()) detail::fail<std::invalid_argument>(fn, "architecture has no layers (got 0)");
     ImageShape shape = input;
-    for (std::size_t l = 0; l < m_layers.size(); ++l) {
-      detail::ResolvedLayer r;
-      r.in = shape;
-      const std::string where = "layer " + std::to_string(l) + " ";
-      const auto window = [&](Eigen::Index fh, Eigen::Index fw, Eigen::Index sh, Eigen::Index sw, Padding padding,
-                              const char* what) {
-        if (fh < 1 || fw < 1)
-          detail::fail<std::invalid_argument>(fn, where, "(", what, "): window must be at least 1x1 (got ", fh, "x", fw,
-                                              ")");
-        if (sh < 1 || sw < 1)
-          detail::fail<std::invalid_argument>(fn, where, "(", what, "): stride must be at least 1 (got ", sh, "x", sw,
-                                              ")");
-        if (padding == Padding::valid && (fh > shape.height || fw > shape.width))
-          detail::fail<std::invalid_argument>(fn, where, "(", what, "): VALID window ", fh, "x", fw,
-                                              " is larger than its input ", shape.height, "x", shape.width);
-        r.rows = detail::axis_map(shape.height, fh, sh, padding);
-        r.columns = detail::axis_map(shape.width, fw, sw, padding);
-      };
-      if (const auto* conv = std::get_if<Conv>(&m_layers[l])) {
-        r.kind = detail::ResolvedLayer::Kind::conv;
-        window(conv->filter_height, conv->filter_width, conv->stride_height, conv->stride_width, conv->padding, "conv");
-        detail::check_positive(fn, "Conv sigma_w", conv->sigma_w);
-        detail::check_nonnegative(fn, "Conv sigma_b", conv->sigma_b);
-        detail::check_at_least<Eigen::Index>(fn, "Conv channels", conv->channels, 0);
-        r.sigma_w = conv->sigma_w;
-        r.sigma_b = conv->sigma_b;
-        r.width = conv->channels;
-        shape = {r.rows.out, r.columns.out, std::max<Eigen::Index>(conv->channels, 1)};
-      } else if (const auto* pool = std::get_if<AvgPool>(&m_layers[l])) {
-        r.kind = detail::ResolvedLayer::Kind::pool;
-        const Eigen::Index sh = pool->stride_height > 0 ? pool->stride_height : pool->window_height;
-        const Eigen::Index sw = pool->stride_width > 0 ? pool->stride_width : pool->window_width;
-        if (pool->stride_height < 0 || pool->stride_width < 0)
-          detail::fail<std::invalid_argument>(fn, where,
-                                              "(avgpool): stride must be at least 1, or 0 for the window (got ",
-                                              pool->stride_height, "x", pool->stride_width, ")");
-        window(pool->window_height, pool->window_width, sh, sw, pool->padding, "avgpool");
-        shape = {r.rows.out, r.columns.out, shape.channels};
-        m_pooling = true;
-      } else if (std::holds_alternative<GlobalAvgPool>(m_layers[l])) {
-        r.kind = detail::ResolvedLayer::Kind::global_pool;
-        shape = {1, 1, shape.channels};
-        if (r.in.pixels() > 1) m_pooling = true;
-      } else if (std::holds_alternative<Flatten>(m_layers[l])) {
-        r.kind = detail::ResolvedLayer::Kind::flatten;
-        shape = {1, 1, shape.size()};
-      } else if (const auto* dense = std::get_if<Dense>(&m_layers[l])) {
-        r.kind = detail::ResolvedLayer::Kind::dense;
-        dense->check(fn);
-        r.sigma_w = dense->sigma_w;
-        r.sigma_b = dense->sigma_b;
-        r.width = dense->width;
-        r.rows = detail::axis_map(shape.height, 1, 1, Padding::valid);
-        r.columns = detail::axis_map(shape.width, 1, 1, Padding::valid);
-        shape = {shape.height, shape.width, std::max<Eigen::Index>(dense->width, 1)};
-      } else {
-        r.kind = detail::ResolvedLayer::Kind::activation;
-        r.activation = &std::get<ImageActivation>(m_layers[l]).model();
-        r.chain = m_activations++;
-      }
-      r.out = shape;
-      m_resolved.push_back(r);
-    }
+    bool gaussian = false;  // the input is not a zero-mean Gaussian
+    resolve(m_layers, "", shape, gaussian);
     m_output = shape;
     // Covariance lines: up to the first GlobalAvgPool or Flatten only stride-1, non-circular
-    // convolutions, dense layers and activations.
+    // convolutions, dense layers and activations (a LayerNorm or residual block before the
+    // readout pooling sends the architecture to the matching-pixel or full engine).
     for (std::size_t l = 0; l < m_resolved.size(); ++l) {
       const auto& r = m_resolved[l];
       using K = detail::ResolvedLayer::Kind;
@@ -568,9 +579,140 @@ class ImageArchitecture {
   /// kernel then needs every pixel pair; otherwise only matching pixels.
   bool needs_pixel_pairs() const { return m_pooling; }
   const std::vector<detail::ResolvedLayer>& resolved() const { return m_resolved; }
+  /// The number of per-image variance layers (activations and LayerNorms).
   std::size_t activation_count() const { return m_activations; }
 
  private:
+  /// Appends the resolved form of `layers` (labels prefix + index) from `shape`, updating it and
+  /// whether the current values are zero-mean Gaussian at infinite width (stax's is_gaussian).
+  void resolve(const std::vector<Layer>& layers, const std::string& prefix, ImageShape& shape, bool& gaussian) {
+    const char* fn = "ImageArchitecture";
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      detail::ResolvedLayer r;
+      r.in = shape;
+      r.label = prefix + std::to_string(l);
+      const std::string where = "layer " + r.label + " ";
+      const auto window = [&](Eigen::Index fh, Eigen::Index fw, Eigen::Index sh, Eigen::Index sw, Padding padding,
+                              const char* what) {
+        if (fh < 1 || fw < 1)
+          detail::fail<std::invalid_argument>(fn, where, "(", what, "): window must be at least 1x1 (got ", fh, "x", fw,
+                                              ")");
+        if (sh < 1 || sw < 1)
+          detail::fail<std::invalid_argument>(fn, where, "(", what, "): stride must be at least 1 (got ", sh, "x", sw,
+                                              ")");
+        if (padding == Padding::valid && (fh > shape.height || fw > shape.width))
+          detail::fail<std::invalid_argument>(fn, where, "(", what, "): VALID window ", fh, "x", fw,
+                                              " is larger than its input ", shape.height, "x", shape.width);
+        r.rows = detail::axis_map(shape.height, fh, sh, padding);
+        r.columns = detail::axis_map(shape.width, fw, sw, padding);
+      };
+      const Layer& layer = layers[l];
+      if (const auto* conv = std::get_if<Conv>(&layer)) {
+        r.kind = detail::ResolvedLayer::Kind::conv;
+        window(conv->filter_height, conv->filter_width, conv->stride_height, conv->stride_width, conv->padding, "conv");
+        detail::check_positive(fn, "Conv sigma_w", conv->sigma_w);
+        detail::check_nonnegative(fn, "Conv sigma_b", conv->sigma_b);
+        detail::check_at_least<Eigen::Index>(fn, "Conv channels", conv->channels, 0);
+        r.sigma_w = conv->sigma_w;
+        r.sigma_b = conv->sigma_b;
+        r.width = conv->channels;
+        shape = {r.rows.out, r.columns.out, std::max<Eigen::Index>(conv->channels, 1)};
+        gaussian = true;
+      } else if (const auto* pool = std::get_if<AvgPool>(&layer)) {
+        r.kind = detail::ResolvedLayer::Kind::pool;
+        const Eigen::Index sh = pool->stride_height > 0 ? pool->stride_height : pool->window_height;
+        const Eigen::Index sw = pool->stride_width > 0 ? pool->stride_width : pool->window_width;
+        if (pool->stride_height < 0 || pool->stride_width < 0)
+          detail::fail<std::invalid_argument>(fn, where,
+                                              "(avgpool): stride must be at least 1, or 0 for the window (got ",
+                                              pool->stride_height, "x", pool->stride_width, ")");
+        window(pool->window_height, pool->window_width, sh, sw, pool->padding, "avgpool");
+        shape = {r.rows.out, r.columns.out, shape.channels};
+        m_pooling = true;
+      } else if (std::holds_alternative<GlobalAvgPool>(layer)) {
+        r.kind = detail::ResolvedLayer::Kind::global_pool;
+        shape = {1, 1, shape.channels};
+        if (r.in.pixels() > 1) m_pooling = true;
+      } else if (std::holds_alternative<Flatten>(layer)) {
+        r.kind = detail::ResolvedLayer::Kind::flatten;
+        shape = {1, 1, shape.size()};
+      } else if (const auto* dense = std::get_if<Dense>(&layer)) {
+        r.kind = detail::ResolvedLayer::Kind::dense;
+        dense->check(fn);
+        r.sigma_w = dense->sigma_w;
+        r.sigma_b = dense->sigma_b;
+        r.width = dense->width;
+        r.rows = detail::axis_map(shape.height, 1, 1, Padding::valid);
+        r.columns = detail::axis_map(shape.width, 1, 1, Padding::valid);
+        shape = {shape.height, shape.width, std::max<Eigen::Index>(dense->width, 1)};
+        gaussian = true;
+      } else if (const auto* norm = std::get_if<LayerNorm>(&layer)) {
+        r.kind = detail::ResolvedLayer::Kind::layer_norm;
+        if (!(norm->epsilon >= 0) || !std::isfinite(norm->epsilon))
+          detail::fail<std::invalid_argument>(fn, where, "(layernorm): epsilon must be finite and >= 0 (got ",
+                                              norm->epsilon, ")");
+        if (!gaussian)
+          detail::fail<std::invalid_argument>(
+              fn, where,
+              "(layernorm): LayerNorm needs a zero-mean Gaussian input (after a Conv or Dense), not the network "
+              "input or an activation's output: as in stax, the channel mean does not vanish there and the kernel "
+              "of (x - mean) / std has no closed form");
+        r.epsilon = norm->epsilon;
+        r.chain = m_activations++;
+      } else if (const auto* res = std::get_if<Residual>(&layer)) {
+        if (res->branch.empty())
+          detail::fail<std::invalid_argument>(fn, where,
+                                              "(residual): empty branch (y = x + a f(x) needs a layer in f)");
+        if (!std::isfinite(res->scale))
+          detail::fail<std::invalid_argument>(fn, where, "(residual): scale must be finite (got ", res->scale, ")");
+        if (!gaussian)
+          detail::fail<std::invalid_argument>(
+              fn, where,
+              "(residual): the residual's input must be zero-mean Gaussian (after a Conv or Dense), not the network "
+              "input or an activation's output; as stax's FanInSum, the sum's kernel needs both terms Gaussian");
+        r.kind = detail::ResolvedLayer::Kind::residual_begin;
+        r.out = shape;
+        m_resolved.push_back(r);
+        const std::size_t first = m_resolved.size();
+        ImageShape branch_shape = shape;
+        bool branch_gaussian = gaussian;
+        resolve(res->branch, r.label + ".", branch_shape, branch_gaussian);
+        if (branch_shape.height != shape.height || branch_shape.width != shape.width) {
+          std::size_t culprit = first;
+          while (culprit + 1 < m_resolved.size() && m_resolved[culprit].out.height == shape.height &&
+                 m_resolved[culprit].out.width == shape.width)
+            ++culprit;
+          const auto& c = m_resolved[culprit];
+          detail::fail<std::invalid_argument>(fn, where, "(residual): branch layer ", c.label, " (",
+                                              detail::kind_name(c.kind), ") changes ", shape.height, "x", shape.width,
+                                              " to ", c.out.height, "x", c.out.width,
+                                              "; a residual branch must keep its input's height and width");
+        }
+        if (!branch_gaussian)
+          detail::fail<std::invalid_argument>(
+              fn, where,
+              "(residual): the branch must end with a zero-mean Gaussian output (a Conv or Dense, possibly followed by "
+              "pooling or LayerNorm), not an activation; as stax's FanInSum, the sum's kernel needs both terms "
+              "Gaussian");
+        detail::ResolvedLayer end;
+        end.kind = detail::ResolvedLayer::Kind::residual_end;
+        end.in = branch_shape;
+        end.out = shape;
+        end.scale = res->scale;
+        end.label = r.label;
+        m_resolved.push_back(end);
+        continue;
+      } else {
+        r.kind = detail::ResolvedLayer::Kind::activation;
+        r.activation = &std::get<ImageActivation>(layer).model();
+        r.chain = m_activations++;
+        gaussian = false;
+      }
+      r.out = shape;
+      m_resolved.push_back(r);
+    }
+  }
+
   ImageShape m_input, m_output;
   std::vector<Layer> m_layers;
   std::vector<detail::ResolvedLayer> m_resolved;
@@ -595,6 +737,19 @@ ImageArchitecture::Layer to_image_layer(T layer) {
 template <class... Layers>
 ImageArchitecture image_serial(ImageShape input, Layers... layers) {
   return ImageArchitecture(input, std::vector<ImageArchitecture::Layer>{detail::to_image_layer(std::move(layers))...});
+}
+
+/// A residual block y = x + f(x) (stax's FanInSum) from the branch's layers: residual(Conv{...},
+/// activation(Relu{}), Conv{...}).
+template <class... Layers>
+Residual residual(Layers... layers) {
+  return Residual{std::vector<ImageLayer>{detail::to_image_layer(std::move(layers))...}, 1.0};
+}
+
+/// y = x + α f(x): kernels Σ_x + α² Σ_f, Θ_x + α² Θ_f.
+template <class... Layers>
+Residual scaled_residual(double scale, Layers... layers) {
+  return Residual{std::vector<ImageLayer>{detail::to_image_layer(std::move(layers))...}, scale};
 }
 
 /// Options of image kernels.
@@ -696,20 +851,10 @@ class ImagePairEngine {
           break;
         }
         case Kind::activation: {
-          std::unique_ptr<ActivationStep> step;
-          if (record != nullptr) {
-            ChainLayer q;
-            q.q.resize(static_cast<std::size_t>(H * W));
-            for (Eigen::Index h = 0; h < H; ++h)
-              for (Eigen::Index w = 0; w < W; ++w)
-                q.q[static_cast<std::size_t>(h * W + w)] =
-                    m_sigma[static_cast<std::size_t>(((h * H + h) * W + w) * W + w)];
-            q.finish();
-            record->layers.push_back(std::move(q));
-            step = layer.activation->prepare(record->layers.back(), record->layers.back(), m_options);
-          } else {
-            step = layer.activation->prepare(chain_a->layers[layer.chain], chain_b->layers[layer.chain], m_options);
-          }
+          if (record != nullptr) record_full(H, W, record);
+          const ChainLayer& ca = record != nullptr ? record->layers.back() : chain_a->layers[layer.chain];
+          const ChainLayer& cb = record != nullptr ? record->layers.back() : chain_b->layers[layer.chain];
+          const std::unique_ptr<ActivationStep> step = layer.activation->prepare(ca, cb, m_options);
           for (Eigen::Index h1 = 0; h1 < H; ++h1)
             for (Eigen::Index h2 = 0; h2 < H; ++h2) {
               const std::size_t base = static_cast<std::size_t>((h1 * H + h2) * W * W);
@@ -717,6 +862,30 @@ class ImagePairEngine {
             }
           break;
         }
+        case Kind::layer_norm: {
+          if (record != nullptr) record_full(H, W, record);
+          const ChainLayer& ca = record != nullptr ? record->layers.back() : chain_a->layers[layer.chain];
+          const ChainLayer& cb = record != nullptr ? record->layers.back() : chain_b->layers[layer.chain];
+          const double eps = layer.epsilon;
+          for (Eigen::Index h1 = 0; h1 < H; ++h1)
+            for (Eigen::Index h2 = 0; h2 < H; ++h2)
+              for (Eigen::Index w1 = 0; w1 < W; ++w1) {
+                const double qa = ca.q[static_cast<std::size_t>(h1 * W + w1)] + eps;
+                const std::size_t base = static_cast<std::size_t>(((h1 * H + h2) * W + w1) * W);
+                for (Eigen::Index w2 = 0; w2 < W; ++w2) {
+                  const double f = 1 / std::sqrt(qa * (cb.q[static_cast<std::size_t>(h2 * W + w2)] + eps));
+                  m_sigma[base + static_cast<std::size_t>(w2)] *= f;
+                  m_theta[base + static_cast<std::size_t>(w2)] *= f;
+                }
+              }
+          break;
+        }
+        case Kind::residual_begin:
+          m_saved.emplace_back(m_sigma, m_theta);
+          break;
+        case Kind::residual_end:
+          add_residual(layer.scale);
+          break;
       }
     }
     return {m_sigma[0], m_theta[0]};
@@ -727,6 +896,29 @@ class ImagePairEngine {
 
  private:
   using Kind = ResolvedLayer::Kind;
+
+  /// Records the variances q(p) = Σ(p, p) of a full [H][H][W][W] covariance (a = b) as the next chain layer.
+  void record_full(Eigen::Index H, Eigen::Index W, ImageChain* record) const {
+    ChainLayer q;
+    q.q.resize(static_cast<std::size_t>(H * W));
+    for (Eigen::Index h = 0; h < H; ++h)
+      for (Eigen::Index w = 0; w < W; ++w)
+        q.q[static_cast<std::size_t>(h * W + w)] = m_sigma[static_cast<std::size_t>(((h * H + h) * W + w) * W + w)];
+    q.finish();
+    record->layers.push_back(std::move(q));
+  }
+
+  /// End of a residual block: (Σ, Θ) = saved + α² (Σ, Θ) (same layout: the branch keeps the shape).
+  void add_residual(double scale) {
+    const double a2 = scale * scale;
+    const std::vector<double>& s = m_saved.back().first;
+    const std::vector<double>& t = m_saved.back().second;
+    for (std::size_t e = 0; e < m_sigma.size(); ++e) {
+      m_sigma[e] = s[e] + a2 * m_sigma[e];
+      m_theta[e] = t[e] + a2 * m_theta[e];
+    }
+    m_saved.pop_back();
+  }
 
   /// Conv (or per-pixel Dense) on [H][H][W][W] covariances: for each output block (o1, o2) the
   /// height taps are summed into a W x W block in cache, then the width taps into the output;
@@ -974,20 +1166,33 @@ class ImagePairEngine {
           H = W = 1;
           break;
         }
-        case Kind::activation: {
-          std::unique_ptr<ActivationStep> step;
+        case Kind::activation:
+        case Kind::layer_norm: {
           if (record != nullptr) {
             ChainLayer q;
             q.q = m_sigma;
             q.finish();
             record->layers.push_back(std::move(q));
-            step = layer.activation->prepare(record->layers.back(), record->layers.back(), m_options);
-          } else {
-            step = layer.activation->prepare(chain_a->layers[layer.chain], chain_b->layers[layer.chain], m_options);
           }
-          step->diagonal(H * W, m_sigma.data(), m_theta.data());
+          const ChainLayer& ca = record != nullptr ? record->layers.back() : chain_a->layers[layer.chain];
+          const ChainLayer& cb = record != nullptr ? record->layers.back() : chain_b->layers[layer.chain];
+          if (layer.kind == Kind::activation) {
+            layer.activation->prepare(ca, cb, m_options)->diagonal(H * W, m_sigma.data(), m_theta.data());
+          } else {
+            for (std::size_t p = 0; p < m_sigma.size(); ++p) {
+              const double f = 1 / std::sqrt((ca.q[p] + layer.epsilon) * (cb.q[p] + layer.epsilon));
+              m_sigma[p] *= f;
+              m_theta[p] *= f;
+            }
+          }
           break;
         }
+        case Kind::residual_begin:
+          m_saved.emplace_back(m_sigma, m_theta);
+          break;
+        case Kind::residual_end:
+          add_residual(layer.scale);
+          break;
       }
     }
   }
@@ -1443,7 +1648,8 @@ class ImagePairEngine {
   std::vector<double> m_bl_s, m_bl_t, m_tmp_s, m_tmp_t, m_out_s, m_out_t, m_prev_s, m_prev_t, m_ring_s, m_ring_t,
       m_block_mask;  // one block line
   Eigen::Index m_block_sb = 0, m_block_m = 0, m_block_size = 0, m_block_guard = 0;
-  std::vector<std::unique_ptr<ActivationStep>> m_steps;  // per activation layer
+  std::vector<std::unique_ptr<ActivationStep>> m_steps;                      // per activation layer
+  std::vector<std::pair<std::vector<double>, std::vector<double>>> m_saved;  // (Σ, Θ) before open residual blocks
 };
 
 template <class D>
@@ -1601,7 +1807,8 @@ Kernels<double> pixel_kernels(const ImageArchitecture& arch, const Eigen::Matrix
 
 /// A finite image network with parameters θ ~ N(0, 1) in the NTK parametrization.
 /// Every Conv needs channels >= 1 and every Dense width >= 1; the last layer's width is the
-/// number of outputs k.  Parameter order: layers in order; a Conv holds its weights
+/// number of outputs k; a residual branch must end with its input's channel count.  Parameter
+/// order: layers in order (a residual branch's layers in place); a Conv holds its weights
 /// w(c', dh, dw, c) (C_out x (kh kw C_in), row-major) then its biases; a Dense w(c', c) then
 /// biases.  Jacobian rows are sample-major (row i k + o).
 class ImageNetwork {
@@ -1619,7 +1826,7 @@ class ImageNetwork {
       info.offset = offset;
       if (r.kind == detail::ResolvedLayer::Kind::conv || r.kind == detail::ResolvedLayer::Kind::dense) {
         if (r.width < 1)
-          detail::fail<std::invalid_argument>("ImageNetwork", "layer ", l, " needs at least 1 ",
+          detail::fail<std::invalid_argument>("ImageNetwork", "layer ", r.label, " needs at least 1 ",
                                               r.kind == detail::ResolvedLayer::Kind::conv ? "channel" : "unit",
                                               " for a finite network (got ", r.width, ")");
         const Eigen::Index fan_in = r.rows.taps * r.columns.taps * r.in.channels;
@@ -1627,6 +1834,10 @@ class ImageNetwork {
         info.weight_scale = r.sigma_w / std::sqrt(static_cast<double>(fan_in));
         offset += r.width * fan_in + r.width;
       }
+      if (r.kind == detail::ResolvedLayer::Kind::residual_end && r.in.channels != r.out.channels)
+        detail::fail<std::invalid_argument>("ImageNetwork", "layer ", r.label, " (residual): the branch ends with ",
+                                            r.in.channels, " channels but its input has ", r.out.channels,
+                                            "; y = x + a f(x) needs equal shapes");
       m_info.push_back(info);
     }
     m_outputs = m_arch.resolved().back().out.channels;
@@ -1707,7 +1918,8 @@ class ImageNetwork {
   /// What the backward pass needs of one layer: its input (P x C, row-major) and, for
   /// activations, φ'(z); for convolutions the patch matrix.
   struct Tape {
-    RowMajor input, derivative, patches;
+    RowMajor input, derivative, patches;  // layer_norm: derivative holds the normalized output
+    Eigen::VectorXd inverse_std;          // layer_norm: 1 / sqrt(var + ε) per pixel
   };
 
   static void build_patches(const RowMajor& x, const detail::ResolvedLayer& r, RowMajor& patches) {
@@ -1732,6 +1944,7 @@ class ImageNetwork {
     const ImageShape& s0 = m_arch.input_shape();
     RowMajor x = Eigen::Map<const RowMajor>(image, s0.pixels(), s0.channels);
     tape.assign(m_arch.resolved().size(), Tape{});
+    std::vector<RowMajor> saved;  // inputs of the open residual blocks
     for (std::size_t l = 0; l < m_arch.resolved().size(); ++l) {
       const auto& r = m_arch.resolved()[l];
       const Info& info = m_info[l];
@@ -1783,6 +1996,26 @@ class ImageNetwork {
           x = std::move(y);
           break;
         }
+        case Kind::layer_norm: {
+          const Eigen::Index C = x.cols();
+          t.inverse_std.resize(x.rows());
+          for (Eigen::Index p = 0; p < x.rows(); ++p) {
+            const double mean = x.row(p).mean();
+            x.row(p).array() -= mean;
+            const double var = x.row(p).squaredNorm() / static_cast<double>(C);
+            t.inverse_std[p] = 1 / std::sqrt(var + r.epsilon);
+            x.row(p) *= t.inverse_std[p];
+          }
+          t.derivative = x;
+          break;
+        }
+        case Kind::residual_begin:
+          saved.push_back(x);
+          break;
+        case Kind::residual_end:
+          x = saved.back() + r.scale * x;
+          saved.pop_back();
+          break;
       }
     }
     return x;
@@ -1791,7 +2024,8 @@ class ImageNetwork {
   /// Accumulates ∂(seed · f)/∂θ into grad.
   void run_backward(const RowMajor& seed, const std::vector<Tape>& tape, Eigen::VectorXd& grad) const {
     using Kind = detail::ResolvedLayer::Kind;
-    RowMajor delta = seed;  // ∂/∂(output of layer l)
+    RowMajor delta = seed;           // ∂/∂(output of layer l)
+    std::vector<RowMajor> shortcut;  // the identity path's part of ∂/∂(input of open residual blocks)
     for (std::size_t l = m_arch.resolved().size(); l-- > 0;) {
       const auto& r = m_arch.resolved()[l];
       const Info& info = m_info[l];
@@ -1853,6 +2087,24 @@ class ImageNetwork {
           delta = std::move(dx);
           break;
         }
+        case Kind::layer_norm: {
+          // y = (x − μ) s, s = 1/sqrt(var + ε): ∂x = s (∂y − mean(∂y) − y mean(∂y ⊙ y)) per pixel.
+          const RowMajor& y = t.derivative;
+          for (Eigen::Index p = 0; p < delta.rows(); ++p) {
+            const double mean = delta.row(p).mean();
+            const double projection = delta.row(p).dot(y.row(p)) / static_cast<double>(delta.cols());
+            delta.row(p) = t.inverse_std[p] * (delta.row(p).array() - mean - projection * y.row(p).array()).matrix();
+          }
+          break;
+        }
+        case Kind::residual_end:
+          shortcut.push_back(delta);
+          delta *= r.scale;
+          break;
+        case Kind::residual_begin:
+          delta += shortcut.back();
+          shortcut.pop_back();
+          break;
       }
     }
   }

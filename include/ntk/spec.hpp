@@ -17,7 +17,12 @@
 ///   dense[:WIDTH][:sw=σ_w][:sb=σ_b]        per pixel on images; WIDTH default 1, σ_w 1, σ_b 0
 ///   an activation by its name in activation_names.hpp, parameters separated by ':' instead of
 ///        ',': relu, tanh, leaky_relu:SLOPE, abrelu:A:B, polynomial:C0:C1:..., hermite:C0:C1:...
-/// Example: "conv:3x3:64,relu,avgpool:2,conv:3x3:64,relu,gap,dense:10".
+///   layernorm[:eps=ε]                      LayerNorm over the channels of every pixel (ε 1e-12)
+///   res[:ALPHA](LAYER,...) (or residual)   y = x + α f(x), f the layers inside (any SPEC layers,
+///        nested residuals too); α default 1 (stax's FanInSum)
+/// Example: "conv:3x3:64,relu,avgpool:2,conv:3x3:64,relu,gap,dense:10";
+/// a residual network: "conv:3x3:16,res(relu,conv:3x3:16,relu,conv:3x3:16),layernorm,relu,gap,dense".
+/// Layers inside a residual are named by their path in errors: layer 1.2 is the third of layer 1's branch.
 /// Every malformed case throws std::invalid_argument naming the layer, the field and the problem.
 
 #include <cerrno>
@@ -76,7 +81,7 @@ inline bool parse_window(const std::string& text, bool one_dimensional, Eigen::I
 
 class SpecParser {
  public:
-  SpecParser(std::size_t index, std::string layer) : m_index(index), m_layer(std::move(layer)) {}
+  SpecParser(std::string index, std::string layer) : m_index(std::move(index)), m_layer(std::move(layer)) {}
 
   [[noreturn]] void bad(const std::string& what) const {
     fail<std::invalid_argument>("parse_architecture", "layer ", m_index, " '", m_layer, "': ", what);
@@ -101,9 +106,34 @@ class SpecParser {
   }
 
  private:
-  std::size_t m_index;
+  std::string m_index;
   std::string m_layer;
 };
+
+/// Splits a SPEC at the commas outside parentheses.  Throws std::invalid_argument for unbalanced
+/// parentheses (naming the whole SPEC).
+inline std::vector<std::string> split_layers(const std::string& spec) {
+  std::vector<std::string> out;
+  std::string::size_type start = 0;
+  int depth = 0;
+  for (std::string::size_type i = 0; i < spec.size(); ++i) {
+    if (spec[i] == '(') {
+      ++depth;
+    } else if (spec[i] == ')') {
+      if (--depth < 0)
+        fail<std::invalid_argument>("parse_architecture", "unbalanced parentheses in '", spec, "': a ')' at character ",
+                                    i, " closes nothing");
+    } else if (spec[i] == ',' && depth == 0) {
+      out.push_back(spec.substr(start, i - start));
+      start = i + 1;
+    }
+  }
+  if (depth > 0)
+    fail<std::invalid_argument>("parse_architecture", "unbalanced parentheses in '", spec, "': ", depth,
+                                " '(' never closed");
+  out.push_back(spec.substr(start));
+  return out;
+}
 
 inline Padding parse_padding(const std::string& text, bool& matched) {
   matched = true;
@@ -114,13 +144,48 @@ inline Padding parse_padding(const std::string& text, bool& matched) {
   return Padding::same;
 }
 
-inline ImageArchitecture::Layer parse_layer(std::size_t index, const std::string& text, bool one_dimensional,
+inline ImageArchitecture::Layer parse_layer(const std::string& index, const std::string& text, bool one_dimensional,
                                             bool quadrature) {
   const SpecParser p(index, text);
   if (text.empty()) p.bad("empty layer (two commas in a row, or a trailing comma)");
+  using L = ImageArchitecture::Layer;
+  const auto open = text.find('(');
+  if (open != std::string::npos) {  // res[:ALPHA](LAYER,...): split_layers balanced the parentheses
+    const std::vector<std::string> f = split_fields(text.substr(0, open), ':');
+    if (f[0] != "res" && f[0] != "residual")
+      p.bad("unexpected '(' after '" + f[0] + "' (only res(...) or residual(...) takes a branch)");
+    std::string::size_type close = open;
+    for (int depth = 0; close < text.size(); ++close) {
+      depth += text[close] == '(' ? 1 : (text[close] == ')' ? -1 : 0);
+      if (depth == 0) break;
+    }
+    if (close + 1 != text.size())
+      p.bad("unexpected text '" + text.substr(close + 1) +
+            "' after the branch's ')' (expected res[:ALPHA](LAYER,...))");
+    Residual r;
+    if (f.size() > 2) p.bad("takes 0 to 1 parameters (got " + std::to_string(f.size() - 1) + ")");
+    if (f.size() == 2) r.scale = p.number(f[1], "scale");
+    const std::string inner = text.substr(open + 1, close - open - 1);
+    if (inner.empty()) p.bad("empty residual branch (expected res(LAYER,...))");
+    const std::vector<std::string> parts = split_layers(inner);
+    for (std::size_t l = 0; l < parts.size(); ++l)
+      r.branch.push_back(parse_layer(index + "." + std::to_string(l), parts[l], one_dimensional, quadrature));
+    return r;
+  }
   const std::vector<std::string> f = split_fields(text, ':');
   const std::string& head = f[0];
-  using L = ImageArchitecture::Layer;
+  if (head == "res" || head == "residual") p.bad("a residual needs its branch in parentheses: res(LAYER,...)");
+  if (head == "layernorm") {
+    LayerNorm norm;
+    for (std::size_t k = 1; k < f.size(); ++k) {
+      if (f[k].rfind("eps=", 0) == 0) {
+        norm.epsilon = p.number(f[k].substr(4), "eps");
+      } else {
+        p.bad("unexpected field '" + f[k] + "' (known: eps=)");
+      }
+    }
+    return norm;
+  }
   if (head == "conv" || head == "avgpool") {
     const bool conv = head == "conv";
     Eigen::Index fh = conv ? (one_dimensional ? 1 : 3) : (one_dimensional ? 1 : 2), fw = conv ? 3 : 2;
@@ -207,7 +272,9 @@ inline ImageArchitecture::Layer parse_layer(std::size_t index, const std::string
   } catch (const std::domain_error& e) {
     p.bad(e.what());
   }
-  p.bad("unknown layer '" + head + "' (known: conv, avgpool, gap, flatten, dense, and the activations " +
+  p.bad("unknown layer '" + head +
+        "' (known: conv, avgpool, gap, flatten, dense, layernorm, res(...), and the "
+        "activations " +
         activation_names + ")");
 }
 
@@ -239,9 +306,9 @@ inline ImageShape parse_shape(const std::string& text) {
 inline ImageArchitecture parse_architecture(const std::string& spec, const ImageShape& shape, bool quadrature = false) {
   if (spec.empty()) detail::fail<std::invalid_argument>("parse_architecture", "the SPEC is empty");
   std::vector<ImageArchitecture::Layer> layers;
-  const std::vector<std::string> parts = detail::split_fields(spec, ',');
+  const std::vector<std::string> parts = detail::split_layers(spec);
   for (std::size_t l = 0; l < parts.size(); ++l)
-    layers.push_back(detail::parse_layer(l, parts[l], shape.height == 1, quadrature));
+    layers.push_back(detail::parse_layer(std::to_string(l), parts[l], shape.height == 1, quadrature));
   return ImageArchitecture(shape, std::move(layers));
 }
 
