@@ -1,8 +1,9 @@
 // PackedGram::apply against the memory-bandwidth bound of one pass over the stored triangle.
 // BM_stream_read sums an array of the triangle's size (the bound); BM_packed_apply/k/storage
 // multiplies the packed Gram matrix by n x k right-hand sides (k = 1 for CG on one target, 10 for
-// one-hot Fashion-MNIST).  The ratio bytes/s(apply) / bytes/s(stream) is the fraction of the
-// bound reached; compare within one run.  n from NTK_BENCH_GRAM_N (default 20,000: 1.6 GB double).
+// one-hot Fashion-MNIST, 4 and 16 around it).  The ratio bytes/s(apply) / bytes/s(stream) is the
+// fraction of the bound reached; compare within one run.  n from NTK_BENCH_GRAM_N (default 20,000:
+// 1.6 GB double).
 #include <benchmark/benchmark.h>
 
 #include <ntk/gram.hpp>
@@ -63,9 +64,21 @@ void BM_packed_apply(benchmark::State& state) {
 }
 
 BENCHMARK_TEMPLATE(BM_stream_read, double)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_TEMPLATE(BM_packed_apply, double)->Arg(1)->Arg(10)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_packed_apply, double)
+    ->Arg(1)
+    ->Arg(4)
+    ->Arg(10)
+    ->Arg(16)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK_TEMPLATE(BM_stream_read, float)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_TEMPLATE(BM_packed_apply, float)->Arg(1)->Arg(10)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_packed_apply, float)
+    ->Arg(1)
+    ->Arg(4)
+    ->Arg(10)
+    ->Arg(16)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 

@@ -8,6 +8,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "catch_shim.hpp"
@@ -89,6 +90,38 @@ TEST_CASE("Gram operators: dense packed file-backed and matrix-free products agr
   Matrix out(n, 7);
   ntk::MatrixFreeGram(relu3, x, ntk::KernelKind::nngp, {}, 100).apply(v, out);
   CHECK(relative(out, nngp * v) < 1e-13);
+}
+
+TEST_CASE("Gram operators: the packed product's register-blocked kernel handles every k, tail and diagonal block") {
+  // A symmetric matrix with no structure (entries of both signs, every one of them counts): a
+  // skipped or doubled diagonal block, row tail (rows % packet), column tail (w % 4) or pass of
+  // right-hand sides changes the product by far more than rounding.  n = 301 with blocks 64 and 37
+  // puts the diagonal inside the 128-row chunks at c0 = 64, 37, 74, ...; n = 1001 with the default
+  // block leaves a last block of width 489.
+  for (const auto& [n, block] : std::initializer_list<std::pair<Index, Index>>{{301, 64}, {301, 37}, {1001, 512}}) {
+    const Matrix a = normal_matrix(n, n, 51);
+    const Matrix g = a + a.transpose();
+    const Matrix g_float = g.cast<float>().cast<double>();  // the entries float storage holds
+    const auto fill = [&](Index c0, Index c1, Eigen::Ref<Matrix> out) { out = g.block(0, c0, c1, c1 - c0); };
+    for (const int threads : {1, 2}) {
+      const ntk::PackedGramOptions options{block, "", false, threads};
+      ntk::PackedGram<double, double> packed(n, options);
+      packed.fill(fill);
+      ntk::PackedGram<double, float> packed_float(n, options);
+      packed_float.fill(fill);
+      for (const Index k : {1, 2, 3, 7, 10, 16, 17}) {
+        INFO("n " << n << " block " << block << " threads " << threads << " k " << k);
+        const Matrix wide = normal_matrix(n + 3, k, 52);
+        const auto v = wide.topRows(n);  // an outer stride other than n
+        Matrix out(n, k);
+        packed.apply(v, out);
+        CHECK(relative(out, g * v) <= 1e-13);
+        packed_float.apply(v, out);
+        CHECK(relative(out, g_float * v) <= 1e-13);  // products in double of the rounded entries
+        CHECK(relative(out, g * v) <= 1e-6);         // which are within 2^-24 of g
+      }
+    }
+  }
 }
 
 TEST_CASE("Gram operators: bad construction is rejected naming the function") {

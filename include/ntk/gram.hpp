@@ -95,31 +95,138 @@ inline int thread_id() {
 #endif
 }
 
+/// The register-blocked micro-kernel of accumulate_block_column, for G stored columns j (G ≥ 1),
+/// KB right-hand sides and `rows` consecutive rows i of one chunk (R(i, j) at r[i + j·ld]):
+///     acc_row(i, q) += Σ_j R(i, j) v_col(j, q)            (the "axpy" part, the stored triangle)
+///     acc_col(j, q) += Σ_i R(i, j) v_row(i, q)            (the "dot" part, its mirror; if Dot)
+/// Each packet of R is loaded once and used 2·KB times from a register: an acc_row packet is
+/// loaded and stored once per G columns, and the G·KB dot products stay in registers (one packet
+/// of partial sums each) over all rows.  v/acc are column-major with strides sv/sa.
+template <class Scalar, int G, int KB, bool Dot>
+void gram_micro_kernel(const Scalar* r, Eigen::Index ld, Eigen::Index rows, const Scalar* v_row, const Scalar* v_col,
+                       Eigen::Index sv, Scalar* acc_row, Scalar* acc_col, Eigen::Index sa) {
+  using Packet = typename Eigen::internal::packet_traits<Scalar>::type;
+  constexpr Eigen::Index P = Eigen::internal::packet_traits<Scalar>::size;
+  using Eigen::internal::pmadd;
+  using Eigen::internal::pset1;
+  Scalar b[G][KB];  // v_col, broadcast at each use
+  Packet dot[G][KB];
+  for (int g = 0; g < G; ++g)
+    for (int q = 0; q < KB; ++q) {
+      b[g][q] = v_col[g + q * sv];
+      dot[g][q] = pset1<Packet>(Scalar(0));
+    }
+  // M packets of rows from row i: each packet of R is loaded once into a register and used for
+  // the G x KB updates of both products; a broadcast v_col entry serves the M packets.
+  auto rows_step = [&](auto m_tag, Eigen::Index i) {
+    constexpr int M = decltype(m_tag)::value;
+    Packet x[M][G];
+    for (int m = 0; m < M; ++m)
+      for (int g = 0; g < G; ++g) x[m][g] = Eigen::internal::ploadu<Packet>(r + i + m * P + g * ld);
+    for (int q = 0; q < KB; ++q) {
+      for (int m = 0; m < M; ++m) {
+        Scalar* a_ptr = acc_row + i + m * P + q * sa;
+        Packet a = Eigen::internal::ploadu<Packet>(a_ptr);
+        for (int g = 0; g < G; ++g) a = pmadd(x[m][g], pset1<Packet>(b[g][q]), a);
+        Eigen::internal::pstoreu(a_ptr, a);
+      }
+      if constexpr (Dot)
+        for (int m = 0; m < M; ++m) {
+          const Packet y = Eigen::internal::ploadu<Packet>(v_row + i + m * P + q * sv);
+          for (int g = 0; g < G; ++g) dot[g][q] = pmadd(x[m][g], y, dot[g][q]);
+        }
+    }
+  };
+  Eigen::Index i = 0;
+  for (; i + 2 * P <= rows; i += 2 * P) rows_step(std::integral_constant<int, 2>{}, i);
+  for (; i + P <= rows; i += P) rows_step(std::integral_constant<int, 1>{}, i);
+  Scalar tail[G][KB] = {};
+  for (; i < rows; ++i)  // the last rows % P rows
+    for (int q = 0; q < KB; ++q) {
+      Scalar a = acc_row[i + q * sa];
+      for (int g = 0; g < G; ++g) {
+        a += r[i + g * ld] * b[g][q];
+        if constexpr (Dot) tail[g][q] += r[i + g * ld] * v_row[i + q * sv];
+      }
+      acc_row[i + q * sa] = a;
+    }
+  if constexpr (Dot)
+    for (int g = 0; g < G; ++g)
+      for (int q = 0; q < KB; ++q) {
+        Scalar lanes[P];  // (not predux: GCC 12 warns falsely inside its AVX-512 reduction)
+        Eigen::internal::pstoreu(lanes, dot[g][q]);
+        for (Eigen::Index l = 0; l < P; ++l) tail[g][q] += lanes[l];
+        acc_col[g + q * sa] += tail[g][q];
+      }
+}
+
+/// gram_micro_kernel with the number of right-hand sides kb (1..4) as a template argument.
+template <class Scalar, int G, bool Dot>
+void gram_micro_kernel_kb(int kb, const Scalar* r, Eigen::Index ld, Eigen::Index rows, const Scalar* v_row,
+                          const Scalar* v_col, Eigen::Index sv, Scalar* acc_row, Scalar* acc_col, Eigen::Index sa) {
+  switch (kb) {
+    case 1:
+      return gram_micro_kernel<Scalar, G, 1, Dot>(r, ld, rows, v_row, v_col, sv, acc_row, acc_col, sa);
+    case 2:
+      return gram_micro_kernel<Scalar, G, 2, Dot>(r, ld, rows, v_row, v_col, sv, acc_row, acc_col, sa);
+    case 3:
+      return gram_micro_kernel<Scalar, G, 3, Dot>(r, ld, rows, v_row, v_col, sv, acc_row, acc_col, sa);
+    default:
+      return gram_micro_kernel<Scalar, G, 4, Dot>(r, ld, rows, v_row, v_col, sv, acc_row, acc_col, sa);
+  }
+}
+
 /// acc += the contribution of one stored block column R = G(0:c1, c0:c1) (c1 x w, the diagonal
-/// block stored whole) to G v: acc(0:c1) += R v(c0:c1) and acc(c0:c1) += R(0:c0)ᵀ v(0:c0).  Rows
-/// go in chunks that stay in cache between the two products, so R is read from memory once.
-/// Storage other than Scalar (float) is widened chunk by chunk.
+/// block stored whole) to G v: acc(0:c1) += R v(c0:c1) and acc(c0:c1) += R(0:c0)ᵀ v(0:c0) (rows
+/// c0:c1 are the diagonal block, stored whole and symmetric: only the first product applies).
+/// Blocking: rows go in chunks of 128 (the chunk's rows of acc and v stay in L1), each chunk in
+/// groups of 4 columns whose entries are read from memory once and used for both products in
+/// gram_micro_kernel; the k right-hand sides go in passes of at most 4 (so the 4 x 4 dot products
+/// and 2 x 4 packets of R fit in the 32 AVX-512 registers), later passes re-reading the 4 columns
+/// from L1.  Storage other than Scalar (float) is widened 4 columns at a time into `widened`.
 template <class Scalar, class Storage>
 void accumulate_block_column(const Storage* r, Eigen::Index c1, Eigen::Index c0, Eigen::Index w,
                              const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& v,
                              Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>& acc,
                              Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>& widened) {
-  using StorageMatrix = Eigen::Matrix<Storage, Eigen::Dynamic, Eigen::Dynamic>;
-  using Chunk = Eigen::Map<const StorageMatrix, 0, Eigen::OuterStride<>>;
   constexpr Eigen::Index chunk_rows = 128;
-  const auto v_block = v.middleRows(c0, w);
+  constexpr int G = 4, max_kb = 4;
+  const Eigen::Index k = v.cols(), sv = v.outerStride(), sa = acc.outerStride();
+  const Eigen::Index passes = (k + max_kb - 1) / max_kb;
+  if constexpr (!std::is_same_v<Storage, Scalar>) widened.resize(chunk_rows, G);
   for (Eigen::Index r0 = 0; r0 < c1; r0 += chunk_rows) {
     const Eigen::Index rows = std::min(chunk_rows, c1 - r0);
     const Eigen::Index lower = std::max<Eigen::Index>(0, std::min(rows, c0 - r0));  // rows above the diagonal block
-    const Chunk chunk(r + r0, rows, w, Eigen::OuterStride<>(c1));
-    if constexpr (std::is_same_v<Storage, Scalar>) {
-      acc.middleRows(r0, rows).noalias() += chunk * v_block;
-      if (lower > 0) acc.middleRows(c0, w).noalias() += chunk.topRows(lower).transpose() * v.middleRows(r0, lower);
-    } else {
-      widened = chunk.template cast<Scalar>();
-      acc.middleRows(r0, rows).noalias() += widened * v_block;
-      if (lower > 0) acc.middleRows(c0, w).noalias() += widened.topRows(lower).transpose() * v.middleRows(r0, lower);
-    }
+    // Columns j .. j + g - 1 of the chunk, all right-hand sides.
+    auto columns = [&](auto g_tag, Eigen::Index j) {
+      constexpr int g = decltype(g_tag)::value;
+      const Scalar* chunk;
+      Eigen::Index ld;
+      if constexpr (std::is_same_v<Storage, Scalar>) {
+        chunk = r + r0 + j * c1;
+        ld = c1;
+      } else {
+        for (int jj = 0; jj < g; ++jj)
+          for (Eigen::Index i = 0; i < rows; ++i) widened(i, jj) = static_cast<Scalar>(r[r0 + i + (j + jj) * c1]);
+        chunk = widened.data();
+        ld = chunk_rows;
+      }
+      for (Eigen::Index p = 0, q0 = 0; p < passes; ++p) {
+        const int kb = static_cast<int>((k - q0) / (passes - p));  // near-equal passes of <= max_kb
+        const Scalar* v_col = v.data() + c0 + j + q0 * sv;
+        Scalar* acc_col = acc.data() + c0 + j + q0 * sa;
+        if (lower > 0)
+          gram_micro_kernel_kb<Scalar, g, true>(kb, chunk, ld, lower, v.data() + r0 + q0 * sv, v_col, sv,
+                                                acc.data() + r0 + q0 * sa, acc_col, sa);
+        if (lower < rows)
+          gram_micro_kernel_kb<Scalar, g, false>(kb, chunk + lower, ld, rows - lower, v.data(), v_col, sv,
+                                                 acc.data() + r0 + lower + q0 * sa, acc_col, sa);
+        q0 += kb;
+      }
+    };
+    Eigen::Index j = 0;
+    for (; j + G <= w; j += G) columns(std::integral_constant<int, G>{}, j);
+    for (; j < w; ++j) columns(std::integral_constant<int, 1>{}, j);  // the last w % 4 columns
   }
 }
 
