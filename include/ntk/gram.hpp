@@ -109,8 +109,8 @@ void gram_micro_kernel(const Scalar* r, Eigen::Index ld, Eigen::Index rows, cons
   constexpr Eigen::Index P = Eigen::internal::packet_traits<Scalar>::size;
   using Eigen::internal::pmadd;
   using Eigen::internal::pset1;
-  Scalar b[G][KB];  // v_col, broadcast at each use
-  Packet dot[G][KB];
+  Scalar b[std::size_t{G}][std::size_t{KB}];  // v_col, broadcast at each use
+  Packet dot[std::size_t{G}][std::size_t{KB}];
   for (int g = 0; g < G; ++g)
     for (int q = 0; q < KB; ++q) {
       b[g][q] = v_col[g + q * sv];
@@ -120,7 +120,7 @@ void gram_micro_kernel(const Scalar* r, Eigen::Index ld, Eigen::Index rows, cons
   // the G x KB updates of both products; a broadcast v_col entry serves the M packets.
   auto rows_step = [&](auto m_tag, Eigen::Index i) {
     constexpr int M = decltype(m_tag)::value;
-    Packet x[M][G];
+    Packet x[std::size_t{M}][std::size_t{G}];
     for (int m = 0; m < M; ++m)
       for (int g = 0; g < G; ++g) x[m][g] = Eigen::internal::ploadu<Packet>(r + i + m * P + g * ld);
     for (int q = 0; q < KB; ++q) {
@@ -140,7 +140,7 @@ void gram_micro_kernel(const Scalar* r, Eigen::Index ld, Eigen::Index rows, cons
   Eigen::Index i = 0;
   for (; i + 2 * P <= rows; i += 2 * P) rows_step(std::integral_constant<int, 2>{}, i);
   for (; i + P <= rows; i += P) rows_step(std::integral_constant<int, 1>{}, i);
-  Scalar tail[G][KB] = {};
+  Scalar tail[std::size_t{G}][std::size_t{KB}] = {};
   for (; i < rows; ++i)  // the last rows % P rows
     for (int q = 0; q < KB; ++q) {
       Scalar a = acc_row[i + q * sa];
@@ -153,7 +153,7 @@ void gram_micro_kernel(const Scalar* r, Eigen::Index ld, Eigen::Index rows, cons
   if constexpr (Dot)
     for (int g = 0; g < G; ++g)
       for (int q = 0; q < KB; ++q) {
-        Scalar lanes[P];  // (not predux: GCC 12 warns falsely inside its AVX-512 reduction)
+        Scalar lanes[static_cast<std::size_t>(P)];  // (not predux: GCC 12 warns falsely inside its AVX-512 reduction)
         Eigen::internal::pstoreu(lanes, dot[g][q]);
         for (Eigen::Index l = 0; l < P; ++l) tail[g][q] += lanes[l];
         acc_col[g + q * sa] += tail[g][q];

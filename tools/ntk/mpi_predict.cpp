@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -128,13 +129,22 @@ void predict(const PredictArgs& a) {
   const auto dense = [&](const auto& arch) {
     start = std::chrono::steady_clock::now();
     if (plan.method == ntk::SolverMethod::cholesky) {
-      // t = ∞: one Cholesky factorization, no eigendecomposition.
-      const auto solution = ntk::mpi::scalapack_solve(comm, arch, x, y, kind, a.diag_reg, kernel_options);
-      say("ntk: kernel %s, ScaLAPACK Cholesky %s on %d ranks\n", seconds(solution.kernel_seconds).c_str(),
-          seconds(solution.solve_seconds).c_str(), ranks);
-      predictions.push_back(
-          ntk::mpi::cross_kernel_times(comm, arch, xt, x, kind, solution.coefficients, kernel_options));
-      return;
+      // t = ∞: one Cholesky factorization, no eigendecomposition; a Gram matrix that is not
+      // positive definite (raised on every rank) takes the eigendecomposition's pseudo-inverse,
+      // as in one process.
+      try {
+        const auto solution = ntk::mpi::scalapack_solve(comm, arch, x, y, kind, a.diag_reg, kernel_options);
+        say("ntk: kernel %s, ScaLAPACK Cholesky %s on %d ranks\n", seconds(solution.kernel_seconds).c_str(),
+            seconds(solution.solve_seconds).c_str(), ranks);
+        predictions.push_back(
+            ntk::mpi::cross_kernel_times(comm, arch, xt, x, kind, solution.coefficients, kernel_options));
+        return;
+      } catch (const std::domain_error& e) {
+        if (!dynamic_cast<const ntk::mpi::CollectiveFailure*>(&e) ||
+            std::string(e.what()).find("not positive definite") == std::string::npos)
+          throw;
+        progress.note("the Gram matrix is not positive definite: eigendecomposition (pseudo-inverse) instead");
+      }
     }
     ntk::DynamicsOptions dynamics;
     dynamics.learning_rate = a.lr;

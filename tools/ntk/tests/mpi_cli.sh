@@ -22,6 +22,10 @@ images() {
 }
 images 7 36 >"$work/images_train.csv"
 images 8 10 >"$work/images_test.csv"
+# Two features, a target: the linear kernel of these points has rank 2.
+awk 'BEGIN { srand(11); for (r = 0; r < 40; r++) print rand() - 0.5 "," rand() - 0.5 "," rand() - 0.5 }' \
+  >"$work/rank2_train.csv"
+awk 'BEGIN { srand(12); for (r = 0; r < 5; r++) print rand() - 0.5 "," rand() - 0.5 }' >"$work/rank2_test.csv"
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 run() { timeout 120 "${mpiexec[@]}" -n "$1" "$ntk" "${@:2}"; }
@@ -84,6 +88,23 @@ for ranks in 2 3; do
     compare "$work/serial.csv" "$work/mpi.csv" 1e-9 || fail "$ranks ranks, images $case: predictions differ from one process"
     [ "$(grep '^t=' "$work/err.txt")" = "$(grep '^t=' "$work/serial_err.txt")" ] ||
       fail "$ranks ranks, images $case: scores differ: $(grep '^t=' "$work/err.txt") vs $(grep '^t=' "$work/serial_err.txt")"
+  done
+  # --solver cholesky on a Gram matrix that is not positive definite (a linear kernel of rank 2 on
+  # 40 points): the eigendecomposition's pseudo-inverse instead, with the same note, in both tools.
+  for case in "--time inf"; do
+    # shellcheck disable=SC2086
+    "$ntk" predict --train "$work/rank2_train.csv" --test "$work/rank2_test.csv" --activation identity --depth 1 \
+      --sigma-b 0 --solver cholesky $case --progress --out "$work/serial.csv" 2>"$work/serial_err.txt" ||
+      fail "serial predict rank-2 $case"
+    rm -f "$work/mpi.csv"
+    # shellcheck disable=SC2086
+    run "$ranks" predict --train "$work/rank2_train.csv" --test "$work/rank2_test.csv" --activation identity \
+      --depth 1 --sigma-b 0 --solver cholesky $case --progress --out "$work/mpi.csv" 2>"$work/err.txt" ||
+      fail "$ranks ranks, rank-2 cholesky $case: status $?: $(cat "$work/err.txt")"
+    compare "$work/serial.csv" "$work/mpi.csv" 1e-9 || fail "$ranks ranks, rank-2 cholesky $case: predictions differ"
+    note=$(grep 'not positive definite: eigendecomposition' "$work/serial_err.txt")
+    [ -n "$note" ] && [ "$(grep 'not positive definite: eigendecomposition' "$work/err.txt")" = "$note" ] ||
+      fail "$ranks ranks, rank-2 cholesky $case: the fallback note differs: $(cat "$work/err.txt")"
   done
   # --storage float on the paths that store no triangle (Cholesky, eigendecomposition): computed in
   # double as in one process, with the same progress note.
