@@ -3,11 +3,14 @@
 // translation invariance), generic activations, and every malformed shape.
 #include <ntk/conv.hpp>
 #include <ntk/kernel.hpp>
+#include <ntk/network.hpp>
 #include <ntk/spec.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "catch_shim.hpp"
@@ -72,6 +75,18 @@ TEST_CASE("Image kernels: Dense layers on 1x1 images equal the MLP kernel of ker
   const auto mlp = ntk::kernel(serial, x);
   CHECK((image.nngp - mlp.nngp).cwiseAbs().maxCoeff() <= 1e-13 * mlp.nngp.cwiseAbs().maxCoeff());
   CHECK((image.ntk - mlp.ntk).cwiseAbs().maxCoeff() <= 1e-13 * mlp.ntk.cwiseAbs().maxCoeff());
+  // tanh (Hermite series in kernel.hpp) then ReLU: ReLU's arccos at ρ = 1 − δ moves by √(2δ), so a
+  // diagonal computed from the series instead of the diagonal chain was off by 3e-7 (fixed: the
+  // symmetric Gram's diagonal is kernel_diagonal's, exactly).
+  const auto tanh_relu = ntk::serial(Dense(1.3, 0.4), ntk::activation(ntk::Tanh{}), Dense(1.2, 0.1),
+                                     ntk::activation(ntk::Relu{}), Dense(0.8, 0.0));
+  const auto tanh_relu_image = ntk::image_serial(ImageShape{1, 1, 7}, Dense(1.3, 0.4), ntk::activation(ntk::Tanh{}),
+                                                 Dense(1.2, 0.1), ntk::activation(ntk::Relu{}), Dense(0.8, 0.0));
+  const auto k1 = ntk::kernel(tanh_relu, x), k2 = ntk::image_kernel(tanh_relu_image, x);
+  const auto diagonal = ntk::kernel_diagonal(tanh_relu, x);
+  CHECK((k1.ntk.diagonal() - diagonal.ntk).cwiseAbs().maxCoeff() == 0);
+  CHECK((k1.nngp.diagonal() - diagonal.nngp).cwiseAbs().maxCoeff() == 0);
+  CHECK((k1.ntk - k2.ntk).cwiseAbs().maxCoeff() <= 1e-11 * k1.ntk.cwiseAbs().maxCoeff());
 }
 
 TEST_CASE("Image kernels: a 1x1 convolution equals Dense, in both worlds", "[conv]") {
@@ -610,4 +625,198 @@ TEST_CASE("Residual blocks and LayerNorm: SPEC strings and malformed cases", "[c
         ntk::ImageArchitecture(shape, {conv3(2), ntk::Residual{}});
       },
       "layer 1 (residual): empty branch"));
+}
+
+namespace {
+
+/// E[relu(u) relu(v)] and E[relu'(u) relu'(v)] for a centred Gaussian with variances q1, q2 and
+/// covariance c (the arc-cosine kernels, written out here independently of activations.hpp).
+std::pair<double, double> relu_moments(double q1, double c, double q2) {
+  const double r = std::sqrt(q1 * q2), angle = std::acos(std::clamp(c / r, -1.0, 1.0));
+  const double pi = 3.14159265358979323846;
+  return {r / (2 * pi) * (std::sin(angle) + (pi - angle) * std::cos(angle)), (pi - angle) / (2 * pi)};
+}
+
+ntk::Dense standard_dense(double sigma_w, double sigma_b, Eigen::Index width) {
+  return ntk::Dense(sigma_w, sigma_b, width, ntk::Parametrization::standard);
+}
+
+}  // namespace
+
+TEST_CASE("Standard parametrization: a hand-computed two-layer ReLU kernel, in kernel.hpp and conv.hpp",
+          "[conv][standard]") {
+  // Dense(σ1, b1, m) ReLU Dense(σ2, b2, 1), both standard, on d = 6 features:
+  //   Σ1 = σ1² x·x'/d + b1²,  Θ1 = d (x·x'/d) + 1,
+  //   Σ2 = σ2² E[relu relu] + b2²,  Θ2 = σ2² Θ1 E[relu' relu'] + m E[relu relu] + [b2 > 0].
+  const Eigen::Index d = 6, m = 40;
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(4, d, 41);
+  for (const double b2 : {0.0, 0.3}) {
+    const double s1 = 1.4, b1 = 0.2, s2 = 0.9;
+    const auto serial = ntk::serial(standard_dense(s1, b1, m), ntk::activation(ntk::Relu{}), standard_dense(s2, b2, 1));
+    const auto image = ntk::image_serial(ImageShape{1, 1, d}, standard_dense(s1, b1, m), ntk::activation(ntk::Relu{}),
+                                         standard_dense(s2, b2, 1));
+    const auto mlp = ntk::kernel(serial, x);
+    const auto img = ntk::image_kernel(image, x);
+    Eigen::MatrixXd nngp(4, 4), ntk_ref(4, 4);
+    for (Eigen::Index i = 0; i < 4; ++i)
+      for (Eigen::Index j = 0; j < 4; ++j) {
+        const auto cov = [&](Eigen::Index a, Eigen::Index b) { return s1 * s1 * x.row(a).dot(x.row(b)) / d + b1 * b1; };
+        const auto [e, e_dot] = relu_moments(cov(i, i), cov(i, j), cov(j, j));
+        const double theta1 = x.row(i).dot(x.row(j)) + 1;
+        nngp(i, j) = s2 * s2 * e + b2 * b2;
+        ntk_ref(i, j) = s2 * s2 * theta1 * e_dot + static_cast<double>(m) * e + (b2 > 0 ? 1 : 0);
+      }
+    INFO("b2 = " << b2);
+    CHECK((mlp.nngp - nngp).cwiseAbs().maxCoeff() <= 1e-13 * nngp.cwiseAbs().maxCoeff());
+    CHECK((mlp.ntk - ntk_ref).cwiseAbs().maxCoeff() <= 1e-13 * ntk_ref.cwiseAbs().maxCoeff());
+    CHECK((img.nngp - nngp).cwiseAbs().maxCoeff() <= 1e-13 * nngp.cwiseAbs().maxCoeff());
+    CHECK((img.ntk - ntk_ref).cwiseAbs().maxCoeff() <= 1e-13 * ntk_ref.cwiseAbs().maxCoeff());
+  }
+}
+
+TEST_CASE("Standard parametrization: same function and NNGP as NTK's, and the finite MLP and image networks agree",
+          "[conv][standard]") {
+  const ImageShape shape{4, 4, 2};
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(3, shape.size(), 43);
+  const auto make = [&](ntk::Parametrization p) {
+    Conv c = conv3(5);
+    c.parametrization = p;
+    Conv v = conv3(4, Padding::valid);
+    v.parametrization = p;
+    return ntk::image_serial(shape, c, ntk::activation(ntk::Relu{}), v, ntk::activation(ntk::Erf{}), Flatten{},
+                             Dense(1.1, 0.2, 2, p));
+  };
+  const auto ntk_arch = make(ntk::Parametrization::ntk), std_arch = make(ntk::Parametrization::standard);
+  const ntk::ImageNetwork a(ntk_arch, 3), b(std_arch, 3);
+  CHECK((a.forward(x) - b.forward(x)).cwiseAbs().maxCoeff() <= 1e-13);
+  const auto ka = ntk::image_kernel(ntk_arch, x), kb = ntk::image_kernel(std_arch, x);
+  CHECK((ka.nngp - kb.nngp).cwiseAbs().maxCoeff() == 0);
+  CHECK((ka.ntk - kb.ntk).cwiseAbs().maxCoeff() > 0.1 * ka.ntk.cwiseAbs().maxCoeff());
+  // network.hpp's MLP and the image network on 1x1xd images draw the same parameters in the same
+  // order: their Jacobians and empirical NTKs are the same numbers.
+  const Eigen::MatrixXd v = ntk_test::normal_matrix(5, 7, 47);
+  const auto serial = ntk::serial(standard_dense(1.3, 0.4, 9), ntk::activation(ntk::Tanh{}), Dense(1.2, 0.1, 6),
+                                  ntk::activation(ntk::Relu{}), standard_dense(0.8, 0.0, 3));
+  const auto image = ntk::image_serial(ImageShape{1, 1, 7}, standard_dense(1.3, 0.4, 9), ntk::activation(ntk::Tanh{}),
+                                       Dense(1.2, 0.1, 6), ntk::activation(ntk::Relu{}), standard_dense(0.8, 0.0, 3));
+  const ntk::Network<decltype(serial)> mlp_net(serial, 7, 19);
+  const ntk::ImageNetwork image_net(image, 19);
+  REQUIRE(mlp_net.parameter_count() == image_net.parameter_count());
+  CHECK((mlp_net.parameters() - image_net.parameters()).cwiseAbs().maxCoeff() == 0);
+  CHECK((mlp_net.jacobian(v) - image_net.jacobian(v)).cwiseAbs().maxCoeff() <= 1e-12);
+  const Eigen::MatrixXd structured = mlp_net.empirical_ntk(v, v), explicit_ntk = image_net.empirical_ntk(v, v);
+  CHECK((structured - explicit_ntk).cwiseAbs().maxCoeff() <= 1e-12 * explicit_ntk.cwiseAbs().maxCoeff());
+  // and the analytic kernels of both worlds agree on this mixed architecture (tanh: kernel.hpp's
+  // Hermite series, tolerance 1e-12, against conv.hpp's rule)
+  const auto k1 = ntk::kernel(serial, v), k2 = ntk::image_kernel(image, v);
+  CHECK((k1.ntk - k2.ntk).cwiseAbs().maxCoeff() <= 1e-11 * k1.ntk.cwiseAbs().maxCoeff());
+}
+
+TEST_CASE("Standard parametrization: analytic NTK against finite conv nets of growing width",
+          "[conv][standard][monte_carlo]") {
+  // The standard NTK depends on the widths, so each width has its own analytic kernel; the
+  // empirical NTK's relative error still shrinks like 1/sqrt(width).
+  const ImageShape shape{4, 4, 2};
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(3, shape.size(), 53);
+  const auto make = [&](Eigen::Index width) {
+    Conv c = conv3(width);
+    c.parametrization = ntk::Parametrization::standard;
+    Conv strided = conv3(width, Padding::valid);
+    strided.filter_height = strided.filter_width = 2;
+    strided.parametrization = ntk::Parametrization::standard;
+    return ntk::image_serial(shape, c, ntk::activation(ntk::Relu{}), AvgPool{2, 2, 1, 1, Padding::valid}, strided,
+                             ntk::activation(ntk::Relu{}), GlobalAvgPool{}, standard_dense(1.0, 0.2, 1));
+  };
+  const long seeds = ntk_test::scaled(6, 2);
+  std::vector<double> errors;
+  for (const Eigen::Index width : {16, 256}) {
+    const auto arch = make(width);
+    const auto analytic = ntk::image_kernel(arch, x);
+    Eigen::MatrixXd mean = Eigen::MatrixXd::Zero(3, 3);
+    for (long s = 0; s < seeds; ++s)
+      mean +=
+          ntk::ImageNetwork(arch, 700 + static_cast<std::uint64_t>(s)).empirical_ntk(x, x) / static_cast<double>(seeds);
+    errors.push_back((mean - analytic.ntk).norm() / analytic.ntk.norm());
+  }
+  INFO("relative errors " << errors[0] << " -> " << errors[1]);
+  CHECK(errors[1] <= 0.5 * errors[0]);
+  CHECK(errors[1] <= 2.0 / std::sqrt(256.0));
+}
+
+TEST_CASE("Standard parametrization: every engine, the Jacobian, SPEC strings and errors", "[conv][standard]") {
+  const ImageShape shape{5, 6, 2};
+  const Eigen::MatrixXd x = ntk_test::normal_matrix(3, shape.size(), 59);
+  const auto standard = [](Conv c) {
+    c.parametrization = ntk::Parametrization::standard;
+    return c;
+  };
+  Conv valid = conv3(3, Padding::valid);
+  valid.filter_height = 2;
+  Conv strided = conv3(3);
+  strided.stride_height = strided.stride_width = 2;
+  using L = ntk::ImageArchitecture::Layer;
+  const std::vector<std::vector<L>> prefixes = {
+      {standard(conv3(3)), ntk::ImageActivation(ntk::Relu{}), standard(valid), ntk::ImageActivation(ntk::Erf{})},
+      {standard(conv3(3)), ntk::ImageActivation(ntk::Tanh{}), standard_dense(1.1, 0.2, 3),
+       ntk::ImageActivation(ntk::Relu{})},
+      {standard(strided), ntk::ImageActivation(ntk::Relu{}), standard(conv3(3)), ntk::ImageActivation(ntk::Sin{})},
+  };
+  for (const auto& prefix : prefixes)
+    for (const L& readout : {L(GlobalAvgPool{}), L(Flatten{})}) {
+      std::vector<L> fast = prefix, full = prefix;
+      full.push_back(AvgPool{1, 1, 1, 1, Padding::valid});
+      for (auto* layers : {&fast, &full}) {
+        layers->push_back(readout);
+        layers->push_back(standard_dense(1.0, 0.3, 1));
+      }
+      const auto ka = ntk::image_kernel(ntk::ImageArchitecture(shape, fast), x);
+      const auto kb = ntk::image_kernel(ntk::ImageArchitecture(shape, full), x);
+      CHECK((ka.ntk - kb.ntk).cwiseAbs().maxCoeff() <= 1e-12 * kb.ntk.cwiseAbs().maxCoeff());
+      CHECK((ka.nngp - kb.nngp).cwiseAbs().maxCoeff() <= 1e-12 * kb.nngp.cwiseAbs().maxCoeff());
+    }
+  // The Jacobian of a standard network against central differences (σ_b = 0 layers have no bias).
+  ntk::ImageNetwork net(
+      ntk::ImageArchitecture(shape, {standard(strided), ntk::ImageActivation(ntk::Tanh{}),
+                                     standard(conv3(2, Padding::same, 0.0)), Flatten{}, standard_dense(1.0, 0.3, 2)}),
+      5);
+  const Eigen::MatrixXd jac = net.jacobian(x.topRows(2));
+  const Eigen::VectorXd theta = net.parameters();
+  double worst = 0;
+  for (Eigen::Index p = 0; p < theta.size(); p += 5) {
+    const double h = 1e-6;
+    Eigen::VectorXd plus = theta, minus = theta;
+    plus[p] += h;
+    minus[p] -= h;
+    net.set_parameters(plus);
+    const Eigen::MatrixXd fp = net.forward(x.topRows(2));
+    net.set_parameters(minus);
+    const Eigen::MatrixXd fm = net.forward(x.topRows(2));
+    for (Eigen::Index i = 0; i < 2; ++i)
+      for (Eigen::Index o = 0; o < 2; ++o)
+        worst = std::max(worst, std::fabs((fp(i, o) - fm(i, o)) / (2 * h) - jac(i * 2 + o, p)));
+  }
+  CHECK(worst <= 1e-6);
+  // SPEC: param=standard on conv and dense gives the same kernel as the C++ description.
+  const auto parsed = ntk::parse_architecture(
+      "conv:3x3:3:param=standard:sb=0.1:sw=1.3,relu,flatten,dense:param=standard", ImageShape{5, 6, 2});
+  const auto direct = ntk::image_kernel(
+      ntk::image_serial(shape, standard(conv3(3)), ntk::activation(ntk::Relu{}), Flatten{}, standard_dense(1, 0, 1)),
+      x);
+  CHECK((ntk::image_kernel(parsed, x).ntk - direct.ntk).cwiseAbs().maxCoeff() <= 1e-13 * direct.ntk.norm());
+  using IA = std::invalid_argument;
+  CHECK(conv_throws<IA>(
+      [] {
+        ntk::parse_architecture("conv:3x3:param=std,gap,dense", ImageShape{5, 6, 2});
+      },
+      "layer 0 'conv:3x3:param=std': bad parametrization 'std' (expected ntk or standard)"));
+  CHECK(conv_throws<IA>(
+      [] {
+        ntk::parse_architecture("conv:3x3,relu,conv:3x3:param=standard,gap,dense", ImageShape{5, 6, 2});
+      },
+      "layer 2 (conv, standard parametrization): its NTK scales with its fan-in, so the Conv or Dense before it "
+      "needs its channels or width (got 0)"));
+  const auto no_width = ntk::serial(Dense(1.0, 0.1), ntk::activation(ntk::Relu{}), standard_dense(1.0, 0.1, 1));
+  CHECK(conv_throws<IA>([&] { ntk::kernel(no_width, x); },
+                        "layer 2 (dense, standard parametrization): its NTK scales with its fan-in, so the Dense "
+                        "layer before it needs a width (got 0)"));
 }

@@ -21,6 +21,8 @@
 ///  - The input covariance is Σ⁰(p, p') = x(p)·x'(p') / C.
 /// Kernel recursion on the pixel-by-pixel covariances Σ(p, p') of two inputs (P x P' entries):
 ///    Conv:        Σ' = σ_w² A(Σ) + σ_b²,  Θ' = σ_w² A(Θ) + Σ',  A(Σ)(p, p') = (1/k) Σ_δ Σ(p+δ, p'+δ)
+///                 (standard parametrization: Θ' = σ_w² A(Θ) + C k A(Σ) + [σ_b > 0], C the input
+///                 channels of the finite network; stax's parameterization='standard', layers.hpp)
 ///    Dense:       the same with k = 1, δ = 0
 ///    AvgPool:     Σ' = M Σ Mᵀ, Θ' = M Θ Mᵀ (M the pooling matrix of one image)
 ///    GlobalAvgPool: Σ' = mean_{p,p'} Σ(p, p');  Flatten: Σ' = mean_p Σ(p, p)  (Θ likewise)
@@ -75,14 +77,16 @@ struct ImageShape {
   }
 };
 
-/// A 2-D (or, with filter_height 1 on height-1 images, 1-D) convolution in the NTK
-/// parametrization.  `channels` (output channels) matters for finite networks only.
+/// A 2-D (or, with filter_height 1 on height-1 images, 1-D) convolution, in the NTK
+/// parametrization by default.  `channels` (output channels) matters for finite networks, and for
+/// the kernels only as the fan-in of a standard-parametrized layer after it.
 struct Conv {
   Eigen::Index channels = 0;
   Eigen::Index filter_height = 3, filter_width = 3;
   Eigen::Index stride_height = 1, stride_width = 1;
   Padding padding = Padding::same;
   double sigma_w = 1, sigma_b = 0;
+  Parametrization parametrization = Parametrization::ntk;
 };
 
 /// Average pooling over windows; a stride of 0 means the window size.
@@ -407,11 +411,21 @@ inline void average_to_one_pixel(std::vector<double>& sigma, std::vector<double>
   theta.assign(1, t / n);
 }
 
-/// The affine step after the taps: Σ' = scale Σ + bias, Θ' = scale Θ + Σ' (n entries).
-inline void finish_affine(double* __restrict ds, double* __restrict dt, Eigen::Index n, double scale, double bias) {
+/// A Conv or Dense step on sums over its k taps (Σ_δ Σ(p+δ, p'+δ) and likewise Θ):
+/// Σ' = scale ΣΣ + bias and Θ' = scale ΣΘ + (tw ΣΣ + tb), with scale = σ_w² / k and bias = σ_b².
+/// NTK parametrization: tw = scale, tb = bias (the bracket is Σ'); standard: tw = C, the input
+/// channels (the fan-in C k times the tap mean), tb = 1 with a bias, 0 without (layers.hpp).
+struct Affine {
+  double scale = 1, bias = 0, tw = 1, tb = 0;
+};
+
+/// The affine step after the taps (n entries of tap sums): Σ' = scale Σ + bias,
+/// Θ' = scale Θ + (tw Σ + tb) (Affine).
+inline void finish_affine(double* __restrict ds, double* __restrict dt, Eigen::Index n, const Affine& a) {
   for (Eigen::Index o = 0; o < n; ++o) {
-    ds[o] = scale * ds[o] + bias;
-    dt[o] = scale * dt[o] + ds[o];
+    const double x = ds[o];
+    ds[o] = a.scale * x + a.bias;
+    dt[o] = a.scale * dt[o] + (a.tw * x + a.tb);
   }
 }
 
@@ -456,6 +470,8 @@ struct ResolvedLayer {
   ImageShape in, out;     // residual_end: in is the branch's output, out the residual's input
   AxisMap rows, columns;  // conv / pool: height and width axes
   double sigma_w = 1, sigma_b = 0;
+  Parametrization parametrization = Parametrization::ntk;
+  Affine affine;           // conv / dense: the kernel step
   double scale = 1;        // residual_end: α of y = x + α f(x)
   double epsilon = 0;      // layer_norm
   Eigen::Index width = 0;  // conv channels / dense width (finite world)
@@ -606,6 +622,23 @@ class ImageArchitecture {
         r.rows = detail::axis_map(shape.height, fh, sh, padding);
         r.columns = detail::axis_map(shape.width, fw, sw, padding);
       };
+      // Conv and Dense: the kernel step's coefficients (Affine), after the geometry is set.
+      const auto affine = [&](double sigma_w, double sigma_b, Parametrization parametrization, const char* what) {
+        r.parametrization = parametrization;
+        r.affine.scale = sigma_w * sigma_w / static_cast<double>(r.rows.taps * r.columns.taps);
+        r.affine.bias = sigma_b * sigma_b;
+        r.affine.tw = r.affine.scale;
+        r.affine.tb = r.affine.bias;
+        if (parametrization == Parametrization::standard) {
+          if (!m_channels_known)
+            detail::fail<std::invalid_argument>(
+                fn, where, "(", what,
+                ", standard parametrization): its NTK scales with its fan-in, so the Conv or Dense before it needs "
+                "its channels or width (got 0)");
+          r.affine.tw = static_cast<double>(r.in.channels);
+          r.affine.tb = sigma_b > 0 ? 1 : 0;
+        }
+      };
       const Layer& layer = layers[l];
       if (const auto* conv = std::get_if<Conv>(&layer)) {
         r.kind = detail::ResolvedLayer::Kind::conv;
@@ -616,7 +649,9 @@ class ImageArchitecture {
         r.sigma_w = conv->sigma_w;
         r.sigma_b = conv->sigma_b;
         r.width = conv->channels;
+        affine(conv->sigma_w, conv->sigma_b, conv->parametrization, "conv");
         shape = {r.rows.out, r.columns.out, std::max<Eigen::Index>(conv->channels, 1)};
+        m_channels_known = conv->channels > 0;
         gaussian = true;
       } else if (const auto* pool = std::get_if<AvgPool>(&layer)) {
         r.kind = detail::ResolvedLayer::Kind::pool;
@@ -644,7 +679,9 @@ class ImageArchitecture {
         r.width = dense->width;
         r.rows = detail::axis_map(shape.height, 1, 1, Padding::valid);
         r.columns = detail::axis_map(shape.width, 1, 1, Padding::valid);
+        affine(dense->sigma_w, dense->sigma_b, dense->parametrization, "dense");
         shape = {shape.height, shape.width, std::max<Eigen::Index>(dense->width, 1)};
+        m_channels_known = dense->width > 0;
         gaussian = true;
       } else if (const auto* norm = std::get_if<LayerNorm>(&layer)) {
         r.kind = detail::ResolvedLayer::Kind::layer_norm;
@@ -676,7 +713,9 @@ class ImageArchitecture {
         const std::size_t first = m_resolved.size();
         ImageShape branch_shape = shape;
         bool branch_gaussian = gaussian;
+        const bool channels_known = m_channels_known;
         resolve(res->branch, r.label + ".", branch_shape, branch_gaussian);
+        m_channels_known = channels_known;  // y = x + a f(x) has x's channels
         if (branch_shape.height != shape.height || branch_shape.width != shape.width) {
           std::size_t culprit = first;
           while (culprit + 1 < m_resolved.size() && m_resolved[culprit].out.height == shape.height &&
@@ -717,6 +756,7 @@ class ImageArchitecture {
   std::vector<Layer> m_layers;
   std::vector<detail::ResolvedLayer> m_resolved;
   bool m_pooling = false;
+  bool m_channels_known = true;  // while resolving: the current channel count is a real width
   std::size_t m_activations = 0;
   std::size_t m_line_split = npos;
   Eigen::Index m_line_stride = 8, m_line_columns = 1, m_line_rows = 1;
@@ -927,8 +967,7 @@ class ImagePairEngine {
   void conv_full(const ResolvedLayer& layer, Eigen::Index H, Eigen::Index W, const ActivationStep* post) {
     const AxisMap &rows = layer.rows, &cols = layer.columns;
     const Eigen::Index Ho = rows.out, Wo = cols.out, block_in = W * W, block_out = Wo * Wo;
-    const double scale = layer.sigma_w * layer.sigma_w / static_cast<double>(rows.taps * cols.taps);
-    const double bias = layer.sigma_b * layer.sigma_b;
+    const Affine affine = layer.affine;
     m_next_sigma.resize(static_cast<std::size_t>(Ho * Ho * block_out));
     m_next_theta.resize(m_next_sigma.size());
     // Width taps read a local block whose rows are padded with zeros (contiguous case): row
@@ -958,9 +997,9 @@ class ImagePairEngine {
         double* out_s = m_next_sigma.data() + (o1 * Ho + o2) * block_out;
         double* out_t = m_next_theta.data() + (o1 * Ho + o2) * block_out;
         if (padded) {
-          width_pass_padded(m_local_sigma.data(), m_local_theta.data(), stride, cols, scale, bias, out_s, out_t);
+          width_pass_padded(m_local_sigma.data(), m_local_theta.data(), stride, cols, affine, out_s, out_t);
         } else {
-          width_pass(m_local_sigma.data(), m_local_theta.data(), W, cols, scale, bias, out_s, out_t);
+          width_pass(m_local_sigma.data(), m_local_theta.data(), W, cols, affine, out_s, out_t);
         }
         if (post != nullptr) post->block(o1, o2, Wo, out_s, out_t);
       }
@@ -1005,9 +1044,10 @@ class ImagePairEngine {
   /// The contiguous width pass on a padded local block: out(o1, o2) = scale Σ_{d valid for o1}
   /// local(o1 + d − pad, o2 + d) + bias, and Θ likewise plus Σ'.
   void width_pass_padded(const double* __restrict in_s, const double* __restrict in_t, Eigen::Index stride,
-                         const AxisMap& cols, double scale, double bias, double* __restrict out_s,
+                         const AxisMap& cols, const Affine& affine, double* __restrict out_s,
                          double* __restrict out_t) {
     const Eigen::Index Wo = cols.out;
+    const double scale = affine.scale, bias = affine.bias, tw = affine.tw, tb = affine.tb;
     const double** rs = m_rows_s.data();
     const double** rt = m_rows_t.data();
     for (Eigen::Index o1 = 0; o1 < Wo; ++o1) {
@@ -1024,9 +1064,9 @@ class ImagePairEngine {
       if (count == 3) {
         const double *a = rs[0], *b = rs[1], *c = rs[2], *x = rt[0], *y = rt[1], *z = rt[2];
         for (Eigen::Index o2 = 0; o2 < Wo; ++o2) {
-          const double sv = scale * (a[o2] + b[o2] + c[o2]) + bias;
-          ds[o2] = sv;
-          dt[o2] = scale * (x[o2] + y[o2] + z[o2]) + sv;
+          const double sum = a[o2] + b[o2] + c[o2];
+          ds[o2] = scale * sum + bias;
+          dt[o2] = scale * (x[o2] + y[o2] + z[o2]) + (tw * sum + tb);
         }
       } else {
         for (Eigen::Index o2 = 0; o2 < Wo; ++o2) {
@@ -1035,9 +1075,8 @@ class ImagePairEngine {
             sv += rs[k][o2];
             tv += rt[k][o2];
           }
-          sv = scale * sv + bias;
-          ds[o2] = sv;
-          dt[o2] = scale * tv + sv;
+          ds[o2] = scale * sv + bias;
+          dt[o2] = scale * tv + (tw * sv + tb);
         }
       }
     }
@@ -1045,7 +1084,7 @@ class ImagePairEngine {
 
   /// out(ow1, ow2) = scale Σ_d in(tap(ow1, d), tap(ow2, d)) + bias (Σ), scale Σ_d ... + Σ' (Θ).
   static void width_pass(const double* __restrict in_s, const double* __restrict in_t, Eigen::Index W,
-                         const AxisMap& cols, double scale, double bias, double* __restrict out_s,
+                         const AxisMap& cols, const Affine& affine, double* __restrict out_s,
                          double* __restrict out_t) {
     const Eigen::Index Wo = cols.out;
     for (Eigen::Index o1 = 0; o1 < Wo; ++o1) {
@@ -1058,7 +1097,7 @@ class ImagePairEngine {
         if (i1 < 0) continue;
         add_tap(cols, d, in_s + i1 * W, in_t + i1 * W, W, ds, dt);
       }
-      finish_affine(ds, dt, Wo, scale, bias);
+      finish_affine(ds, dt, Wo, affine);
     }
   }
 
@@ -1389,8 +1428,8 @@ class ImagePairEngine {
     const Eigen::Index oh = layer.out.height - std::abs(dh), ow = layer.out.width;
     if (oh <= 0 || ow <= 0) return false;
     const Eigen::Index Sb = m_block_sb, block = m_block_size, guard = m_block_guard;
-    const double scale = layer.sigma_w * layer.sigma_w / static_cast<double>(rows.taps * cols.taps);
-    const double bias = layer.sigma_b * layer.sigma_b;
+    const Affine affine = layer.affine;
+    const double scale = affine.scale, bias = affine.bias, tw = affine.tw, tb = affine.tb;
     if (ow != nw) set_block_mask(ow);
     const double* __restrict mask = m_block_mask.data();
     // Output o reads old blocks o − pad .. o + taps − 1 − pad, so output j may replace old block j
@@ -1429,7 +1468,7 @@ class ImagePairEngine {
       const std::ptrdiff_t first = -static_cast<std::ptrdiff_t>(cols.pad) * step;
       if (cols.taps == 3) {
         finish3(ts + first, ts + first + step, ts + first + 2 * step, mask, scale, bias, block, os);
-        finish3_theta(tt + first, tt + first + step, tt + first + 2 * step, mask, scale, os, block, ot);
+        finish3_theta(tt + first, tt + first + step, tt + first + 2 * step, ts + first, step, mask, affine, block, ot);
       } else {
         for (Eigen::Index f = 0; f < block; ++f) {
           const std::ptrdiff_t g = f + first;
@@ -1438,9 +1477,8 @@ class ImagePairEngine {
             x += ts[g + d * step];
             y += tt[g + d * step];
           }
-          const double sv = (scale * x + bias) * mask[f];
-          os[f] = sv;
-          ot[f] = scale * y * mask[f] + sv;
+          os[f] = (scale * x + bias) * mask[f];
+          ot[f] = (scale * y + (tw * x + tb)) * mask[f];
         }
       }
       if (post != nullptr) activate_block(*post, *post_layer, h1 + o, h2 + o, ow, os, ot);
@@ -1463,11 +1501,16 @@ class ImagePairEngine {
                       double* __restrict out) {
     for (Eigen::Index f = 0; f < n; ++f) out[f] = (scale * (a[f] + b[f] + c[f]) + bias) * mask[f];
   }
-  /// out = scale (a + b + c) mask + sigma.
+  /// out = (scale (a + b + c) + tw (s + s[step] + s[2 step]) + tb) mask: Θ' from the Θ taps a, b, c and
+  /// the Σ taps at s.
   static void finish3_theta(const double* __restrict a, const double* __restrict b, const double* __restrict c,
-                            const double* __restrict mask, double scale, const double* __restrict sigma, Eigen::Index n,
-                            double* __restrict out) {
-    for (Eigen::Index f = 0; f < n; ++f) out[f] = scale * (a[f] + b[f] + c[f]) * mask[f] + sigma[f];
+                            const double* __restrict s, std::ptrdiff_t step, const double* __restrict mask,
+                            const Affine& affine, Eigen::Index n, double* __restrict out) {
+    const double scale = affine.scale, tw = affine.tw, tb = affine.tb;
+    const double* __restrict s1 = s + step;
+    const double* __restrict s2 = s + 2 * step;
+    for (Eigen::Index f = 0; f < n; ++f)
+      out[f] = (scale * (a[f] + b[f] + c[f]) + (tw * (s[f] + s1[f] + s2[f]) + tb)) * mask[f];
   }
 
   void write_back(Eigen::Index o, Eigen::Index ring) {
@@ -1503,8 +1546,8 @@ class ImagePairEngine {
     const Eigen::Index oh = layer.out.height - std::abs(dh), ow = layer.out.width - std::abs(dw);
     if (oh <= 0 || ow <= 0) return false;
     const Eigen::Index S = m_arch.line_stride(), R = m_arch.line_rows();
-    const double scale = layer.sigma_w * layer.sigma_w / static_cast<double>(rows.taps * cols.taps);
-    const double bias = layer.sigma_b * layer.sigma_b;
+    const Affine affine = layer.affine;
+    const double scale = affine.scale, bias = affine.bias, tw = affine.tw, tb = affine.tb;
     if (ow != nw) set_mask(ow);
     const double* __restrict mask = m_mask.data();
     if (rows.taps == 1 && cols.taps == 1 && rows.pad == 0 && cols.pad == 0) {
@@ -1512,9 +1555,9 @@ class ImagePairEngine {
         double* __restrict ls = m_line_s.data() + r * S;
         double* __restrict lt = m_line_t.data() + r * S;
         for (Eigen::Index c = 0; c < S; ++c) {
-          const double sv = (scale * ls[c] + bias) * mask[c];
-          ls[c] = sv;
-          lt[c] = scale * lt[c] + sv;
+          const double x = ls[c];
+          ls[c] = (scale * x + bias) * mask[c];
+          lt[c] = (scale * lt[c] + (tw * x + tb)) * mask[c];
         }
       }
       return true;
@@ -1559,9 +1602,9 @@ class ImagePairEngine {
         if (cols.taps == 3) {
           for (Eigen::Index c = 0; c < S; ++c) {
             const std::ptrdiff_t g = base + c - left;
-            const double sv = (scale * (ts[g] + ts[g + 1] + ts[g + 2]) + bias) * mask[c];
-            ls[base + c] = sv;
-            lt[base + c] = (scale * (tt[g] + tt[g + 1] + tt[g + 2])) * mask[c] + sv;
+            const double x = ts[g] + ts[g + 1] + ts[g + 2];
+            ls[base + c] = (scale * x + bias) * mask[c];
+            lt[base + c] = (scale * (tt[g] + tt[g + 1] + tt[g + 2]) + (tw * x + tb)) * mask[c];
           }
         } else {
           for (Eigen::Index c = 0; c < S; ++c) {
@@ -1571,9 +1614,8 @@ class ImagePairEngine {
               a += ts[g + d];
               b += tt[g + d];
             }
-            const double sv = (scale * a + bias) * mask[c];
-            ls[base + c] = sv;
-            lt[base + c] = scale * b * mask[c] + sv;
+            ls[base + c] = (scale * a + bias) * mask[c];
+            lt[base + c] = (scale * b + (tw * a + tb)) * mask[c];
           }
         }
       }
@@ -1594,14 +1636,15 @@ class ImagePairEngine {
   void conv_diagonal(const ResolvedLayer& layer, Eigen::Index W, const ActivationStep* post) {
     const AxisMap &rows = layer.rows, &cols = layer.columns;
     const Eigen::Index Ho = rows.out, Wo = cols.out;
-    const double scale = layer.sigma_w * layer.sigma_w / static_cast<double>(rows.taps * cols.taps);
-    const double bias = layer.sigma_b * layer.sigma_b;
+    const Affine affine = layer.affine;
+    const double scale = affine.scale, bias = affine.bias, tw = affine.tw, tb = affine.tb;
     if (rows.taps == 1 && cols.taps == 1 && rows.contiguous && cols.contiguous && rows.pad == 0 && cols.pad == 0) {
       double* __restrict s = m_sigma.data();
       double* __restrict t = m_theta.data();
       for (std::size_t e = 0; e < m_sigma.size(); ++e) {
-        s[e] = scale * s[e] + bias;
-        t[e] = scale * t[e] + s[e];
+        const double x = s[e];
+        s[e] = scale * x + bias;
+        t[e] = scale * t[e] + (tw * x + tb);
       }
     } else {
       // Height taps: rows of W pixels.
@@ -1631,7 +1674,7 @@ class ImagePairEngine {
         std::fill(ds, ds + Wo, 0.0);
         std::fill(dt, dt + Wo, 0.0);
         for (Eigen::Index d = 0; d < cols.taps; ++d) add_tap(cols, d, ss, st, W, ds, dt);
-        finish_affine(ds, dt, Wo, scale, bias);
+        finish_affine(ds, dt, Wo, affine);
       }
       m_sigma.swap(m_next_sigma);
       m_theta.swap(m_next_theta);
@@ -1805,7 +1848,9 @@ Kernels<double> pixel_kernels(const ImageArchitecture& arch, const Eigen::Matrix
 // The finite world.
 // ---------------------------------------------------------------------------------------------
 
-/// A finite image network with parameters θ ~ N(0, 1) in the NTK parametrization.
+/// A finite image network with parameters θ ~ N(0, 1) in the NTK parametrization (a layer with
+/// Parametrization::standard holds W = σ_w w / sqrt(fan-in) and b = σ_b β themselves, unscaled in
+/// the forward pass, no bias term when σ_b = 0).
 /// Every Conv needs channels >= 1 and every Dense width >= 1; the last layer's width is the
 /// number of outputs k; a residual branch must end with its input's channel count.  Parameter
 /// order: layers in order (a residual branch's layers in place); a Conv holds its weights
@@ -1832,6 +1877,13 @@ class ImageNetwork {
         const Eigen::Index fan_in = r.rows.taps * r.columns.taps * r.in.channels;
         info.fan_in = fan_in;
         info.weight_scale = r.sigma_w / std::sqrt(static_cast<double>(fan_in));
+        info.bias_scale = r.sigma_b;
+        if (r.parametrization == Parametrization::standard) {  // θ = (W, b) drawn at these scales
+          info.weight_init = info.weight_scale;
+          info.bias_init = r.sigma_b;
+          info.weight_scale = 1;
+          info.bias_scale = r.sigma_b > 0 ? 1 : 0;
+        }
         offset += r.width * fan_in + r.width;
       }
       if (r.kind == detail::ResolvedLayer::Kind::residual_end && r.in.channels != r.out.channels)
@@ -1844,6 +1896,12 @@ class ImageNetwork {
     m_theta.resize(offset);
     NormalGenerator generator(seed);
     for (Eigen::Index p = 0; p < offset; ++p) m_theta[p] = generator.normal();
+    for (std::size_t l = 0; l < m_info.size(); ++l) {
+      const Info& info = m_info[l];
+      const Eigen::Index weights = m_arch.resolved()[l].width * info.fan_in;
+      m_theta.segment(info.offset, weights) *= info.weight_init;
+      m_theta.segment(info.offset + weights, m_arch.resolved()[l].width) *= info.bias_init;
+    }
   }
 
   Eigen::Index parameter_count() const { return m_theta.size(); }
@@ -1913,7 +1971,8 @@ class ImageNetwork {
  private:
   struct Info {
     Eigen::Index offset = 0, fan_in = 0;
-    double weight_scale = 0;
+    double weight_scale = 0, bias_scale = 0;  // multipliers of w and β in the forward pass
+    double weight_init = 1, bias_init = 1;    // scales of their draws (standard parametrization)
   };
   /// What the backward pass needs of one layer: its input (P x C, row-major) and, for
   /// activations, φ'(z); for convolutions the patch matrix.
@@ -1961,7 +2020,7 @@ class ImageNetwork {
             t.patches = x;
           }
           RowMajor z = info.weight_scale * (t.patches * w.transpose());
-          z.rowwise() += (r.sigma_b * beta).transpose();
+          z.rowwise() += (info.bias_scale * beta).transpose();
           x = std::move(z);
           break;
         }
@@ -2037,7 +2096,7 @@ class ImageNetwork {
           Eigen::Map<RowMajor> gw(grad.data() + info.offset, r.width, info.fan_in);
           gw.noalias() += info.weight_scale * (delta.transpose() * t.patches);
           Eigen::Map<Eigen::VectorXd>(grad.data() + info.offset + r.width * info.fan_in, r.width) +=
-              r.sigma_b * delta.colwise().sum().transpose();
+              info.bias_scale * delta.colwise().sum().transpose();
           if (l == 0) return;
           RowMajor dpatches = info.weight_scale * (delta * w);
           if (r.kind == Kind::dense) {

@@ -22,16 +22,31 @@
 
 namespace ntk {
 
-/// A fully connected layer in the NTK parametrization.  `width` is its number of outputs, used by
-/// finite networks (network.hpp) and ignored by the infinite-width kernels.
+/// How a Dense or Conv layer scales its trained parameters (stax's `parameterization`).
+///  - ntk (the default, the lecture's eq. 2): z = σ_w w x / sqrt(m_in) + σ_b β with θ = (w, β) ~
+///    N(0, 1) trained;
+///  - standard: z = W x + b with W ~ N(0, σ_w² / m_in) and b ~ N(0, σ_b²) trained directly (no
+///    bias parameter at all when σ_b = 0, stax's b_std=None).
+/// Both give the same function at initialization, hence the same NNGP; their NTKs differ:
+///    ntk:      Θ' = σ_w² Θ + (σ_w² Σ + σ_b²)
+///    standard: Θ' = σ_w² Θ + (m_in Σ + [σ_b > 0])
+/// with Σ the layer's input covariance per unit (x·x' / m_in).  The standard NTK grows with the
+/// widths m_in of the finite network it describes (no finite limit as they grow), so a standard
+/// layer needs the width of the layer before it; the first layer's m_in is the input dimension d.
+enum class Parametrization { ntk, standard };
+
+/// A fully connected layer.  `width` is its number of outputs, used by finite networks
+/// (network.hpp), and by the infinite-width kernels only as the fan-in of a standard layer after it.
 struct Dense {
   double sigma_w = 1;
   double sigma_b = 1;
   Eigen::Index width = 0;
+  Parametrization parametrization = Parametrization::ntk;
 
   Dense() = default;
-  Dense(double sigma_w_, double sigma_b_, Eigen::Index width_ = 0)
-      : sigma_w(sigma_w_), sigma_b(sigma_b_), width(width_) {}
+  Dense(double sigma_w_, double sigma_b_, Eigen::Index width_ = 0,
+        Parametrization parametrization_ = Parametrization::ntk)
+      : sigma_w(sigma_w_), sigma_b(sigma_b_), width(width_), parametrization(parametrization_) {}
 
   /// Throws std::invalid_argument unless σ_w > 0, σ_b >= 0 (finite) and width >= 0.
   void check(const char* function) const {
@@ -168,9 +183,15 @@ namespace detail {
 template <class Arch>
 void check_architecture(const char* function, const Arch& arch) {
   if (arch.size() == 0) fail<std::invalid_argument>(function, "architecture has no layers (got 0)");
-  arch.for_each_layer([&](std::size_t, const auto& layer) {
+  Eigen::Index previous_width = -1;  // -1: the input, whose dimension is the data's
+  arch.for_each_layer([&](std::size_t l, const auto& layer) {
     if constexpr (std::is_same_v<std::decay_t<decltype(layer)>, Dense>) {
       layer.check(function);
+      if (layer.parametrization == Parametrization::standard && previous_width == 0)
+        fail<std::invalid_argument>(function, "layer ", l,
+                                    " (dense, standard parametrization): its NTK scales with its fan-in, so the "
+                                    "Dense layer before it needs a width (got 0)");
+      previous_width = layer.width;
     } else if constexpr (is_activation_layer<std::decay_t<decltype(layer)>>::value) {
       check_activation_parameters(function, layer.phi);
     }

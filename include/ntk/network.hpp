@@ -3,6 +3,8 @@
 /// Finite-width networks in the NTK parametrization (lecture eqs. 1–7, 18–23), built from the same
 /// layer description as the analytic kernels (layers.hpp):
 ///   z = σ_w w h / sqrt(m_in) + σ_b β,  h' = φ(z),  θ = {w, β} ~ N(0, 1) i.i.d.
+/// A Dense layer with Parametrization::standard holds θ = {W, b} instead: z = W h + b with
+/// W = σ_w w / sqrt(m_in) and b = σ_b β drawn from the same normals (no bias term when σ_b = 0).
 /// Data matrices hold one sample per row (n x d); outputs are n x k.
 ///
 /// Parameter ordering of the flat vector θ: affine layers in order; within a layer the weights w
@@ -77,8 +79,18 @@ class Network {
         info.dense = true;
         info.out = layer.width;
         info.offset = offset;
-        info.weight_scale = static_cast<Scalar>(layer.sigma_w / std::sqrt(static_cast<double>(width)));
-        info.bias_scale = static_cast<Scalar>(layer.sigma_b);
+        // NTK parametrization: θ ~ N(0, 1) scaled in the forward pass.  Standard: θ is (W, b) itself,
+        // drawn with those scales, and enters unscaled (a bias only when σ_b > 0; layers.hpp).
+        const double weight_scale = layer.sigma_w / std::sqrt(static_cast<double>(width));
+        if (layer.parametrization == Parametrization::standard) {
+          info.weight_scale = 1;
+          info.bias_scale = Scalar(layer.sigma_b > 0 ? 1 : 0);
+          info.weight_init = weight_scale;
+          info.bias_init = layer.sigma_b;
+        } else {
+          info.weight_scale = static_cast<Scalar>(weight_scale);
+          info.bias_scale = static_cast<Scalar>(layer.sigma_b);
+        }
         // Refuse a parameter vector that cannot be allocated before the products can overflow.
         const std::size_t layer_count =
             detail::saturating_product(static_cast<std::size_t>(layer.width), static_cast<std::size_t>(width) + 1);
@@ -99,6 +111,12 @@ class Network {
     m_theta.resize(offset);
     NormalGenerator generator(seed);
     for (Eigen::Index p = 0; p < offset; ++p) m_theta[p] = static_cast<Scalar>(generator.normal());
+    for (const Info& info : m_info)
+      if (info.dense && (info.weight_init != 1 || info.bias_init != 1)) {
+        const Eigen::Index weights = info.out * info.in;
+        m_theta.segment(info.offset, weights) *= static_cast<Scalar>(info.weight_init);
+        m_theta.segment(info.offset + weights, info.out) *= static_cast<Scalar>(info.bias_init);
+      }
   }
 
   Eigen::Index input_dimension() const { return m_input; }
@@ -306,7 +324,8 @@ class Network {
   struct Info {
     bool dense = false;
     Eigen::Index in = 0, out = 0, offset = 0;
-    Scalar weight_scale = 0, bias_scale = 0;
+    Scalar weight_scale = 0, bias_scale = 0;  // multipliers of w and β in the forward pass
+    double weight_init = 1, bias_init = 1;    // standard parametrization: the draws' scales
   };
 
   template <class D>

@@ -9,12 +9,13 @@
 /// SPEC: layers separated by ',', a layer's fields by ':'.
 ///   conv[:FILTER][:CHANNELS][:OPTION...]   FILTER N or NxM (N means NxN on images, 1xN on
 ///        signals; default 3), CHANNELS for finite networks (default 0: kernels only); options
-///        same | valid | circular (default same), stride=S or stride=SxT, sw=σ_w (1), sb=σ_b (0)
+///        same | valid | circular (default same), stride=S or stride=SxT, sw=σ_w (1), sb=σ_b (0),
+///        param=ntk | param=standard (the parametrization, layers.hpp; default ntk)
 ///   avgpool[:WINDOW][:OPTION...]            WINDOW N or NxM (default 2), stride=... (default the
 ///        window), same | valid | circular (default valid)
 ///   gap (or globalavgpool)                 mean over pixels
 ///   flatten
-///   dense[:WIDTH][:sw=σ_w][:sb=σ_b]        per pixel on images; WIDTH default 1, σ_w 1, σ_b 0
+///   dense[:WIDTH][:sw=σ_w][:sb=σ_b][:param=P]  per pixel on images; WIDTH default 1, σ_w 1, σ_b 0
 ///   an activation by its name in activation_names.hpp, parameters separated by ':' instead of
 ///        ',': relu, tanh, leaky_relu:SLOPE, abrelu:A:B, polynomial:C0:C1:..., hermite:C0:C1:...
 ///   layernorm[:eps=ε]                      LayerNorm over the channels of every pixel (ε 1e-12)
@@ -90,6 +91,11 @@ class SpecParser {
     double v;
     if (!parse_number(text, v)) bad(std::string("bad ") + what + " '" + text + "' (expected a finite number)");
     return v;
+  }
+  Parametrization parametrization(const std::string& text) const {
+    if (text == "ntk") return Parametrization::ntk;
+    if (text == "standard") return Parametrization::standard;
+    bad("bad parametrization '" + text + "' (expected ntk or standard)");
   }
   Eigen::Index positive(const std::string& text, const char* what) const {
     Eigen::Index v;
@@ -192,6 +198,7 @@ inline ImageArchitecture::Layer parse_layer(const std::string& index, const std:
     Eigen::Index channels = 0, sh = conv ? 1 : 0, sw = conv ? 1 : 0;
     Padding padding = conv ? Padding::same : Padding::valid;
     double sigma_w = 1, sigma_b = 0;
+    Parametrization parametrization = Parametrization::ntk;
     int positional = 0;
     for (std::size_t k = 1; k < f.size(); ++k) {
       const std::string& field = f[k];
@@ -206,9 +213,11 @@ inline ImageArchitecture::Layer parse_layer(const std::string& index, const std:
         sigma_w = p.number(field.substr(3), "sw");
       } else if (conv && field.rfind("sb=", 0) == 0) {
         sigma_b = p.number(field.substr(3), "sb");
+      } else if (conv && field.rfind("param=", 0) == 0) {
+        parametrization = p.parametrization(field.substr(6));
       } else if (field.find('=') != std::string::npos) {
         p.bad("unknown option '" + field + "' (known: stride=, same, valid, circular" +
-              std::string(conv ? ", sw=, sb=)" : ")"));
+              std::string(conv ? ", sw=, sb=, param=)" : ")"));
       } else if (positional == 0) {
         if (!parse_window(field, one_dimensional, fh, fw))
           p.bad(std::string("bad ") + (conv ? "filter" : "window") + " '" + field +
@@ -231,6 +240,7 @@ inline ImageArchitecture::Layer parse_layer(const std::string& index, const std:
       c.padding = padding;
       c.sigma_w = sigma_w;
       c.sigma_b = sigma_b;
+      c.parametrization = parametrization;
       return c;
     }
     return AvgPool{fh, fw, sh, sw, padding};
@@ -246,20 +256,23 @@ inline ImageArchitecture::Layer parse_layer(const std::string& index, const std:
   if (head == "dense") {
     Eigen::Index width = 1;
     double sigma_w = 1, sigma_b = 0;
+    Parametrization parametrization = Parametrization::ntk;
     bool have_width = false;
     for (std::size_t k = 1; k < f.size(); ++k) {
       if (f[k].rfind("sw=", 0) == 0) {
         sigma_w = p.number(f[k].substr(3), "sw");
       } else if (f[k].rfind("sb=", 0) == 0) {
         sigma_b = p.number(f[k].substr(3), "sb");
+      } else if (f[k].rfind("param=", 0) == 0) {
+        parametrization = p.parametrization(f[k].substr(6));
       } else if (!have_width && f[k].find('=') == std::string::npos) {
         width = p.positive(f[k], "width");
         have_width = true;
       } else {
-        p.bad("unexpected field '" + f[k] + "' (known: WIDTH, sw=, sb=)");
+        p.bad("unexpected field '" + f[k] + "' (known: WIDTH, sw=, sb=, param=)");
       }
     }
-    return Dense(sigma_w, sigma_b, width);
+    return Dense(sigma_w, sigma_b, width, parametrization);
   }
   // Activations: by name (activation_names.hpp), parameters ':'-separated here.
   std::string name = head;

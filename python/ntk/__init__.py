@@ -416,3 +416,70 @@ def singular_kernel(x, labels, test, alpha):
                       dtype=np.int64)
 
 
+
+
+# Image architectures (conv.hpp): the SPEC strings and shapes of the command-line tool.
+
+def _image_shape(shape):
+    if isinstance(shape, str):
+        return shape
+    if isinstance(shape, (tuple, list)) and all(isinstance(v, numbers.Integral) for v in shape):
+        return ",".join(str(int(v)) for v in shape)
+    raise ValueError(f"ntk: shape must be a string 'H,W,C' or a tuple of integers (got {shape!r})")
+
+
+def _images(x, name):
+    a = np.asarray(x)
+    if a.ndim != 2:
+        raise ValueError(f"ntk: {name} must be 2-D, one image per row (n x H*W*C, channels last) "
+                         f"(got {a.ndim}-D, shape {a.shape})")
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+def image_kernel(x1, x2=None, *, architecture, shape, kind="ntk", threads=None):
+    """NTK and/or NNGP of an image architecture between the rows of x1 and x2 (n x H*W*C, channels last).
+
+    ``architecture`` is a SPEC string as the command-line tool takes it, e.g.
+    ``"conv:3x3:64,relu,avgpool:2,conv:3x3:64,relu,gap,dense"`` (docs/architectures.md: conv, avgpool,
+    gap, flatten, dense, every activation name, layernorm, res(...), param=standard); ``shape`` is
+    "H,W,C" or (H, W, C).  ``kind``: "ntk", "nngp" or "both".  Computes in float64."""
+    b = None if x2 is None else _images(x2, "x2")
+    result = _core.image_kernel(_images(x1, "x1"), b, str(architecture), _image_shape(shape), kind,
+                                _threads(threads))
+    return _wrap_kind(result, kind)
+
+
+class ImageNetwork:
+    """A finite image network of the SPEC ``architecture`` on ``shape``, parameters N(0, 1) from ``seed``.
+
+    Every conv needs its channel count and every dense its width (``conv:3x3:64``, ``dense:10``)."""
+
+    def __init__(self, architecture, shape, *, seed=0):
+        self._n = _core.ImageNetwork(str(architecture), _image_shape(shape), int(seed))
+
+    @property
+    def parameter_count(self):
+        return self._n.parameter_count
+
+    @property
+    def parameters(self):
+        return self._n.parameters()
+
+    @parameters.setter
+    def parameters(self, theta):
+        self._n.set_parameters(np.ascontiguousarray(theta, dtype=np.float64))
+
+    def forward(self, x):
+        return self._n.forward(_images(x, "x"))
+
+    def jacobian(self, x):
+        """(n k) x p, rows sample-major (row i k + o)."""
+        return self._n.jacobian(_images(x, "x"))
+
+    def empirical_ntk(self, x1, x2=None):
+        """J(x1) J(x2)^T averaged over the k outputs, from explicit Jacobians."""
+        a = _images(x1, "x1")
+        return self._n.empirical_ntk(a, a if x2 is None else _images(x2, "x2"))
+
+
+__all__ += ["image_kernel", "ImageNetwork"]

@@ -137,5 +137,6 @@ void bind_network(py::module_& m);
 void bind_dynamics(py::module_& m);
 void bind_deep_limit(py::module_& m);
 void bind_solvers(py::module_& m);
+void bind_image(py::module_& m);
 
 }  // namespace ntk_python

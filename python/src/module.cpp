@@ -172,4 +172,5 @@ PYBIND11_MODULE(_core, m) {
   ntk_python::bind_dynamics(m);
   ntk_python::bind_deep_limit(m);
   ntk_python::bind_solvers(m);
+  ntk_python::bind_image(m);
 }

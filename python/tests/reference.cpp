@@ -2,11 +2,13 @@
 // Writes "name rows cols v v v ..." lines, every value as a C99 hex float (exact), column-major:
 // inputs first (so Python feeds the very same numbers), then what each library function returns.
 #include <ntk/activation_names.hpp>
+#include <ntk/conv.hpp>
 #include <ntk/deep_limit.hpp>
 #include <ntk/dynamics.hpp>
 #include <ntk/kernel.hpp>
 #include <ntk/network.hpp>
 #include <ntk/random.hpp>
+#include <ntk/spec.hpp>
 
 #include <cstdio>
 #include <string>
@@ -112,5 +114,18 @@ int main() {
   put("deep predict", p);
   const auto gram = ntk::DeepKernel<ntk::Relu>(ntk::Relu{}, 50).gram(x1, x2);
   put("deep log_abs", gram.log_abs);
+  // Image architectures from a SPEC string: kernels and a finite network's Jacobian.
+  const Eigen::MatrixXd images = normal(5, 4 * 5 * 2, 3), others = normal(3, 4 * 5 * 2, 4);
+  put("images", images);
+  put("images2", others);
+  const char* spec = "conv:3x3:3:sb=0.1,relu,conv:2x2:3:valid:param=standard,tanh,avgpool:2:same,gap,dense:2";
+  const ntk::ImageArchitecture arch = ntk::parse_architecture(spec, ntk::parse_shape("4,5,2"));
+  const auto image = ntk::image_kernel(arch, images, others);
+  put("image ntk", image.ntk);
+  put("image nngp", image.nngp);
+  put("image ntk_sym", ntk::image_kernel(arch, images).ntk);
+  const ntk::ImageNetwork net(arch, 7);
+  put("image forward", net.forward(images));
+  put("image jacobian", net.jacobian(others));
   return 0;
 }

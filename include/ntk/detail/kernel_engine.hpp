@@ -77,18 +77,20 @@ class KernelEngine {
     if (!same_inputs) chains.push_back(&m_chain2);
     // Walk the layers once, in order: propagate the diagonal chains and prepare each activation's
     // dual for the range of variances it sees.
+    // The fan-in of a standard-parametrized Dense: m_in Σ = x·x' for the first layer.
+    double fan_in = options.divide_by_dimension ? static_cast<double>(x1.cols()) : 1.0;
     m_steps = std::make_unique<Steps<Arch, Scalar>>(arch, [&](std::size_t l, const auto& layer) {
       using Layer = std::decay_t<decltype(layer)>;
       if constexpr (std::is_same_v<Layer, Dense>) {
-        const Scalar w2 = static_cast<Scalar>(layer.sigma_w * layer.sigma_w);
-        const Scalar b2 = static_cast<Scalar>(layer.sigma_b * layer.sigma_b);
+        const DenseStep<Scalar> step(layer, fan_in);
+        fan_in = static_cast<double>(layer.width);
         for (auto* chain : chains)
           for (std::size_t p = 0; p < chain->points; ++p) {
-            Scalar& next = chain->q[(l + 1) * chain->stride + p];
-            next = w2 * chain->q[l * chain->stride + p] + b2;
-            chain->ntk[p] = next + w2 * chain->ntk[p];
+            const Scalar q = chain->q[l * chain->stride + p];
+            chain->q[(l + 1) * chain->stride + p] = step.w2 * q + step.b2;
+            chain->ntk[p] = step.w2 * chain->ntk[p] + (step.tw * q + step.tb);
           }
-        return layer;
+        return step;
       } else {
         Scalar lo = std::numeric_limits<Scalar>::max(), hi = 0;
         for (auto* chain : chains)
@@ -139,12 +141,11 @@ class KernelEngine {
       t_dot[t] = 0;
     }
     m_steps->for_each([&](std::size_t l, const auto& step) {
-      if constexpr (std::is_same_v<std::decay_t<decltype(step)>, Dense>) {
-        const Scalar w2 = static_cast<Scalar>(step.sigma_w * step.sigma_w);
-        const Scalar b2 = static_cast<Scalar>(step.sigma_b * step.sigma_b);
+      if constexpr (std::is_same_v<std::decay_t<decltype(step)>, DenseStep<Scalar>>) {
+        const Scalar w2 = step.w2, b2 = step.b2, tw = step.tw, tb = step.tb;
         for (int t = 0; t < T; ++t) {
+          k[t] = w2 * k[t] + (tw * s[t] + tb);
           s[t] = w2 * s[t] + b2;
-          k[t] = s[t] + w2 * k[t];
           record(l, t, s[t], w2 * t_dot[t], k[t]);
         }
       } else {
@@ -264,6 +265,15 @@ void compute_into(const char* function, const Arch& arch, const Eigen::MatrixBas
         for (int t = 0; t < T; ++t)  // the diagonal starts from the chains' own x·x
           first[t] = t >= count ? Scalar(0) : (symmetric && i0 + t == j) ? c1.value(0, j) : primary(i0 + t, j) * scale;
         engine.entries(first, i0, j, nngp, ntk, [](std::size_t, int, Scalar, Scalar, Scalar) {});
+        if (symmetric && j - i0 < count) {
+          // The diagonal is the chains' (kernel_diagonal's) value: a series or table evaluated at
+          // (q, q, q) differs from the chain's 1-D rule in the last digits, and a kinked
+          // activation after it (ReLU's arccos at ρ = 1 − δ moves by √(2δ)) would amplify that
+          // to ~1e-7.
+          const auto t = static_cast<std::size_t>(j - i0);
+          nngp[t] = c1.value(c1.layers, j);
+          ntk[t] = c1.ntk[static_cast<std::size_t>(j)];
+        }
         for (Eigen::Index t = 0; t < count; ++t) {
           finite = finite && std::isfinite(nngp[t]) && std::isfinite(ntk[t]);
           if (want_nngp && want_ntk) {

@@ -13,16 +13,31 @@
 namespace ntk {
 namespace detail {
 
+/// A Dense layer as the kernel engine applies it: Σ' = w2 Σ + b2 and Θ' = w2 Θ + (tw Σ + tb),
+/// Σ, Θ the layer's input.  NTK parametrization: tw = w2, tb = b2 (the bracket is Σ'); standard:
+/// tw = the fan-in, tb = 1 with a bias, 0 without (layers.hpp, Parametrization).
+template <class Scalar>
+struct DenseStep {
+  Scalar w2, b2, tw, tb;
+  DenseStep() = default;
+  DenseStep(const Dense& layer, double fan_in)
+      : w2(static_cast<Scalar>(layer.sigma_w * layer.sigma_w)), b2(static_cast<Scalar>(layer.sigma_b * layer.sigma_b)) {
+    const bool standard = layer.parametrization == Parametrization::standard;
+    tw = standard ? static_cast<Scalar>(fan_in) : w2;
+    tb = standard ? Scalar(layer.sigma_b > 0 ? 1 : 0) : b2;
+  }
+};
+
 template <class Layer, class Scalar>
 struct StepFor {
-  using type = Dense;
+  using type = DenseStep<Scalar>;
 };
 template <class Phi, class Scalar>
 struct StepFor<Activation<Phi>, Scalar> {
   using type = LayerDual<Phi, Scalar>;
 };
 
-/// Per-layer evaluation steps of an architecture: Dense stays Dense, Activation<Phi> becomes its
+/// Per-layer evaluation steps of an architecture: Dense becomes a DenseStep, Activation<Phi> its
 /// prepared LayerDual.  Serial keeps a tuple, Mlp a vector; both visit steps in layer order.
 template <class Arch, class Scalar>
 class Steps;
@@ -70,7 +85,7 @@ class Steps<Mlp<Phi>, Scalar> {
   }
 
  private:
-  std::vector<Dense> m_dense;
+  std::vector<DenseStep<Scalar>> m_dense;
   std::vector<LayerDual<Phi, Scalar>> m_duals;
 };
 
