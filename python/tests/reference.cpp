@@ -119,13 +119,13 @@ int main() {
   put("images", images);
   put("images2", others);
   const char* spec = "conv:3x3:3:sb=0.1,relu,conv:2x2:3:valid:param=standard,tanh,avgpool:2:same,gap,dense:2";
-  const ntk::ImageArchitecture arch = ntk::parse_architecture(spec, ntk::parse_shape("4,5,2"));
-  const auto image = ntk::image_kernel(arch, images, others);
+  const ntk::ImageArchitecture image_arch = ntk::parse_architecture(spec, ntk::parse_shape("4,5,2"));
+  const auto image = ntk::image_kernel(image_arch, images, others);
   put("image ntk", image.ntk);
   put("image nngp", image.nngp);
-  put("image ntk_sym", ntk::image_kernel(arch, images).ntk);
-  const ntk::ImageNetwork net(arch, 7);
-  put("image forward", net.forward(images));
-  put("image jacobian", net.jacobian(others));
+  put("image ntk_sym", ntk::image_kernel(image_arch, images).ntk);
+  const ntk::ImageNetwork image_net(image_arch, 7);
+  put("image forward", image_net.forward(images));
+  put("image jacobian", image_net.jacobian(others));
   return 0;
 }

@@ -20,8 +20,9 @@ activations: relu, leaky_relu:SLOPE, abs, erf, tanh, sigmoid, gelu, identity, si
   hermite:c0,c1,..., opt:D
 image architectures (kernel, predict): --architecture SPEC --shape H,W,C (rows are images, channels
   last), e.g. --architecture conv:3x3:64,relu,avgpool:2,conv:3x3:64,relu,gap,dense --shape 28,28,1;
-  SPEC layers: conv[:FxF][:C][:same|valid|circular][:stride=S][:sw=W][:sb=B], avgpool[:N][:stride=S],
-  gap, flatten, dense[:WIDTH][:sw=W][:sb=B], layernorm[:eps=E], res[:A](LAYER,...) (y = x + A f(x)),
+  SPEC layers: conv[:FxF][:C][:same|valid|circular][:stride=S][:sw=W][:sb=B][:param=standard],
+  avgpool[:N][:stride=S], gap, flatten, dense[:WIDTH][:sw=W][:sb=B][:param=standard], layernorm[:eps=E],
+  res[:A](LAYER,...) (y = x + A f(x)),
   and activations (parameters ':'-separated); the SPEC sets every layer, so --activation, --depth,
   --sigma-w and --sigma-b do not apply beside it
 Rows are samples.  In TRAIN/TEST files the last K columns are targets (classify: last column labels).
