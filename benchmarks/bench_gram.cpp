@@ -2,8 +2,9 @@
 // BM_stream_read sums an array of the triangle's size (the bound); BM_packed_apply/k/storage
 // multiplies the packed Gram matrix by n x k right-hand sides (k = 1 for CG on one target, 10 for
 // one-hot Fashion-MNIST, 4 and 16 around it).  The ratio bytes/s(apply) / bytes/s(stream) is the
-// fraction of the bound reached; compare within one run.  n from NTK_BENCH_GRAM_N (default 20,000:
-// 1.6 GB double).
+// fraction of the bound reached; compare within one run.  BM_stream_read_wide reads the same bytes
+// with 8 partial sums per thread (the plain read's one add chain per thread can be the limit).  n from NTK_BENCH_GRAM_N
+// (default 20,000: 1.6 GB double).
 #include <benchmark/benchmark.h>
 
 #include <ntk/gram.hpp>
@@ -50,6 +51,34 @@ void BM_stream_read(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(g.bytes()));
 }
 
+// The same bytes summed into 8 independent partial sums per thread (vectorized): BM_stream_read's
+// single dependent add chain per thread can itself be the limit (on Zen 5 the k = 1 product runs
+// faster than it), so this is the closer bandwidth bound.
+template <class Storage>
+void BM_stream_read_wide(benchmark::State& state) {
+  const auto& g = packed<Storage>();
+  const std::ptrdiff_t count = static_cast<std::ptrdiff_t>(g.bytes() / sizeof(Storage)), lanes = 8;
+  const Storage* data = g.block_data(0);
+  for (auto _ : state) {
+    double total = 0;
+#if defined(_OPENMP)
+#pragma omp parallel reduction(+ : total)
+#endif
+    {
+      double part[8] = {};
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+      for (std::ptrdiff_t i = 0; i < count / lanes; ++i)
+        for (std::ptrdiff_t l = 0; l < lanes; ++l) part[l] += static_cast<double>(data[i * lanes + l]);
+      for (const double p : part) total += p;
+    }
+    for (std::ptrdiff_t i = count / lanes * lanes; i < count; ++i) total += static_cast<double>(data[i]);
+    benchmark::DoNotOptimize(total);
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(g.bytes()));
+}
+
 template <class Storage>
 void BM_packed_apply(benchmark::State& state) {
   const auto& g = packed<Storage>();
@@ -64,6 +93,7 @@ void BM_packed_apply(benchmark::State& state) {
 }
 
 BENCHMARK_TEMPLATE(BM_stream_read, double)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_stream_read_wide, double)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_packed_apply, double)
     ->Arg(1)
     ->Arg(4)
@@ -72,6 +102,7 @@ BENCHMARK_TEMPLATE(BM_packed_apply, double)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK_TEMPLATE(BM_stream_read, float)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_stream_read_wide, float)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_packed_apply, float)
     ->Arg(1)
     ->Arg(4)

@@ -42,6 +42,37 @@ std::string temp_path(const char* name) {
   return std::string("/tmp/ntk_test_") + name + "_" + std::to_string(reinterpret_cast<std::uintptr_t>(&relu3));
 }
 
+/// For each (n, block) shape, thread count and k: a random symmetric g with no structure (entries
+/// of both signs, every one of them counts) stored in a PackedGram of double and one of float, and
+/// an n x k block v with an outer stride other than n; calls check(g, g_float, v, out, out_float)
+/// with the two products (g_float: the entries float storage holds).
+template <class Check>
+void packed_products(std::initializer_list<std::pair<Index, Index>> shapes, std::initializer_list<int> thread_counts,
+                     std::initializer_list<Index> ks, unsigned seed, Check&& check) {
+  for (const auto& [n, block] : shapes) {
+    const Matrix a = normal_matrix(n, n, seed);
+    const Matrix g = a + a.transpose();
+    const Matrix g_float = g.cast<float>().cast<double>();
+    const auto fill = [&](Index c0, Index c1, Eigen::Ref<Matrix> out) { out = g.block(0, c0, c1, c1 - c0); };
+    for (const int threads : thread_counts) {
+      const ntk::PackedGramOptions options{block, "", false, threads};
+      ntk::PackedGram<double, double> packed(n, options);
+      packed.fill(fill);
+      ntk::PackedGram<double, float> packed_float(n, options);
+      packed_float.fill(fill);
+      for (const Index k : ks) {
+        INFO("n " << n << " block " << block << " threads " << threads << " k " << k);
+        const Matrix wide = normal_matrix(n + 3, k, seed + 1);
+        const auto v = wide.topRows(n);
+        Matrix out(n, k), out_float(n, k);
+        packed.apply(v, out);
+        packed_float.apply(v, out_float);
+        check(g, g_float, v, out, out_float);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 TEST_CASE("Gram operators: dense packed file-backed and matrix-free products agree with the dense matrix to rounding") {
@@ -96,32 +127,39 @@ TEST_CASE("Gram operators: the packed product's register-blocked kernel handles 
   // A symmetric matrix with no structure (entries of both signs, every one of them counts): a
   // skipped or doubled diagonal block, row tail (rows % packet), column tail (w % 4) or pass of
   // right-hand sides changes the product by far more than rounding.  n = 301 with blocks 64 and 37
-  // puts the diagonal inside the 128-row chunks at c0 = 64, 37, 74, ...; n = 1001 with the default
+  // puts the diagonal inside the row chunks at c0 = 64, 37, 74, ...; n = 1001 with the default
   // block leaves a last block of width 489.
-  for (const auto& [n, block] : std::initializer_list<std::pair<Index, Index>>{{301, 64}, {301, 37}, {1001, 512}}) {
-    const Matrix a = normal_matrix(n, n, 51);
-    const Matrix g = a + a.transpose();
-    const Matrix g_float = g.cast<float>().cast<double>();  // the entries float storage holds
-    const auto fill = [&](Index c0, Index c1, Eigen::Ref<Matrix> out) { out = g.block(0, c0, c1, c1 - c0); };
-    for (const int threads : {1, 2}) {
-      const ntk::PackedGramOptions options{block, "", false, threads};
-      ntk::PackedGram<double, double> packed(n, options);
-      packed.fill(fill);
-      ntk::PackedGram<double, float> packed_float(n, options);
-      packed_float.fill(fill);
-      for (const Index k : {1, 2, 3, 7, 10, 16, 17}) {
-        INFO("n " << n << " block " << block << " threads " << threads << " k " << k);
-        const Matrix wide = normal_matrix(n + 3, k, 52);
-        const auto v = wide.topRows(n);  // an outer stride other than n
-        Matrix out(n, k);
-        packed.apply(v, out);
-        CHECK(relative(out, g * v) <= 1e-13);
-        packed_float.apply(v, out);
-        CHECK(relative(out, g_float * v) <= 1e-13);  // products in double of the rounded entries
-        CHECK(relative(out, g * v) <= 1e-6);         // which are within 2^-24 of g
-      }
-    }
-  }
+  packed_products({{301, 64}, {301, 37}, {1001, 512}}, {1, 2}, {1, 2, 3, 7, 10, 16, 17}, 51,
+                  [](const Matrix& g, const Matrix& g_float, const Eigen::Ref<const Matrix>& v, const Matrix& out,
+                     const Matrix& out_float) {
+                    CHECK(relative(out, g * v) <= 1e-13);
+                    CHECK(relative(out_float, g_float * v) <= 1e-13);  // products in double of the rounded entries
+                    CHECK(relative(out_float, g * v) <= 1e-6);         // which are within 2^-24 of g
+                  });
+}
+
+TEST_CASE(
+    "Gram operators: every entry of the packed product is within the summation error bound of the dense product") {
+  // Elementwise: an entry of G v is a sum of n products, so any summation order (blocked, FMA,
+  // split between threads) is within γ_n Σ_j |G(i, j)| |v(j, q)| of the exact value, γ_n = n u /
+  // (1 − n u); the dense reference is too, so the two differ by at most 2 γ_n (|G| |v|)(i, q).  A
+  // skipped, doubled or misplaced entry changes an entry by about |G(i, j) v(j, q)| ≈ 1, far above
+  // that bound (≈ 1e-10 here).  Shapes: n = 7 (fewer rows than a packet: scalar tails only), block
+  // widths 1 (only single columns), 6 (one whole group of 6 columns), 13 (6 + 6 + 1), 37 and 64
+  // (the diagonal inside a row chunk, w % 6 = 1 and 4), 512 (a last block of width 489);
+  // k = 1 (the 4-column path) and k = 2..17 (the 6-column path, passes of 1 and 2 right-hand
+  // sides); 1, 2 and 3 threads (uneven splits of the block columns); double and float storage.
+  const double u = std::numeric_limits<double>::epsilon() / 2;
+  packed_products({{7, 512}, {301, 1}, {301, 6}, {301, 13}, {301, 37}, {301, 64}, {1001, 512}}, {1, 2, 3},
+                  {1, 2, 3, 5, 10, 12, 17}, 61,
+                  [&](const Matrix& g, const Matrix& g_float, const Eigen::Ref<const Matrix>& v, const Matrix& out,
+                      const Matrix& out_float) {
+                    const double n = static_cast<double>(g.rows()), gamma = n * u / (1 - n * u);
+                    const Matrix bound = 2 * gamma * (g.cwiseAbs() * v.cwiseAbs());
+                    CHECK(((out - g * v).cwiseAbs().array() <= bound.array()).all());
+                    const Matrix bound_float = 2 * gamma * (g_float.cwiseAbs() * v.cwiseAbs());
+                    CHECK(((out_float - g_float * v).cwiseAbs().array() <= bound_float.array()).all());
+                  });
 }
 
 TEST_CASE("Gram operators: bad construction is rejected naming the function") {
