@@ -2,11 +2,13 @@
 #include <ntk/kernel.hpp>
 
 #include <Eigen/Eigenvalues>
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 
 #include "catch_shim.hpp"
 #include "test_config.hpp"
@@ -559,4 +561,88 @@ TEST_CASE(
   CHECK((a.ntk - b.ntk).cwiseAbs().maxCoeff() == 0);
   CHECK((a.nngp - b.nngp).cwiseAbs().maxCoeff() == 0);
   CHECK_THROWS_AS(ntk::kernel_block(named, x1, x2, ntk::RowRange{6, 2}, ntk::ColumnRange{1, 4}), std::invalid_argument);
+}
+
+namespace {
+
+/// A batch-only activation (the contract of the Python package's callables, detail/batch_values.hpp):
+/// tanh or ReLU evaluated only through values_and_derivatives, counting the calls.
+struct BatchOnly {
+  static constexpr bool batch_only = true;
+  bool relu = false;
+  long* calls = nullptr;
+  std::string name() const { return "batch"; }
+  template <class S>
+  S value(S z) const {
+    S v;
+    values_and_derivatives(&z, &v, static_cast<S*>(nullptr), 1);
+    return v;
+  }
+  template <class S>
+  S derivative(S z) const {
+    S d;
+    values_and_derivatives(&z, static_cast<S*>(nullptr), &d, 1);
+    return d;
+  }
+  template <class S>
+  void values_and_derivatives(const S* z, S* v, S* dv, std::size_t n) const {
+    if (calls) ++*calls;
+    for (std::size_t i = 0; i < n; ++i) {
+      const S value = relu ? std::max(z[i], S(0)) : std::tanh(z[i]);
+      if (v) v[i] = value;
+      if (dv) dv[i] = relu ? S(z[i] > 0 ? 1 : 0) : 1 - value * value;
+    }
+  }
+};
+
+/// The message of the std::invalid_argument that f throws ("" when it throws none).
+template <class F>
+std::string invalid_argument_message(F&& f) {
+  try {
+    f();
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("Batch-only activations: tanh to 1e-10 up to variance 17, a kink is refused, never silently wrong",
+          "[kernel]") {
+  long calls = 0;
+  const BatchOnly tanh_batch{false, &calls}, relu_batch{true, nullptr};
+  const Matrix mixed = random_inputs(24, 4, 31);
+  Matrix common = mixed.rowwise().normalized() * 2.0;  // norm² / d = 1
+  // Mixed norms with first-layer variances up to about 17 (σ_w = 2.5: the old code refused beyond
+  // about 5, its series being capped at 1024 nodes), and a common norm at variance 16 (the old table
+  // came from product quadrature there); the built-in tanh takes its saturating rule.
+  for (const auto& [x, sigma_w, sigma_b] :
+       {std::tuple<Matrix, double, double>{mixed, 2.5, 1.0}, std::tuple<Matrix, double, double>{common, 3.0, 2.6},
+        std::tuple<Matrix, double, double>{common, 1.0, 0.5}}) {
+    const auto reference = ntk::kernel(ntk::mlp(ntk::Tanh{}, 3, 0, sigma_w, sigma_b), x, ntk::KernelKind::both);
+    calls = 0;
+    const auto batch = ntk::kernel(ntk::mlp(tanh_batch, 3, 0, sigma_w, sigma_b), x, ntk::KernelKind::both);
+    CHECK((batch.ntk - reference.ntk).cwiseAbs().maxCoeff() <= 1e-10 * reference.ntk.cwiseAbs().maxCoeff());
+    CHECK((batch.nngp - reference.nngp).cwiseAbs().maxCoeff() <= 1e-10 * reference.nngp.cwiseAbs().maxCoeff());
+    CHECK(calls <= 3 * 5);  // a few calls per layer: rule orders tried (<= 4 here), the diagonal chain
+  }
+  // ReLU: no Hermite series converges at a kink, and product quadrature would be about 2e-2 off.
+  for (const Matrix& x : {common, mixed}) {
+    const auto net = ntk::mlp(relu_batch, 2);
+    const std::string message = invalid_argument_message([&] { ntk::kernel(net, x); });
+    CHECK(message.find("does not converge") != std::string::npos);
+    CHECK(message.find("ReLU") != std::string::npos);
+  }
+  // An explicit order accepts product quadrature at a common norm (approximate at the kink).
+  ntk::KernelOptions explicit_order;
+  explicit_order.dual.quadrature_order = 256;
+  const auto approximate = ntk::kernel(ntk::mlp(relu_batch, 2), common, ntk::KernelKind::ntk, explicit_order);
+  const auto exact = ntk::kernel(ntk::mlp(ntk::Relu{}, 2), common, ntk::KernelKind::ntk);
+  CHECK((approximate.ntk - exact.ntk).cwiseAbs().maxCoeff() <= 5e-2 * exact.ntk.cwiseAbs().maxCoeff());
+  // Beyond the bound: a clear error, not per-entry quadrature.
+  const std::string message =
+      invalid_argument_message([&] { ntk::kernel(ntk::mlp(tanh_batch, 2, 0, 6.0, 1.0), mixed); });
+  CHECK(message.find("within 4096 nodes") != std::string::npos);
+  CHECK(message.find("17.9") != std::string::npos);
 }

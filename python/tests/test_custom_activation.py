@@ -69,8 +69,8 @@ def test_python_calls_are_a_few_per_layer_whatever_the_number_of_points(inputs):
         assert phi.calls == dphi.calls
         counts.append(phi.calls)
     assert counts[0] == counts[1], counts  # independent of n: no call per entry or per point
-    # Per activation layer: the series (one call per rule order tried, at most 3 from the adaptive
-    # order to 1024 nodes) and the diagonal chain (one call below 2^20 nodes).
+    # Per activation layer: the series (one call per rule order tried, at most 3 here; rules go up
+    # to 4096 nodes) and the diagonal chain (one call below 2^20 nodes).
     assert counts[1] <= 3 * (3 + 1), counts
 
 
@@ -150,30 +150,101 @@ def test_wrong_shapes_and_types_raise_value_error(bad, message):
         ntk.Network(5, activation=(bad, tanh_derivative), depth=1, width=4).forward(equal_norm(3))
 
 
-def test_per_entry_quadrature_is_refused_for_python_callables():
-    relu = (lambda z: np.maximum(z, 0.0), lambda z: (z > 0).astype(float))
-    # ReLU's Hermite series does not converge to 1e-12: at different norms only per-entry
-    # quadrature would remain, one Python call per entry.
-    with pytest.raises(ValueError, match="evaluated in batches only.*does not converge"):
-        ntk.kernel(different_norm(10), activation=relu)
+def relu_pair():
+    return (lambda z: np.maximum(z, 0.0), lambda z: (z > 0).astype(float))
+
+
+def scaled_to_variance(x, q_max, sigma_w=1.0, sigma_b=1.0):
+    """x scaled so that the largest first-layer variance sigma_w^2 |x|^2 / d + sigma_b^2 is q_max."""
+    largest = sigma_w ** 2 * np.max(np.sum(x ** 2, axis=1)) / x.shape[1]
+    return x * np.sqrt((q_max - sigma_b ** 2) / largest)
+
+
+@pytest.mark.parametrize("inputs", [equal_norm, different_norm])
+def test_python_relu_is_refused_not_silently_wrong(inputs):
+    # A kink: no Hermite series converges (the discrete tail stays ~1e-3 of E[phi^2] at 4096 nodes),
+    # and product quadrature converges only algebraically (the old table of a Python ReLU at a common
+    # norm was 2.4e-2 off the closed form at depth 1, silently).  Now a ValueError that says so.
+    x = inputs(10)
+    for depth in (1, 3):
+        with pytest.raises(ValueError, match=r"does not converge to the series tolerance within 4096 nodes.*ReLU"):
+            ntk.kernel(x, activation=relu_pair(), depth=depth)
+    with pytest.raises(ValueError, match="does not converge"):
+        ntk.kernel_diagonal(x, activation=relu_pair())
+
+
+def test_explicit_quadrature_order_accepts_an_approximate_python_relu():
+    # At a common norm an explicit order is product quadrature of that order, batched; at the kink its
+    # error is algebraic in the order: measured 1.5e-2 (order 64), 4.9e-3 (512), 2.0e-3 (2048) on the depth-2 NTK.
+    x = equal_norm(10)
+    exact = ntk.kernel(x, activation="relu", depth=2)
+    errors = [relative_error(ntk.kernel(x, activation=relu_pair(), depth=2, quadrature=order), exact)
+              for order in (64, 512)]
+    assert errors[1] < errors[0] < 5e-2, errors
+    # Inputs of different norms would need it per entry: refused.
     with pytest.raises(ValueError, match="evaluated in batches only.*explicit quadrature order"):
         ntk.kernel(different_norm(10), activation=(np.tanh, tanh_derivative), quadrature=64)
-    # At a common norm the table is built from product quadrature in batches: the kinked ReLU is
-    # then approximate (the quadrature error of a kink), the smooth tanh at the requested order exact.
-    x = equal_norm(10)
-    # (Gauss-Hermite on a kink converges slowly: the 1-D diagonal rule is off by 4.7e-3 here.)
-    np.testing.assert_allclose(ntk.kernel(x, activation=relu), ntk.kernel(x, activation="relu"), rtol=1e-2)
     assert relative_error(ntk.kernel(x, activation=(np.tanh, tanh_derivative), quadrature=128),
                           ntk.kernel(x, activation="tanh", quadrature=128)) <= 1e-13
 
 
-def test_series_limit_at_larger_variances_is_a_clear_error():
-    # Known limitation: at different norms a Python activation needs its Hermite series to converge
-    # (tolerance 1e-12 within 1024 nodes); tanh at variances near 5 (sigma_b = 1, inputs of norm^2/d up
-    # to 4) does not, and the built-in falls back to per-entry quadrature, which Python callables refuse.
-    x = different_norm(30)
-    with pytest.raises(ValueError, match="does not converge within 1024 nodes"):
+@pytest.mark.parametrize("q_max", [6.0, 10.0, 17.0])
+def test_python_tanh_at_large_variances_and_mixed_norms_matches_the_builtin(q_max):
+    # The Hermite series of a batch-only activation may use rules up to 4096 nodes (built-in
+    # activations stop at 1024 and switch to per-entry rules, which a Python callable cannot afford):
+    # a Python tanh converges to the 1e-12 series tolerance for variances up to about 17.9.  The old
+    # code refused variances beyond about 5 (ValueError).  The built-in tanh takes its saturating
+    # rule beyond 3.4, so this compares two different methods.
+    x, z = different_norm(24), different_norm(7, seed=5)
+    x, z = scaled_to_variance(x, q_max, 1.5, 0.5), scaled_to_variance(z, q_max * 0.8, 1.5, 0.5)
+    arch = dict(depth=3, sigma_w=1.5, sigma_b=0.5)
+    for args in ((x,), (x, z)):
+        builtin = ntk.kernel(*args, activation="tanh", kind="both", **arch)
+        custom = ntk.kernel(*args, activation=(np.tanh, tanh_derivative), kind="both", **arch)
+        for u, v in zip(custom, builtin):
+            assert relative_error(u, v) <= 1e-10, (q_max, relative_error(u, v))
+    d_builtin = ntk.kernel_diagonal(x, activation="tanh", **arch)
+    d_custom = ntk.kernel_diagonal(x, activation=(np.tanh, tanh_derivative), **arch)
+    for u, v in zip(d_custom, d_builtin):
+        assert relative_error(u, v) <= 1e-10
+
+
+@pytest.mark.parametrize("q", [5.0, 16.0])
+def test_python_tanh_at_a_common_norm_and_large_variance_matches_the_builtin(q):
+    # At a common norm the series is tabulated in the correlation only where the table reproduces it
+    # to the series tolerance (checked on 1025 correlations); at large variance the dual has corners
+    # of width ~1/q at rho = +-1 and the series is used per entry instead.  The old table came from a
+    # 512-node product rule beyond q ~ 5, silently off (depth-3 NTK: 8.2e-8 at q = 10, 5.3e-6 at
+    # q = 16) in 97 calls of 71 million points.
+    x = scaled_to_variance(equal_norm(20), q, 1.0, 1.0)
+    for kind in ("nngp", "ntk"):
+        builtin = ntk.kernel(x, activation="tanh", depth=3, kind=kind)
+        phi, dphi = Counting(np.tanh), Counting(tanh_derivative)
+        custom = ntk.kernel(x, activation=(phi, dphi), depth=3, kind=kind)
+        assert relative_error(custom, builtin) <= 1e-10, (q, kind, relative_error(custom, builtin))
+        assert phi.calls <= 3 * 5  # per layer: at most 4 rule orders here, and the diagonal
+
+
+def test_python_calls_stay_a_few_per_layer_at_large_variances():
+    counts = []
+    for n in (20, 200):
+        x = scaled_to_variance(different_norm(n), 15.0)
+        phi, dphi = Counting(np.tanh), Counting(tanh_derivative)
+        ntk.kernel(x, activation=(phi, dphi), depth=3)
+        counts.append(phi.calls)
+    # Per layer: rule orders 1024, 2048, 4096 at the first layer's variances (one call each while the
+    # n x order points stay below 2^20), the diagonal chain; the later layers see variances below 2.
+    assert counts[1] <= 3 * 6 and counts[0] <= counts[1], counts
+
+
+def test_series_limit_beyond_the_documented_variance_is_a_clear_error():
+    # Beyond about 17.9 the series of tanh needs more than 4096 nodes: a ValueError naming the
+    # variance and the bound, not per-entry quadrature.
+    x = scaled_to_variance(different_norm(30), 25.0)
+    with pytest.raises(ValueError, match=r"within 4096 nodes at these variances \(up to 25.*17\.9 for tanh"):
         ntk.kernel_diagonal(x, activation=(np.tanh, tanh_derivative))
+    with pytest.raises(ValueError, match=r"within 4096 nodes at variance \d.*17\.9 for tanh"):
+        ntk.kernel(scaled_to_variance(equal_norm(10), 25.0), activation=(np.tanh, tanh_derivative), depth=1)
 
 
 def test_bad_activation_arguments_raise_type_error():

@@ -14,6 +14,7 @@
 
 #include "../dual.hpp"
 #include "../quadrature.hpp"
+#include "batch_values.hpp"
 #include "quadrature_dual.hpp"
 
 namespace ntk {
@@ -36,6 +37,7 @@ struct HermiteSeries {
   int terms = 0, terms_dot = 0;  // K + 1 for a and for b, even, the same for every set
   std::vector<Scalar> a, b;      // a[(p / lanes * terms + k) * lanes + p % lanes], b likewise
   bool converged = false;        // false: no K within the largest rule met the tolerance
+  int order = 0;                 // the Gauss–Hermite rule the coefficients came from (when converged)
 
   /// a_k(q_p) and b_k(q_p).
   Scalar a_at(std::size_t p, int k) const { return a[index(p, k, terms)]; }
@@ -58,15 +60,26 @@ struct VarianceSet {
 /// Builds the truncated series for each set of variances, with one number of terms for all (so
 /// entries between two sets pair up degree by degree).  Rules from twice the adaptive order up to
 /// max_order are tried.  Computed in double for float (long double stays long double).
+/// A batch-only activation (a Python callable) is evaluated at the distinct variances only (inputs
+/// of a common norm: one), so its cost in calls and points does not grow with repeated variances.
 template <class Phi, class Scalar>
 std::vector<HermiteSeries<Scalar>> hermite_series(const Phi& phi, const std::vector<VarianceSet<Scalar>>& sets,
                                                   double tolerance = 1e-12, int max_order = 1024) {
   using Work = std::conditional_t<(std::numeric_limits<Scalar>::digits < 53), double, Scalar>;
   using Matrix = Eigen::Matrix<Work, Eigen::Dynamic, Eigen::Dynamic>;
   std::vector<HermiteSeries<Scalar>> result(sets.size());
-  std::vector<Work> q;  // all sets, one after the other
+  std::vector<Work> q;  // all sets, one after the other (batch-only: the distinct values)
   for (const auto& set : sets) q.insert(q.end(), set.q, set.q + set.count);
   if (q.empty()) return result;
+  std::vector<std::size_t> row_of;  // batch-only: the row of q holding each point's coefficients
+  if constexpr (is_batch_only_v<Phi>) {
+    const std::vector<Work> all = q;
+    std::sort(q.begin(), q.end());
+    q.erase(std::unique(q.begin(), q.end()), q.end());
+    row_of.resize(all.size());
+    for (std::size_t p = 0; p < all.size(); ++p)
+      row_of[p] = static_cast<std::size_t>(std::lower_bound(q.begin(), q.end(), all[p]) - q.begin());
+  }
   const Eigen::Index n = static_cast<Eigen::Index>(q.size());
   const double q_max = static_cast<double>(*std::max_element(q.begin(), q.end()));
   // Orders rounded up to multiples of 64 so layers with similar variances share cached rules.
@@ -126,17 +139,19 @@ std::vector<HermiteSeries<Scalar>> hermite_series(const Phi& phi, const std::vec
     const int terms_a = cut(a, f), terms_b = cut(b, g);
     if (terms_a > 0 && terms_b > 0 && a.allFinite() && b.allFinite()) {
       const int terms = (terms_a + 1) / 2 * 2, terms_dot = (terms_b + 1) / 2 * 2;  // even: Horner in pairs
-      Eigen::Index row = 0;
+      std::size_t point = 0;
       for (std::size_t s = 0; s < sets.size(); ++s) {
         HermiteSeries<Scalar>& series = result[s];
         constexpr std::size_t lanes = HermiteSeries<Scalar>::lanes;
         series.terms = terms;
         series.terms_dot = terms_dot;
         series.converged = true;
+        series.order = order;
         const std::size_t padded = (sets[s].count + lanes - 1) / lanes * lanes;
         series.a.assign(padded * static_cast<std::size_t>(terms), Scalar(0));
         series.b.assign(padded * static_cast<std::size_t>(terms_dot), Scalar(0));
-        for (std::size_t p = 0; p < sets[s].count; ++p, ++row) {
+        for (std::size_t p = 0; p < sets[s].count; ++p, ++point) {
+          const auto row = static_cast<Eigen::Index>(row_of.empty() ? point : row_of[point]);
           for (int k = 0; k < terms && k < degrees; ++k)
             series.a[series.index(p, k, terms)] = static_cast<Scalar>(a(row, k));
           for (int k = 0; k < terms_dot && k < degrees; ++k)

@@ -19,6 +19,9 @@
 ///  - quadrature: an explicit quadrature order, or a series that does not converge within rules of
 ///    1024 nodes (kinked activations wrapped in ntk::Quadrature, huge variances): a product rule per
 ///    entry (q² evaluations per entry: slow, for checking).
+/// A batch-only activation (a Python callable) never takes the quadrature mode with the adaptive
+/// order: its series may use rules up to batch_series_order nodes, its table must match its series,
+/// and a series that does not converge is std::invalid_argument (see series_table).
 
 #include <Eigen/Core>
 
@@ -41,6 +44,11 @@
 
 namespace ntk {
 namespace detail {
+
+/// The largest Gauss–Hermite rule of a batch-only activation's Hermite series (built-in activations
+/// stop at 1024 nodes and fall back to per-entry rules): tanh converges to the default
+/// series_tolerance up to variances of about 17.9 for tanh (see prepare_series).
+inline constexpr int batch_series_order = max_quadrature_order;
 
 /// Variances of a tile of rows i (arrays) against one column j, with their square roots.
 template <class Scalar>
@@ -98,8 +106,16 @@ class LayerDual {
         }
         std::vector<VarianceSet<Scalar>> sets{rows};
         if (columns.q != nullptr) sets.push_back(columns);
-        std::vector<HermiteSeries<Scalar>> series = hermite_series(*m_phi, sets, options.series_tolerance);
+        std::vector<HermiteSeries<Scalar>> series;
+        if (m_common.converged) {  // a batch-only table that failed its check: its series, per point
+          for (const VarianceSet<Scalar>& set : sets) series.push_back(replicate(m_common, set.count));
+          m_common = HermiteSeries<Scalar>{};
+        } else {
+          series =
+              hermite_series(*m_phi, sets, options.series_tolerance, is_batch_only_v<Phi> ? batch_series_order : 1024);
+        }
         if (series[0].converged) {
+          m_series_order = series[0].order;
           m_series[0] = std::move(series[0]);
           if (series.size() > 1) m_series[1] = std::move(series[1]);
           m_mode = Mode::series;
@@ -115,8 +131,11 @@ class LayerDual {
               "a product quadrature per kernel entry: ",
               options.quadrature_order > 0
                   ? "an explicit quadrature order with inputs of different norms; use the adaptive order"
-                  : "its Hermite series does not converge within 1024 nodes at these variances (a kinked or "
-                    "fast-growing activation at different norms); normalize the inputs to a common norm");
+                  : "its Hermite series does not converge to the series tolerance within 4096 nodes at these "
+                    "variances (up to ",
+              max_variance(rows, columns),
+              "): a kinked activation such as ReLU (use the built-in name), or a smooth one at variances beyond "
+              "about 17.9 for tanh (reduce sigma_w, sigma_b or the input norms)");
     } else {
       (void)options;
       (void)rows;
@@ -127,14 +146,15 @@ class LayerDual {
   bool uses_series() const { return m_mode == Mode::series; }
 
   /// (E[φ(√q Z)²], E[φ'(√q Z)²]): the closed form when there is one, else a 1-D rule of the
-  /// adaptive order.
+  /// adaptive order (a batch-only activation: at least the order its series or table came from,
+  /// which resolves φ(√q z) where the adaptive order, capped at 512, would not).
   Dual<Scalar> diagonal(Scalar q) const {
     if constexpr (closed_form) {
       return m_phi->dual(q, q, q);
     } else {
       if constexpr (saturating)
         if (m_adaptive && static_cast<double>(q) > saturating_threshold) return saturating_dual(*m_phi, q, q, q);
-      const auto& rule = gauss_hermite<Scalar>(adaptive_quadrature_order(static_cast<double>(q)));
+      const auto& rule = gauss_hermite<Scalar>(diagonal_order(q));
       const Scalar sd = std::sqrt(q);
       Scalar t = 0, t_dot = 0;
       for (int i = 0; i < rule.order(); ++i) {
@@ -162,7 +182,7 @@ class LayerDual {
         std::size_t last = first;
         z.clear();
         while (last < distinct.size()) {
-          const auto& rule = gauss_hermite<Scalar>(adaptive_quadrature_order(static_cast<double>(distinct[last])));
+          const auto& rule = gauss_hermite<Scalar>(diagonal_order(distinct[last]));
           if (last > first && z.size() + rule.nodes().size() > batch_points) break;
           const Scalar sd = std::sqrt(distinct[last++]);
           for (const Scalar node : rule.nodes()) z.push_back(sd * node);
@@ -171,7 +191,7 @@ class LayerDual {
         dv.resize(z.size());
         values_and_derivatives(*m_phi, z.data(), v.data(), dv.data(), z.size());
         for (std::size_t c = first, offset = 0; c < last; ++c) {
-          const auto& rule = gauss_hermite<Scalar>(adaptive_quadrature_order(static_cast<double>(distinct[c])));
+          const auto& rule = gauss_hermite<Scalar>(diagonal_order(distinct[c]));
           Scalar t = 0, t_dot = 0;
           for (std::size_t i = 0; i < rule.nodes().size(); ++i, ++offset) {
             t += rule.weights()[i] * v[offset] * v[offset];
@@ -230,7 +250,11 @@ class LayerDual {
       m_mode = Mode::table;
       const Scalar q = (q_min + q_max) / 2;
       if constexpr (has_batch_values_v<Phi, Scalar>) {
-        m_table = batch_table(options, q);
+        if (is_batch_only_v<Phi> && m_adaptive) {
+          if (!series_table(options, q)) m_mode = Mode::quadrature;  // prepare_series builds the series
+        } else {
+          m_table = batch_table(q);
+        }
       } else {
         m_table = DualTable<Scalar>([&](Scalar rho) {
           return quadrature_dual(*m_phi, Covariance2<Scalar>{q, rho * q, q}, *m_rule);
@@ -239,31 +263,93 @@ class LayerDual {
     }
   }
 
-  /// The table at variance q for a batch activation.  Batch-only types with the adaptive order
-  /// sample the Mehler series Σ_k a_k(q)² ρ^k (and Σ_k b_k(q)² ρ^k) of hermite_series: φ and φ' at
-  /// a few hundred nodes in one call, the truncation error at most series_tolerance T(q, q), as in
-  /// the series mode.  Otherwise (an explicit order, or a series that does not converge) the
-  /// product rule of the quadrature mode at every sample, evaluated in calls of batch_points nodes.
-  DualTable<Scalar> batch_table(const DualOptions& options, Scalar q) const {
-    if (is_batch_only_v<Phi> && options.quadrature_order == 0) {
-      const std::vector<HermiteSeries<Scalar>> series =
-          hermite_series(*m_phi, std::vector<VarianceSet<Scalar>>{{&q, 1}}, options.series_tolerance);
-      if (series[0].converged) {
-        const HermiteSeries<Scalar>& s = series[0];
-        return DualTable<Scalar>([&s](Scalar rho) {
-          Scalar t = 0, t_dot = 0;
-          for (int k = s.terms - 1; k >= 0; --k) t = t * rho + s.a_at(0, k) * s.a_at(0, k);
-          for (int k = s.terms_dot - 1; k >= 0; --k) t_dot = t_dot * rho + s.b_at(0, k) * s.b_at(0, k);
-          return Dual<Scalar>{t, t_dot};
-        });
-      }
-    }
+  /// The table at variance q for a batch activation with an explicit order (or one that is not
+  /// batch-only): the product rule of the quadrature mode at every sample, evaluated in calls of
+  /// batch_points nodes.
+  DualTable<Scalar> batch_table(Scalar q) const {
     const std::vector<Scalar> rho = DualTable<Scalar>::sample_points();
     std::vector<Covariance2<Scalar>> cov;
     for (const Scalar r : rho) cov.push_back({q, r * q, q});
     std::vector<Dual<Scalar>> values(rho.size());
     quadrature_duals(*m_phi, cov.data(), cov.size(), *m_rule, values.data());
     return DualTable<Scalar>(values);
+  }
+
+  /// The table at variance q for a batch-only activation with the adaptive order: it samples the
+  /// Mehler series Σ_k a_k(q)² ρ^k (and Σ_k b_k(q)² ρ^k) of hermite_series (φ and φ' at up to
+  /// batch_series_order nodes in one call; truncation error at most series_tolerance T(q, q)).
+  /// Product quadrature is never used here: at a kink it converges only algebraically (a Python
+  /// ReLU came out 2e-2 off), so a series that does not converge is std::invalid_argument.
+  /// The table is then checked against the series on a grid of 1025 correlations (±1 included);
+  /// where it misses by more than series_tolerance of T(q, q) (or of E[φ'²]) — large variances,
+  /// whose duals have corners of width ~1/q at ρ = ±1 — false is returned and the layer uses the
+  /// series per entry (no further calls of φ).
+  bool series_table(const DualOptions& options, Scalar q) {
+    std::vector<HermiteSeries<Scalar>> series =
+        hermite_series(*m_phi, std::vector<VarianceSet<Scalar>>{{&q, 1}}, options.series_tolerance, batch_series_order);
+    if (!series[0].converged)
+      fail<std::invalid_argument>(
+          "kernel",
+          "this activation is evaluated in batches only (a Python callable) and its Hermite series does "
+          "not converge to the series tolerance within 4096 nodes at variance ",
+          q,
+          ": a kinked activation such "
+          "as ReLU (use the built-in name, or pass an explicit quadrature order to accept product quadrature, "
+          "whose error at a kink is of order 1e-2), or a smooth one at a variance beyond about 17.9 for tanh (reduce "
+          "sigma_w, sigma_b or the input norm)");
+    const HermiteSeries<Scalar>& s = series[0];
+    m_series_order = s.order;
+    const auto evaluate = [&s](Scalar rho) {
+      Scalar t = 0, t_dot = 0;
+      for (int k = s.terms - 1; k >= 0; --k) t = t * rho + s.a_at(0, k) * s.a_at(0, k);
+      for (int k = s.terms_dot - 1; k >= 0; --k) t_dot = t_dot * rho + s.b_at(0, k) * s.b_at(0, k);
+      return Dual<Scalar>{t, t_dot};
+    };
+    m_table = DualTable<Scalar>(evaluate);
+    const Dual<Scalar> top = evaluate(Scalar(1));
+    constexpr int checks = 1024;
+    for (int i = 0; i <= checks; ++i) {
+      const Scalar rho = std::min(Scalar(1), Scalar(-1) + Scalar(2) * static_cast<Scalar>(i) / Scalar(checks));
+      const Dual<Scalar> exact = evaluate(rho), table = m_table(rho);
+      if (!(std::abs(table.t - exact.t) <= static_cast<Scalar>(options.series_tolerance) * top.t &&
+            std::abs(table.t_dot - exact.t_dot) <= static_cast<Scalar>(options.series_tolerance) * top.t_dot)) {
+        m_common = std::move(series[0]);  // prepare_series spreads it over the points
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /// The series of one variance as the series of `count` points of that variance.
+  static HermiteSeries<Scalar> replicate(const HermiteSeries<Scalar>& one, std::size_t count) {
+    constexpr std::size_t lanes = HermiteSeries<Scalar>::lanes;
+    HermiteSeries<Scalar> s;
+    s.terms = one.terms;
+    s.terms_dot = one.terms_dot;
+    s.converged = true;
+    s.order = one.order;
+    const std::size_t padded = (count + lanes - 1) / lanes * lanes;
+    s.a.assign(padded * static_cast<std::size_t>(s.terms), Scalar(0));
+    s.b.assign(padded * static_cast<std::size_t>(s.terms_dot), Scalar(0));
+    for (std::size_t p = 0; p < count; ++p) {
+      for (int k = 0; k < s.terms; ++k) s.a[s.index(p, k, s.terms)] = one.a_at(0, k);
+      for (int k = 0; k < s.terms_dot; ++k) s.b[s.index(p, k, s.terms_dot)] = one.b_at(0, k);
+    }
+    return s;
+  }
+
+  /// The 1-D rule order of the diagonal at variance q.
+  int diagonal_order(Scalar q) const {
+    const int order = adaptive_quadrature_order(static_cast<double>(q));
+    if constexpr (is_batch_only_v<Phi>) return std::max(order, m_series_order);
+    return order;
+  }
+
+  static Scalar max_variance(VarianceSet<Scalar> rows, VarianceSet<Scalar> columns) {
+    Scalar q = 0;
+    for (const VarianceSet<Scalar>& set : {rows, columns})
+      for (std::size_t p = 0; set.q != nullptr && p < set.count; ++p) q = std::max(q, set.q[p]);
+    return q;
   }
 
   /// The table, series and quadrature modes, kept out of line so the closed-form loop above
@@ -369,9 +455,11 @@ class LayerDual {
   Mode m_mode = Mode::closed;
   bool m_adaptive = true;     // the quadrature order is adaptive (an explicit order is used as given)
   bool m_far_points = false;  // series mode with some variances beyond saturating_threshold
+  int m_series_order = 0;     // the rule of a batch-only activation's series or table (0: none)
   const GaussHermiteRule<Scalar>* m_rule = nullptr;
   DualTable<Scalar> m_table;
   HermiteSeries<Scalar> m_series[2];  // rows' and (when different) columns' variances
+  HermiteSeries<Scalar> m_common;     // batch-only, a common variance whose table failed its check
 };
 
 }  // namespace detail
