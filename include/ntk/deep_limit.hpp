@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "activations.hpp"
+#include "detail/batch_values.hpp"
 #include "detail/memory.hpp"
 #include "dual.hpp"
 #include "errors.hpp"
@@ -103,6 +104,29 @@ LimitConstants limit_constants(const Phi& phi) {
       const double v = phi.derivative(z);
       return v * v;
     });
+  }
+  if constexpr (detail::is_batch_only_v<Phi>) {
+    // A callable (Python) has no closed forms to fall back on, and Gauss–Hermite converges only
+    // algebraically at a kink (a Python ReLU's E[φ] is 8e-4 off at order 512): the moments must
+    // agree with half the order, or the deep-limit results would be silently wrong.
+    const auto& coarse = gauss_hermite<double>(detail::moment_order / 2);
+    const auto moment = [&](const auto& r, int which) {
+      return r.expect([&](double z) {
+        const double v = which % 2 == 0 ? static_cast<double>(phi.value(z)) : static_cast<double>(phi.derivative(z));
+        return which < 2 ? v : v * v;
+      });
+    };
+    const double fine[4] = {c.E_phi, c.E_dphi, c.E_phi2, c.E_dphi2};
+    for (int which = 0; which < 4; ++which) {
+      const double difference = std::fabs(moment(coarse, which) - fine[which]);
+      if (!(difference <= 1e-10 * std::max(1.0, std::fabs(fine[which]))))
+        detail::fail<std::invalid_argument>(
+            "limit_constants",
+            "the Gaussian moments of this activation callable do not converge (orders 256 and 512 differ by ",
+            difference,
+            "): a kink or a discontinuity, whose quadrature error would pass silently into every deep-limit "
+            "result; use the built-in activation name");
+    }
   }
   if (!std::isfinite(c.E_phi) || !std::isfinite(c.E_dphi) || !std::isfinite(c.E_phi2) || !std::isfinite(c.E_dphi2))
     detail::fail<std::overflow_error>(

@@ -252,3 +252,14 @@ def test_bad_activation_arguments_raise_type_error():
         ntk.kernel(equal_norm(4), activation=(np.tanh,))
     with pytest.raises(TypeError, match="pair"):
         ntk.kernel(equal_norm(4), activation=(np.tanh, 3))
+
+
+def test_deep_limit_refuses_a_kinked_callable():
+    # Gauss-Hermite at a kink: a Python ReLU's E[phi] was 8e-4 off and deep_kernel 8.5e-3, silently.
+    with pytest.raises(ValueError, match="moments of this activation callable do not converge"):
+        ntk.limit_constants(relu_pair())
+    with pytest.raises(ValueError, match="moments of this activation callable do not converge"):
+        ntk.deep_kernel(different_norm(4), activation=relu_pair(), depth=5)
+    # a smooth callable without its derivative (finite differences) still passes
+    custom = ntk.limit_constants(np.tanh)
+    assert abs(custom.B - ntk.limit_constants("tanh").B) <= 1e-9
