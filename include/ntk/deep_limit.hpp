@@ -105,7 +105,7 @@ LimitConstants limit_constants(const Phi& phi) {
       return v * v;
     });
   }
-  if constexpr (detail::is_batch_only_v<Phi>) {
+  if constexpr (is_batch_only_v<Phi>) {
     // A callable (Python) has no closed forms to fall back on, and Gauss–Hermite converges only
     // algebraically at a kink (a Python ReLU's E[φ] is 8e-4 off at order 512): the moments must
     // agree with half the order, or the deep-limit results would be silently wrong.
