@@ -63,6 +63,32 @@ Eigen::MatrixXd shift(const Eigen::MatrixXd& x, ImageShape s, Eigen::Index dh, E
   return y;
 }
 
+/// Central differences of forward against the Jacobian, every `step`-th parameter (h = 1e-6):
+/// the largest difference and the largest derivative compared.  θ is restored.
+std::pair<double, double> jacobian_check(ntk::ImageNetwork& net, const Eigen::MatrixXd& x, Eigen::Index step) {
+  const Eigen::MatrixXd jac = net.jacobian(x);
+  const Eigen::VectorXd theta = net.parameters();
+  const Eigen::Index k = net.output_dimension();
+  double worst = 0, largest = 0;
+  for (Eigen::Index p = 0; p < theta.size(); p += step) {
+    const double h = 1e-6;
+    Eigen::VectorXd plus = theta, minus = theta;
+    plus[p] += h;
+    minus[p] -= h;
+    net.set_parameters(plus);
+    const Eigen::MatrixXd fp = net.forward(x);
+    net.set_parameters(minus);
+    const Eigen::MatrixXd fm = net.forward(x);
+    for (Eigen::Index i = 0; i < x.rows(); ++i)
+      for (Eigen::Index o = 0; o < k; ++o) {
+        worst = std::max(worst, std::fabs((fp(i, o) - fm(i, o)) / (2 * h) - jac(i * k + o, p)));
+        largest = std::max(largest, std::fabs(jac(i * k + o, p)));
+      }
+  }
+  net.set_parameters(theta);
+  return {worst, largest};
+}
+
 }  // namespace
 
 TEST_CASE("Image kernels: Dense layers on 1x1 images equal the MLP kernel of kernel.hpp", "[conv]") {
@@ -233,25 +259,9 @@ TEST_CASE("Image networks: the Jacobian matches central differences of forward",
   const auto arch = ntk::image_serial(shape, strided, ntk::activation(ntk::Tanh{}), AvgPool{2, 2, 1, 1, Padding::same},
                                       conv3(3), ntk::activation(ntk::Gelu{}), Flatten{}, Dense(1.0, 0.3, 2));
   ntk::ImageNetwork net(arch, 4);
-  const Eigen::MatrixXd jac = net.jacobian(x);
-  REQUIRE(jac.rows() == 4);
-  // Perturb parameters through a copy with set values: differences of forward.
-  const Eigen::VectorXd theta = net.parameters();
-  double worst = 0;
-  for (Eigen::Index p = 0; p < theta.size(); p += 7) {
-    const double h = 1e-6;
-    Eigen::VectorXd plus = theta, minus = theta;
-    plus[p] += h;
-    minus[p] -= h;
-    net.set_parameters(plus);
-    const Eigen::MatrixXd fp = net.forward(x);
-    net.set_parameters(minus);
-    const Eigen::MatrixXd fm = net.forward(x);
-    for (Eigen::Index i = 0; i < 2; ++i)
-      for (Eigen::Index o = 0; o < 2; ++o)
-        worst = std::max(worst, std::fabs((fp(i, o) - fm(i, o)) / (2 * h) - jac(i * 2 + o, p)));
-  }
-  net.set_parameters(theta);
+  REQUIRE(net.jacobian(x).rows() == 4);
+  const auto [worst, largest] = jacobian_check(net, x, 7);
+  CHECK(largest > 0.1);
   CHECK(worst <= 1e-7);
 }
 
@@ -543,25 +553,7 @@ TEST_CASE("Residual blocks and LayerNorm: the Jacobian matches central differenc
                            ntk::residual(ntk::activation(ntk::Gelu{}), Dense(1.1, 0.2, 3)), LayerNorm{}),
       ntk::activation(ntk::Tanh{}), Flatten{}, Dense(1.0, 0.3, 2));
   ntk::ImageNetwork net(arch, 6);
-  const Eigen::MatrixXd jac = net.jacobian(x);
-  const Eigen::VectorXd theta = net.parameters();
-  double worst = 0, largest = 0;
-  for (Eigen::Index p = 0; p < theta.size(); p += 3) {
-    const double h = 1e-6;
-    Eigen::VectorXd plus = theta, minus = theta;
-    plus[p] += h;
-    minus[p] -= h;
-    net.set_parameters(plus);
-    const Eigen::MatrixXd fp = net.forward(x);
-    net.set_parameters(minus);
-    const Eigen::MatrixXd fm = net.forward(x);
-    for (Eigen::Index i = 0; i < 2; ++i)
-      for (Eigen::Index o = 0; o < 2; ++o) {
-        worst = std::max(worst, std::fabs((fp(i, o) - fm(i, o)) / (2 * h) - jac(i * 2 + o, p)));
-        largest = std::max(largest, std::fabs(jac(i * 2 + o, p)));
-      }
-  }
-  net.set_parameters(theta);
+  const auto [worst, largest] = jacobian_check(net, x, 3);
   INFO("largest derivative " << largest);
   CHECK(largest > 0.1);
   CHECK(worst <= 1e-7);
@@ -779,22 +771,8 @@ TEST_CASE("Standard parametrization: every engine, the Jacobian, SPEC strings an
       ntk::ImageArchitecture(shape, {standard(strided), ntk::ImageActivation(ntk::Tanh{}),
                                      standard(conv3(2, Padding::same, 0.0)), Flatten{}, standard_dense(1.0, 0.3, 2)}),
       5);
-  const Eigen::MatrixXd jac = net.jacobian(x.topRows(2));
-  const Eigen::VectorXd theta = net.parameters();
-  double worst = 0;
-  for (Eigen::Index p = 0; p < theta.size(); p += 5) {
-    const double h = 1e-6;
-    Eigen::VectorXd plus = theta, minus = theta;
-    plus[p] += h;
-    minus[p] -= h;
-    net.set_parameters(plus);
-    const Eigen::MatrixXd fp = net.forward(x.topRows(2));
-    net.set_parameters(minus);
-    const Eigen::MatrixXd fm = net.forward(x.topRows(2));
-    for (Eigen::Index i = 0; i < 2; ++i)
-      for (Eigen::Index o = 0; o < 2; ++o)
-        worst = std::max(worst, std::fabs((fp(i, o) - fm(i, o)) / (2 * h) - jac(i * 2 + o, p)));
-  }
+  const auto [worst, largest] = jacobian_check(net, x.topRows(2), 5);
+  CHECK(largest > 0.1);
   CHECK(worst <= 1e-6);
   // SPEC: param=standard on conv and dense gives the same kernel as the C++ description.
   const auto parsed = ntk::parse_architecture(
