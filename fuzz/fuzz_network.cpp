@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <stdexcept>
 
 #include "fuzz_input.hpp"
@@ -14,7 +15,13 @@ namespace {
 template <class Phi>
 void run(const Phi& phi, ntk_fuzz::Input& in) {
   const long depth = in.integer(1, 3);
-  const Eigen::Index width = in.integer(0, 7) == 0 ? static_cast<Eigen::Index>(in.value()) : in.integer(1, 8);
+  // A fuzzed width may be any double: converted only inside Eigen::Index's range (a cast of inf,
+  // NaN or 1e300 is undefined behaviour), else the most negative index (refused as a width).
+  const auto to_index = [](double v) {
+    return std::isfinite(v) && std::fabs(v) < 9.0e18 ? static_cast<Eigen::Index>(v)
+                                                     : std::numeric_limits<Eigen::Index>::min();
+  };
+  const Eigen::Index width = in.integer(0, 7) == 0 ? to_index(in.value()) : in.integer(1, 8);
   const double sigma_w = in.value(), sigma_b = in.value();
   const Eigen::Index n = in.integer(1, 3), d = in.integer(1, 3);
   Eigen::MatrixXd x(n, d), y(n, 1);
