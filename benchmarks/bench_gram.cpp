@@ -1,14 +1,17 @@
-// PackedGram::apply against the memory-bandwidth bound of one pass over the stored triangle.
-// BM_stream_read sums an array of the triangle's size (the bound); BM_packed_apply/k/storage
-// multiplies the packed Gram matrix by n x k right-hand sides (k = 1 for CG on one target, 10 for
-// one-hot Fashion-MNIST, 4 and 16 around it).  The ratio bytes/s(apply) / bytes/s(stream) is the
-// fraction of the bound reached; compare within one run.  BM_stream_read_wide reads the same bytes
-// with 8 partial sums per thread (the plain read's one add chain per thread can be the limit).  n from NTK_BENCH_GRAM_N
-// (default 20,000: 1.6 GB double).
+// PackedGram::apply against its two bounds: one pass over the stored triangle (memory bandwidth)
+// and 2·k fused multiply-adds per stored entry (the FMA peak).  BM_stream_read sums an array of
+// the triangle's size; BM_stream_read_wide reads the same bytes with 8 partial sums per thread
+// (the plain read's one add chain per thread can be the limit), the closer bandwidth bound;
+// BM_fma_peak is one core's FMA rate with Eigen's widest packet (flops/s; times the threads for
+// the machine).  BM_packed_apply/k/storage multiplies the packed Gram matrix by n x k right-hand
+// sides (k = 1 for CG on one target, 10 for one-hot Fashion-MNIST, 4 and 16 around it).  The
+// product's bound is max(read time, 4·k·entries / (threads · peak flops/s)), entries = bytes /
+// sizeof(storage); compare within one run.  n from NTK_BENCH_GRAM_N (default 20,000: 1.6 GB double).
 #include <benchmark/benchmark.h>
 
 #include <ntk/gram.hpp>
 
+#include <cstdint>
 #include <cstdlib>
 #include <memory>
 #include <vector>
@@ -79,6 +82,25 @@ void BM_stream_read_wide(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(g.bytes()));
 }
 
+// 12 independent multiply-add chains of packets on one core (enough to cover the FMA latency).
+template <class Scalar>
+void BM_fma_peak(benchmark::State& state) {
+  using Packet = typename Eigen::internal::packet_traits<Scalar>::type;
+  constexpr int lanes = Eigen::internal::packet_traits<Scalar>::size, chains = 12;
+  constexpr std::int64_t steps = 1 << 22;
+  const Packet a = Eigen::internal::pset1<Packet>(Scalar(0.999999)), b = Eigen::internal::pset1<Packet>(Scalar(1e-9));
+  Packet acc[chains];
+  for (auto& x : acc) x = Eigen::internal::pset1<Packet>(Scalar(1));
+  for (auto _ : state) {
+    for (std::int64_t s = 0; s < steps; ++s)
+      for (auto& x : acc) x = Eigen::internal::pmadd(x, a, b);
+    benchmark::DoNotOptimize(acc);
+  }
+  state.counters["flops"] =
+      benchmark::Counter(2.0 * lanes * chains * static_cast<double>(steps) * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate);
+}
+
 template <class Storage>
 void BM_packed_apply(benchmark::State& state) {
   const auto& g = packed<Storage>();
@@ -92,6 +114,7 @@ void BM_packed_apply(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(g.bytes()));
 }
 
+BENCHMARK_TEMPLATE(BM_fma_peak, double)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_stream_read, double)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_stream_read_wide, double)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_packed_apply, double)

@@ -25,6 +25,7 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -33,6 +34,7 @@
 #include <vector>
 
 #include "detail/mapped_file.hpp"
+#include "detail/memory.hpp"
 #include "errors.hpp"
 #include "kernel.hpp"
 
@@ -95,18 +97,31 @@ inline int thread_id() {
 #endif
 }
 
+/// Asks for the cache line holding p (a hint; nothing without GCC/Clang builtins).
+inline void prefetch_line(const char* p) {
+#if defined(__GNUC__)
+  __builtin_prefetch(p);
+#else
+  (void)p;
+#endif
+}
+
 /// The register-blocked micro-kernel of accumulate_block_column, for G stored columns j (G ≥ 1),
 /// KB right-hand sides and `rows` consecutive rows i of one chunk (R(i, j) at r[i + j·ld]):
 ///     acc_row(i, q) += Σ_j R(i, j) v_col(j, q)            (the "axpy" part, the stored triangle)
-///     acc_col(j, q) += Σ_i R(i, j) v_row(i, q)            (the "dot" part, its mirror; if Dot)
-/// One packet of rows per step: its G packets of R are loaded once and used 2·KB times from
-/// registers; the G·KB broadcasts of v_col and the G·KB dot products (one packet of partial sums
-/// each) stay in registers over all rows, so a step costs 2·G·KB FMAs against G + 2·KB loads and
-/// KB stores (G = 6, KB = 2: 24 FMAs, 10 loads, 2 stores, 30 of the 32 AVX-512 registers).
-/// v/acc are column-major with strides sv/sa.
+///     dots(j, q)    += Σ_i R(i, j) v_row(i, q)            (the "dot" part, its mirror; if Dot)
+/// One step handles M packets of rows: its M·G packets of R are loaded once and used 2·KB times
+/// from registers; the G·KB broadcasts of v_col and the G·KB dot products (one packet of partial
+/// sums each) stay in registers over all rows (G = 6, KB = 2: 24 FMAs per 10 loads and 2 stores,
+/// 30 of the 32 AVX-512 registers).  The dot products are not reduced across lanes here: each is
+/// added to its packet of partial sums at dots + (j + q·sd)·P, reduced once per block column.
+/// Each step also prefetches the bytes at prefetch + i·prefetch_step and prefetch_ld further
+/// (rows of the columns read next; see accumulate_block_column_tiled): both must be addresses
+/// inside the stored block column.  v/acc are column-major with strides sv/sa.
 template <class Scalar, int G, int KB, int M, bool Dot>
 void gram_micro_kernel(const Scalar* r, Eigen::Index ld, Eigen::Index rows, const Scalar* v_row, const Scalar* v_col,
-                       Eigen::Index sv, Scalar* acc_row, Scalar* acc_col, Eigen::Index sa) {
+                       Eigen::Index sv, Scalar* acc_row, Eigen::Index sa, Scalar* dots, Eigen::Index sd,
+                       const char* prefetch, Eigen::Index prefetch_step, Eigen::Index prefetch_ld) {
   using Packet = typename Eigen::internal::packet_traits<Scalar>::type;
   constexpr Eigen::Index P = Eigen::internal::packet_traits<Scalar>::size;
   using Eigen::internal::pmadd;
@@ -117,12 +132,15 @@ void gram_micro_kernel(const Scalar* r, Eigen::Index ld, Eigen::Index rows, cons
       b[g][q] = Eigen::internal::pset1<Packet>(v_col[g + q * sv]);
       dot[g][q] = Eigen::internal::pset1<Packet>(Scalar(0));
     }
-  // M packets of rows from row i.
+  // M packets of rows from row i.  (The prefetches are unconditional: a branch here makes GCC keep
+  // the dot products in memory.)
   auto rows_step = [&](auto m_tag, Eigen::Index i) {
     constexpr int MM = decltype(m_tag)::value;
     Packet x[std::size_t{MM}][std::size_t{G}];
     for (int m = 0; m < MM; ++m)
       for (int g = 0; g < G; ++g) x[m][g] = Eigen::internal::ploadu<Packet>(r + i + m * P + g * ld);
+    prefetch_line(prefetch + i * prefetch_step);
+    prefetch_line(prefetch + i * prefetch_step + prefetch_ld);
     for (int q = 0; q < KB; ++q) {
       for (int m = 0; m < MM; ++m) {
         Scalar* a_ptr = acc_row + i + m * P + q * sa;
@@ -153,40 +171,60 @@ void gram_micro_kernel(const Scalar* r, Eigen::Index ld, Eigen::Index rows, cons
   if constexpr (Dot)
     for (int g = 0; g < G; ++g)
       for (int q = 0; q < KB; ++q) {
-        Scalar lanes[static_cast<std::size_t>(P)];  // (not predux: GCC 12 warns falsely inside its AVX-512 reduction)
-        Eigen::internal::pstoreu(lanes, dot[g][q]);
-        for (Eigen::Index l = 0; l < P; ++l) tail[g][q] += lanes[l];
-        acc_col[g + q * sa] += tail[g][q];
+        Scalar* d = dots + (g + q * sd) * P;
+        Eigen::internal::pstoreu(d, Eigen::internal::padd(Eigen::internal::ploadu<Packet>(d), dot[g][q]));
+        d[0] += tail[g][q];
       }
 }
 
-/// gram_micro_kernel with the number of right-hand sides kb (1 or 2) as a template argument.
-template <class Scalar, int G, int M, bool Dot>
-void gram_micro_kernel_kb(int kb, const Scalar* r, Eigen::Index ld, Eigen::Index rows, const Scalar* v_row,
-                          const Scalar* v_col, Eigen::Index sv, Scalar* acc_row, Scalar* acc_col, Eigen::Index sa) {
-  if (kb == 1)
-    gram_micro_kernel<Scalar, G, 1, M, Dot>(r, ld, rows, v_row, v_col, sv, acc_row, acc_col, sa);
-  else
-    gram_micro_kernel<Scalar, G, 2, M, Dot>(r, ld, rows, v_row, v_col, sv, acc_row, acc_col, sa);
+/// gram_micro_kernel with the number of right-hand sides kb (1 .. KB) as a template argument.
+template <class Scalar, int G, int KB, int M, bool Dot, class... Args>
+void gram_micro_kernel_kb(int kb, Args... args) {
+  if constexpr (KB > 1)
+    if (kb < KB) return gram_micro_kernel_kb<Scalar, G, KB - 1, M, Dot>(kb, args...);
+  gram_micro_kernel<Scalar, G, KB, M, Dot>(args...);
 }
 
-/// accumulate_block_column with column groups of G, steps of M packets of rows and chunks of
-/// chunk_rows rows.
-template <int G, int M, Eigen::Index chunk_rows, class Scalar, class Storage>
+/// Scratch memory of one thread in PackedGram::apply.
+template <class Scalar>
+struct GramScratch {
+  Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> widened;  // G columns of a float chunk, in Scalar
+  Eigen::Matrix<Scalar, Eigen::Dynamic, 1> dots;                  // w x k packets of partial sums
+};
+
+/// accumulate_block_column with column groups of G, passes of at most KB right-hand sides, steps
+/// of M packets of rows and chunks of chunk_rows rows.
+template <int G, int KB, int M, Eigen::Index chunk_rows, class Scalar, class Storage>
 void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Index c0, Eigen::Index w,
                                    const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& v,
-                                   Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>& acc,
-                                   Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>& widened) {
-  constexpr int max_kb = 2;
+                                   Eigen::Ref<Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>> acc,
+                                   GramScratch<Scalar>& scratch) {
+  constexpr Eigen::Index P = Eigen::internal::packet_traits<Scalar>::size;
   const Eigen::Index k = v.cols(), sv = v.outerStride(), sa = acc.outerStride();
-  const Eigen::Index passes = (k + max_kb - 1) / max_kb;
-  if constexpr (!std::is_same_v<Storage, Scalar>) widened.resize(chunk_rows, G);
+  const Eigen::Index passes = (k + KB - 1) / KB;
+  constexpr Eigen::Index step = sizeof(Storage);  // bytes per row
+  const Eigen::Index column_bytes = c1 * step;
+  if constexpr (!std::is_same_v<Storage, Scalar>) scratch.widened.resize(chunk_rows, G);
+  if (c0 > 0) scratch.dots.setZero(w * k * P);
+  Scalar* dots = scratch.dots.data();
   for (Eigen::Index r0 = 0; r0 < c1; r0 += chunk_rows) {
     const Eigen::Index rows = std::min(chunk_rows, c1 - r0);
     const Eigen::Index lower = std::max<Eigen::Index>(0, std::min(rows, c0 - r0));  // rows above the diagonal block
     // Columns j .. j + g - 1 of the chunk, all right-hand sides.
     auto columns = [&](auto g_tag, Eigen::Index j) {
       constexpr int g = decltype(g_tag)::value;
+      const char* here = reinterpret_cast<const char*>(r + r0 + j * c1);
+      // The group read next (its first row and column count): the next columns of this chunk, or the
+      // first ones of the next chunk when that has as many rows; none at the end.
+      const char* next = nullptr;
+      Eigen::Index next_columns = 0;
+      if (j + g < w) {
+        next = here + g * column_bytes;
+        next_columns = std::min<Eigen::Index>(G, w - j - g);
+      } else if (r0 + 2 * chunk_rows <= c1) {
+        next = reinterpret_cast<const char*>(r + r0 + chunk_rows);
+        next_columns = std::min<Eigen::Index>(G, w);
+      }
       const Scalar* chunk;
       Eigen::Index ld;
       if constexpr (std::is_same_v<Storage, Scalar>) {
@@ -194,20 +232,32 @@ void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Ind
         ld = c1;
       } else {
         for (int jj = 0; jj < g; ++jj)
-          for (Eigen::Index i = 0; i < rows; ++i) widened(i, jj) = static_cast<Scalar>(r[r0 + i + (j + jj) * c1]);
-        chunk = widened.data();
+          for (Eigen::Index i = 0; i < rows; ++i)
+            scratch.widened(i, jj) = static_cast<Scalar>(r[r0 + i + (j + jj) * c1]);
+        chunk = scratch.widened.data();
         ld = chunk_rows;
       }
       for (Eigen::Index p = 0, q0 = 0; p < passes; ++p) {
-        const int kb = static_cast<int>((k - q0) / (passes - p));  // near-equal passes of <= max_kb
+        const int kb = static_cast<int>((k - q0) / (passes - p));  // near-equal passes of <= KB
+        // The next group is prefetched while this one computes, spread over the passes: before pass
+        // p, its columns p·c/passes .. (p + 1)·c/passes − 1 whole (c = next_columns); with more than
+        // one right-hand side, also columns p and p + passes row by row inside the pass (both
+        // together measured fastest at k = 4 and 10; at k = 1 the first alone).  Where nothing
+        // is to be prefetched the kernel re-touches this group: a no-op.
+        for (Eigen::Index c = p * next_columns / passes; c < (p + 1) * next_columns / passes; ++c)
+          for (Eigen::Index byte = 0; byte < rows * step; byte += 64) prefetch_line(next + c * column_bytes + byte);
+        const bool rowwise = KB > 1 && p < next_columns;
+        const char* pf = rowwise ? next + p * column_bytes : here;
+        const Eigen::Index pf_ld = rowwise && p + passes < next_columns ? passes * column_bytes : 0;
         const Scalar* v_col = v.data() + c0 + j + q0 * sv;
-        Scalar* acc_col = acc.data() + c0 + j + q0 * sa;
         if (lower > 0)
-          gram_micro_kernel_kb<Scalar, g, M, true>(kb, chunk, ld, lower, v.data() + r0 + q0 * sv, v_col, sv,
-                                                   acc.data() + r0 + q0 * sa, acc_col, sa);
+          gram_micro_kernel_kb<Scalar, g, KB, M, true>(kb, chunk, ld, lower, v.data() + r0 + q0 * sv, v_col, sv,
+                                                       acc.data() + r0 + q0 * sa, sa, dots + (j + q0 * w) * P, w, pf,
+                                                       step, pf_ld);
         if (lower < rows)
-          gram_micro_kernel_kb<Scalar, g, M, false>(kb, chunk + lower, ld, rows - lower, v.data(), v_col, sv,
-                                                    acc.data() + r0 + lower + q0 * sa, acc_col, sa);
+          gram_micro_kernel_kb<Scalar, g, KB, M, false>(kb, chunk + lower, ld, rows - lower, v.data(), v_col, sv,
+                                                        acc.data() + r0 + lower + q0 * sa, sa, dots, w,
+                                                        pf + lower * step, step, pf_ld);
         q0 += kb;
       }
     };
@@ -215,29 +265,37 @@ void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Ind
     for (; j + G <= w; j += G) columns(std::integral_constant<int, G>{}, j);
     for (; j < w; ++j) columns(std::integral_constant<int, 1>{}, j);  // the last w % G columns
   }
+  if (c0 > 0)  // acc(c0 + j, q) += the P partial sums of dots(j, q)
+    for (Eigen::Index q = 0; q < k; ++q)
+      for (Eigen::Index j = 0; j < w; ++j) {
+        const Scalar* d = dots + (j + q * w) * P;
+        Scalar sum = 0;
+        for (Eigen::Index l = 0; l < P; ++l) sum += d[l];
+        acc(c0 + j, q) += sum;
+      }
 }
 
 /// acc += the contribution of one stored block column R = G(0:c1, c0:c1) (c1 x w, the diagonal
 /// block stored whole) to G v: acc(0:c1) += R v(c0:c1) and acc(c0:c1) += R(0:c0)ᵀ v(0:c0) (rows
 /// c0:c1 are the diagonal block, stored whole and symmetric: only the first product applies).
-/// Blocking: rows go in chunks (the chunk's rows of acc and v stay in L1/L2), each chunk in groups
-/// of G columns whose entries are read from memory once and used for both products in
-/// gram_micro_kernel; the k right-hand sides go in passes of at most 2, later passes re-reading
-/// the G columns from L1; the last w % G columns go one at a time.  Storage other than Scalar
-/// (float) is widened G columns at a time into `widened`.  Shapes: one right-hand side (memory-
-/// bound) chunks of 128 rows, G = 4 columns x 2 packets of rows per step; more (compute-bound)
-/// chunks of 256 rows, G = 6 columns x 1 packet x 2 right-hand sides: 24 FMAs per 10 loads, 30 of
-/// the 32 AVX-512 registers (on Zen 5, in L1: 1.6-1.8x the FMA rate of the previous 4 columns x
-/// 2 packets x 4 right-hand sides; 256-row chunks about 10% faster than 128 at k = 10).
+/// Blocking: rows go in chunks (the chunk's rows of acc and v stay in L1), each chunk in groups of
+/// G columns whose entries are read from memory once and used for both products in
+/// gram_micro_kernel; the k right-hand sides go in passes of at most KB, later passes re-reading
+/// the G columns from L1, while each pass prefetches part of the next group; the last w % G
+/// columns go one at a time.  Storage other than Scalar (float) is widened G columns at a time.
+/// Shapes: one right-hand side (memory-bound) G = 4 columns x 2 packets of rows per step; more
+/// (compute-bound) G = 6 columns x 1 packet x 2 right-hand sides; chunks of 128 rows (on Zen 5 the
+/// fastest of 128/256/384/512 at k = 10 for float storage and within noise of the best for
+/// double; benchmarks/bench_gram.cpp).
 template <class Scalar, class Storage>
 void accumulate_block_column(const Storage* r, Eigen::Index c1, Eigen::Index c0, Eigen::Index w,
                              const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& v,
-                             Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>& acc,
-                             Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>& widened) {
+                             Eigen::Ref<Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>> acc,
+                             GramScratch<Scalar>& scratch) {
   if (v.cols() == 1)
-    accumulate_block_column_tiled<4, 2, 128>(r, c1, c0, w, v, acc, widened);
+    accumulate_block_column_tiled<4, 1, 2, 128>(r, c1, c0, w, v, acc, scratch);
   else
-    accumulate_block_column_tiled<6, 1, 256>(r, c1, c0, w, v, acc, widened);
+    accumulate_block_column_tiled<6, 2, 1, 128>(r, c1, c0, w, v, acc, scratch);
 }
 
 /// Averages the diagonal w x w block of a tile G(0:c1, c0:c1) with its transpose: tiles come from
@@ -347,7 +405,7 @@ class PackedGram {
     }
     m_offsets.push_back(offset);
     if (options.file.empty()) {
-      m_owned.reset(new Storage[offset]);
+      m_owned = detail::allocate_aligned<Storage>(offset);
       m_data = m_owned.get();
     } else {
       m_file = detail::MappedFile(fn, options.file, offset * sizeof(Storage), !options.keep_file);
@@ -386,25 +444,36 @@ class PackedGram {
     const Eigen::Index k = v.cols(), b = m_options.block;
     const int threads = detail::thread_count(m_options.threads);
     const Eigen::Index blocks = static_cast<Eigen::Index>(m_offsets.size()) - 1;
-    std::vector<Matrix> partial(static_cast<std::size_t>(threads));
+    // One n x k accumulator per thread, starting half a page (2 KiB) after v modulo 4 KiB: an
+    // accumulator row stored and the same row of v loaded next would otherwise share their low 12
+    // address bits, which the CPU treats as a possible dependence ("4K aliasing") and waits on.
+    constexpr std::size_t page = 4096;
+    const auto accumulator = [&](std::vector<Scalar>& buffer) {
+      const auto from = reinterpret_cast<std::uintptr_t>(buffer.data()),
+                 to = reinterpret_cast<std::uintptr_t>(v.data()) + page / 2;
+      const std::size_t shift = ((to - from) % page) / sizeof(Scalar);
+      return Eigen::Map<Matrix>(buffer.data() + shift, m_n, k);
+    };
+    std::vector<std::vector<Scalar>> partial(static_cast<std::size_t>(threads));
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(threads)
 #endif
     {
-      Matrix& acc = partial[static_cast<std::size_t>(detail::thread_id())];
-      acc.setZero(m_n, k);
-      Matrix widened;
+      std::vector<Scalar>& buffer = partial[static_cast<std::size_t>(detail::thread_id())];
+      buffer.assign(static_cast<std::size_t>(m_n * k) + page / sizeof(Scalar), Scalar(0));
+      Eigen::Map<Matrix> acc = accumulator(buffer);
+      detail::GramScratch<Scalar> scratch;
 #if defined(_OPENMP)
 #pragma omp for schedule(dynamic, 1)
 #endif
       for (Eigen::Index J = blocks - 1; J >= 0; --J) {  // largest block columns first
         const Eigen::Index c0 = J * b, c1 = std::min(m_n, c0 + b);
         detail::accumulate_block_column<Scalar, Storage>(m_data + m_offsets[static_cast<std::size_t>(J)], c1, c0,
-                                                         c1 - c0, v, acc, widened);
+                                                         c1 - c0, v, acc, scratch);
       }
     }
-    out = partial[0];
-    for (std::size_t t = 1; t < partial.size(); ++t) out += partial[t];
+    out = accumulator(partial[0]);
+    for (std::size_t t = 1; t < partial.size(); ++t) out += accumulator(partial[t]);
   }
 
   /// G(i, j) (either triangle).
@@ -445,7 +514,7 @@ class PackedGram {
   Eigen::Index m_n = 0;
   PackedGramOptions m_options;
   std::vector<std::size_t> m_offsets;
-  std::unique_ptr<Storage[]> m_owned;
+  std::unique_ptr<Storage[], detail::AlignedDelete> m_owned;
   detail::MappedFile m_file;
   Storage* m_data = nullptr;
 };
@@ -499,14 +568,15 @@ class MatrixFreeGram {
 
   void apply(const Eigen::Ref<const Matrix>& v, Eigen::Ref<Matrix> out) const {
     const Eigen::Index n = m_x.rows();
-    Matrix acc = Matrix::Zero(n, v.cols()), tile, widened;
+    Matrix acc = Matrix::Zero(n, v.cols()), tile;
+    detail::GramScratch<Scalar> scratch;
     for (Eigen::Index c0 = 0; c0 < n; c0 += m_block) {
       const Eigen::Index c1 = std::min(n, c0 + m_block), w = c1 - c0;
       tile.resize(c1, w);
       detail::compute_into("MatrixFreeGram::apply", m_arch, m_x.topRows(c1), m_x.middleRows(c0, w), false, m_kind, tile,
                            tile, m_options);
       detail::symmetrize_diagonal_block(tile, c0, w);
-      detail::accumulate_block_column<Scalar, Scalar>(tile.data(), c1, c0, w, v, acc, widened);
+      detail::accumulate_block_column<Scalar, Scalar>(tile.data(), c1, c0, w, v, acc, scratch);
     }
     out = acc;
   }

@@ -9,7 +9,10 @@
 #include <cstdint>
 
 #include <limits>
+#include <memory>
+#include <new>
 #include <stdexcept>
+#include <type_traits>
 
 #include "../errors.hpp"
 
@@ -56,20 +59,50 @@ inline std::size_t saturating_product(std::size_t a, std::size_t b) {
   return a * b;
 }
 
-/// Sizes `m` without initializing it and, on Linux, asks for transparent huge pages for large
-/// buffers before they are first touched (fresh 4 KiB page faults dominate on some VMs).
+/// On Linux, asks for transparent huge pages for the 2 MiB-aligned interior of a large buffer that
+/// has not been touched yet: fresh 4 KiB page faults dominate on some VMs, and a strided pass over
+/// a large matrix misses the TLB on nearly every column with 4 KiB pages.  A no-op elsewhere (and
+/// for buffers under 8 MiB).
+inline void advise_huge_pages(void* data, std::size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr std::size_t huge = std::size_t(2) << 20;
+  if (bytes >= 4 * huge) {
+    const auto begin = (reinterpret_cast<std::uintptr_t>(data) + huge - 1) & ~(huge - 1);
+    const auto end = (reinterpret_cast<std::uintptr_t>(data) + bytes) & ~(huge - 1);
+    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+  }
+#else
+  (void)data;
+  (void)bytes;
+#endif
+}
+
+/// Releases storage from allocate_aligned.
+struct AlignedDelete {
+  std::size_t alignment = 64;
+  void operator()(void* p) const { ::operator delete(p, std::align_val_t(alignment)); }
+};
+
+/// Uninitialized storage for `count` values of T aligned to a cache line, or to 2 MiB with
+/// advise_huge_pages for 8 MiB and more (so that packet loads never straddle two lines and the
+/// whole buffer can live in huge pages).  std::bad_alloc when it cannot be had.
+template <class T>
+std::unique_ptr<T[], AlignedDelete> allocate_aligned(std::size_t count) {
+  static_assert(std::is_trivial_v<T>, "allocate_aligned holds trivial types only");
+  constexpr std::size_t huge = std::size_t(2) << 20;
+  if (count > std::numeric_limits<std::size_t>::max() / sizeof(T)) throw std::bad_array_new_length();
+  const std::size_t bytes = std::max<std::size_t>(1, count) * sizeof(T);
+  const std::size_t alignment = bytes >= 4 * huge ? huge : 64;
+  void* p = ::operator new(bytes, std::align_val_t(alignment));
+  advise_huge_pages(p, bytes);
+  return std::unique_ptr<T[], AlignedDelete>(static_cast<T*>(p), AlignedDelete{alignment});
+}
+
+/// Sizes `m` without initializing it, with advise_huge_pages.
 template <class Matrix>
 void allocate_large(Matrix& m, Eigen::Index rows, Eigen::Index cols) {
   m.resize(rows, cols);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr std::size_t huge = std::size_t(2) << 20;
-  const std::size_t bytes = static_cast<std::size_t>(m.size()) * sizeof(typename Matrix::Scalar);
-  if (bytes >= 4 * huge) {
-    const auto begin = (reinterpret_cast<std::uintptr_t>(m.data()) + huge - 1) & ~(huge - 1);
-    const auto end = (reinterpret_cast<std::uintptr_t>(m.data()) + bytes) & ~(huge - 1);
-    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-  }
-#endif
+  advise_huge_pages(m.data(), static_cast<std::size_t>(m.size()) * sizeof(typename Matrix::Scalar));
 }
 
 /// Copies the strict upper triangle of a square matrix into the lower one, in cache-sized blocks.
