@@ -11,6 +11,10 @@
 #include <utility>
 #include <vector>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 #include "catch_shim.hpp"
 #include "test_config.hpp"
 
@@ -160,6 +164,30 @@ TEST_CASE(
                     const Matrix bound_float = 2 * gamma * (g_float.cwiseAbs() * v.cwiseAbs());
                     CHECK(((out_float - g_float * v).cwiseAbs().array() <= bound_float.array()).all());
                   });
+}
+
+TEST_CASE("Gram operators: a packed product given fewer threads than it asks for is still exact") {
+  // PackedGram::apply keeps one accumulator per requested thread.  Inside an outer parallel region
+  // with nested parallelism off its team has one thread and the other accumulators stay empty:
+  // they must be skipped, not summed (summing them read a null buffer).
+  const Index n = 301;
+  const Matrix a = normal_matrix(n, n, 71);
+  const Matrix g = a + a.transpose();
+  ntk::PackedGram<double> packed(n, ntk::PackedGramOptions{64, "", false, 2});
+  packed.fill([&](Index c0, Index c1, Eigen::Ref<Matrix> out) { out = g.block(0, c0, c1, c1 - c0); });
+  const Matrix v = normal_matrix(n, 3, 72);
+  Matrix out = Matrix::Constant(n, 3, std::numeric_limits<double>::quiet_NaN());
+#if defined(_OPENMP)
+  const int levels = omp_get_max_active_levels();
+  omp_set_max_active_levels(1);
+#pragma omp parallel num_threads(2)
+#pragma omp single
+  packed.apply(v, out);
+  omp_set_max_active_levels(levels);
+#else
+  packed.apply(v, out);
+#endif
+  CHECK(relative(out, g * v) <= 1e-13);
 }
 
 TEST_CASE("Gram operators: bad construction is rejected naming the function") {

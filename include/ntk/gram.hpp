@@ -449,8 +449,8 @@ class PackedGram {
     // address bits, which the CPU treats as a possible dependence ("4K aliasing") and waits on.
     constexpr std::size_t page = 4096;
     const auto accumulator = [&](std::vector<Scalar>& buffer) {
-      const auto from = reinterpret_cast<std::uintptr_t>(buffer.data()),
-                 to = reinterpret_cast<std::uintptr_t>(v.data()) + page / 2;
+      const std::uintptr_t from = reinterpret_cast<std::uintptr_t>(buffer.data()),
+                           to = reinterpret_cast<std::uintptr_t>(v.data()) + page / 2;
       const std::size_t shift = ((to - from) % page) / sizeof(Scalar);
       return Eigen::Map<Matrix>(buffer.data() + shift, m_n, k);
     };
@@ -472,8 +472,9 @@ class PackedGram {
                                                          c1 - c0, v, acc, scratch);
       }
     }
-    out = accumulator(partial[0]);
-    for (std::size_t t = 1; t < partial.size(); ++t) out += accumulator(partial[t]);
+    out.setZero();
+    for (std::vector<Scalar>& buffer : partial)  // (a team smaller than asked for, e.g. nested, leaves some empty)
+      if (!buffer.empty()) out += accumulator(buffer);
   }
 
   /// G(i, j) (either triangle).

@@ -583,7 +583,8 @@ class DistributedGram {
         if (!t.diagonal()) acc->middleRows(t.col, t.cols).noalias() += tile.transpose() * v.middleRows(t.row, t.rows);
       }
     }
-    for (const Matrix& m : partial) sum += m;
+    for (const Matrix& m : partial)
+      if (m.size() != 0) sum += m;  // (a team smaller than asked for, e.g. nested, leaves some empty)
   }
 
   MPI_Comm m_comm;

@@ -84,8 +84,9 @@ struct AlignedDelete {
 };
 
 /// Uninitialized storage for `count` values of T aligned to a cache line, or to 2 MiB with
-/// advise_huge_pages for 8 MiB and more (so that packet loads never straddle two lines and the
-/// whole buffer can live in huge pages).  std::bad_alloc when it cannot be had.
+/// advise_huge_pages for 8 MiB and more (so that packets at multiples of 64 bytes from the start do
+/// not straddle two lines, and the whole buffer can live in huge pages).  std::bad_alloc when it
+/// cannot be had.
 template <class T>
 std::unique_ptr<T[], AlignedDelete> allocate_aligned(std::size_t count) {
   static_assert(std::is_trivial_v<T>, "allocate_aligned holds trivial types only");
