@@ -17,7 +17,10 @@ void run(const Phi& phi, ntk_fuzz::Input& in) {
   const long depth = in.integer(1, 3);
   // A fuzzed width may be any double: converted only inside Eigen::Index's range (a cast of inf,
   // NaN or 1e300 is undefined behaviour), else the most negative index (refused as a width).
+  // Widths from 1,025 to 1e12 are valid and only cost memory (width 8.4e7 wants gigabytes, past
+  // the fuzzer's RSS limit): they become 1,024; larger ones stay, to be refused before allocating.
   const auto to_index = [](double v) {
+    if (v > 1024 && v < 1e12) return Eigen::Index{1024};
     return std::isfinite(v) && std::fabs(v) < 9.0e18 ? static_cast<Eigen::Index>(v)
                                                      : std::numeric_limits<Eigen::Index>::min();
   };
