@@ -599,6 +599,46 @@ class DistributedGram {
   mutable long m_fault_after = -1;
 };
 
+namespace detail {
+
+/// The body of cross_kernel_times for any kind of architecture: check() throws for bad inputs,
+/// fill(test, train, target) writes the kernel between test and training rows into target.
+template <class DT, class DX, class DC, class Check, class Fill>
+Eigen::Matrix<typename DX::Scalar, Eigen::Dynamic, Eigen::Dynamic> blocked_cross_times(
+    MPI_Comm comm, const char* fn, const Eigen::MatrixBase<DT>& x_test, const Eigen::MatrixBase<DX>& x_train,
+    KernelKind kind, const Eigen::MatrixBase<DC>& alpha, Eigen::Index block, const Check& check, const Fill& fill) {
+  using Matrix = Eigen::Matrix<typename DX::Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  Failure local;
+  Matrix out;
+  try {
+    check();
+    ntk::detail::check_rows(fn, "alpha", alpha, x_train.rows());
+    if (kind == KernelKind::both) ntk::detail::fail<std::invalid_argument>(fn, "kind must be nngp or ntk (got both)");
+    ntk::detail::check_at_least(fn, "block", block, Eigen::Index(1));
+    out = Matrix::Zero(x_test.rows(), alpha.cols());
+    const auto [r0, r1] = even_range(x_train.rows(), size(comm), rank(comm));
+    if (r1 > r0) {
+      const Matrix train = x_train.middleRows(r0, r1 - r0);
+      const Matrix coefficients = alpha.middleRows(r0, r1 - r0);
+      Matrix kernel_block(std::min(block, x_test.rows()), r1 - r0);
+      for (Eigen::Index t0 = 0; t0 < x_test.rows(); t0 += block) {
+        const Eigen::Index rows = std::min(block, x_test.rows() - t0);
+        auto target = kernel_block.topRows(rows);
+        const Matrix test = x_test.middleRows(t0, rows);
+        fill(test, train, target);
+        out.middleRows(t0, rows).noalias() = target * coefficients;
+      }
+    }
+  } catch (...) {
+    local = Failure::current();
+    out = Matrix::Zero(x_test.rows(), alpha.cols());
+  }
+  sum_replicated(comm, out.data(), out.size(), local);
+  return out;
+}
+
+}  // namespace detail
+
 /// Collective: Σ^L or Θ^L (kind) between test rows x_test (m x d) and training rows x (n x d)
 /// times C (n x c), the distributed cross_kernel_times of solvers.hpp: each rank takes n/P training
 /// rows and the test points in blocks of `block`, so no m x n matrix exists (memory per rank
@@ -608,36 +648,13 @@ Eigen::Matrix<typename DX::Scalar, Eigen::Dynamic, Eigen::Dynamic> cross_kernel_
     MPI_Comm comm, const Arch& arch, const Eigen::MatrixBase<DT>& x_test, const Eigen::MatrixBase<DX>& x_train,
     KernelKind kind, const Eigen::MatrixBase<DC>& alpha, const KernelOptions& kernel_options = {},
     Eigen::Index block = 1024) {
-  using Scalar = typename DX::Scalar;
-  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
   const char* fn = "mpi::cross_kernel_times";
-  detail::Failure local;
-  Matrix out;
-  try {
-    ntk::detail::check_request(fn, arch, x_test, x_train, kernel_options);
-    ntk::detail::check_rows(fn, "alpha", alpha, x_train.rows());
-    if (kind == KernelKind::both) ntk::detail::fail<std::invalid_argument>(fn, "kind must be nngp or ntk (got both)");
-    ntk::detail::check_at_least(fn, "block", block, Eigen::Index(1));
-    out = Matrix::Zero(x_test.rows(), alpha.cols());
-    const auto [r0, r1] = detail::even_range(x_train.rows(), size(comm), rank(comm));
-    if (r1 > r0) {
-      const Matrix train = x_train.middleRows(r0, r1 - r0);
-      const Matrix coefficients = alpha.middleRows(r0, r1 - r0);
-      Matrix kernel_block(std::min(block, x_test.rows()), r1 - r0);
-      for (Eigen::Index t0 = 0; t0 < x_test.rows(); t0 += block) {
-        const Eigen::Index rows = std::min(block, x_test.rows() - t0);
-        auto target = kernel_block.topRows(rows);
-        const Matrix test = x_test.middleRows(t0, rows);
+  return detail::blocked_cross_times(
+      comm, fn, x_test, x_train, kind, alpha, block,
+      [&] { ntk::detail::check_request(fn, arch, x_test, x_train, kernel_options); },
+      [&](const auto& test, const auto& train, auto& target) {
         kernel_into(arch, test, train, kind, target, kernel_options);
-        out.middleRows(t0, rows).noalias() = target * coefficients;
-      }
-    }
-  } catch (...) {
-    local = detail::Failure::current();
-    out = Matrix::Zero(x_test.rows(), alpha.cols());
-  }
-  detail::sum_replicated(comm, out.data(), out.size(), local);
-  return out;
+      });
 }
 
 }  // namespace mpi

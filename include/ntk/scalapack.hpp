@@ -281,35 +281,13 @@ Eigen::MatrixXd cross_kernel_times(MPI_Comm comm, const ImageArchitecture& arch,
                                    const Eigen::MatrixBase<DX>& x_train, KernelKind kind,
                                    const Eigen::MatrixBase<DC>& alpha, const KernelOptions& kernel_options = {},
                                    Eigen::Index block = 1024) {
-  using Matrix = Eigen::MatrixXd;
   const char* fn = "mpi::cross_kernel_times";
-  detail::Failure local;
-  Matrix out;
-  try {
-    detail::check_inputs(fn, arch, x_test, x_train, kernel_options);
-    ntk::detail::check_rows(fn, "alpha", alpha, x_train.rows());
-    if (kind == KernelKind::both) ntk::detail::fail<std::invalid_argument>(fn, "kind must be nngp or ntk (got both)");
-    ntk::detail::check_at_least(fn, "block", block, Eigen::Index(1));
-    out = Matrix::Zero(x_test.rows(), alpha.cols());
-    const auto [r0, r1] = detail::even_range(x_train.rows(), size(comm), rank(comm));
-    if (r1 > r0) {
-      const Matrix train = x_train.middleRows(r0, r1 - r0);
-      const Matrix coefficients = alpha.middleRows(r0, r1 - r0);
-      Matrix kernel_block(std::min(block, x_test.rows()), r1 - r0);
-      for (Eigen::Index t0 = 0; t0 < x_test.rows(); t0 += block) {
-        const Eigen::Index rows = std::min(block, x_test.rows() - t0);
-        auto target = kernel_block.topRows(rows);
-        const Matrix test = x_test.middleRows(t0, rows);
+  return detail::blocked_cross_times(
+      comm, fn, x_test, x_train, kind, alpha, block,
+      [&] { detail::check_inputs(fn, arch, x_test, x_train, kernel_options); },
+      [&](const auto& test, const auto& train, auto& target) {
         detail::fill_kernel(arch, test, train, kind, target, kernel_options);
-        out.middleRows(t0, rows).noalias() = target * coefficients;
-      }
-    }
-  } catch (...) {
-    local = detail::Failure::current();
-    out = Matrix::Zero(x_test.rows(), alpha.cols());
-  }
-  detail::sum_replicated(comm, out.data(), out.size(), local);
-  return out;
+      });
 }
 
 /// Options of the ScaLAPACK paths.

@@ -29,6 +29,22 @@ awk 'BEGIN { srand(12); for (r = 0; r < 5; r++) print rand() - 0.5 "," rand() - 
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 run() { timeout 120 "${mpiexec[@]}" -n "$1" "$ntk" "${@:2}"; }
+# `ntk predict ARGS...` in one process (stderr in serial_err.txt) and on $ranks ranks (stderr in
+# err.txt): fails naming LABEL unless both succeed with the same predictions to 1e-9.
+predict_both() {
+  local label=$1
+  shift
+  "$ntk" predict "$@" --out "$work/serial.csv" 2>"$work/serial_err.txt" || fail "serial predict $label"
+  rm -f "$work/mpi.csv"
+  run "$ranks" predict "$@" --out "$work/mpi.csv" 2>"$work/err.txt" ||
+    fail "$ranks ranks, $label: status $?: $(cat "$work/err.txt")"
+  compare "$work/serial.csv" "$work/mpi.csv" 1e-9 || fail "$ranks ranks, $label: predictions differ from one process"
+}
+# After predict_both: the results (t= lines) printed by both runs are the same.
+same_scores() {
+  [ "$(grep '^t=' "$work/err.txt")" = "$(grep '^t=' "$work/serial_err.txt")" ] ||
+    fail "$ranks ranks, $1: scores differ: $(grep '^t=' "$work/err.txt") vs $(grep '^t=' "$work/serial_err.txt")"
+}
 
 for ranks in 2 3; do
   for case in "--time 1,10,inf" "--time inf --diag-reg 0.01" "--kernel nngp --discrete --lr 0.01 --time 5,inf" \
@@ -38,16 +54,7 @@ for ranks in 2 3; do
     "--variance --kernel nngp --diag-reg 0.01 --time 1,inf" "--variance --discrete --lr 0.01 --time 5,inf" \
     "--variance --kernel nngp --discrete --lr 0.01 --time 0,5,50"; do
     # shellcheck disable=SC2086
-    "$ntk" predict --train "$data/train.csv" --test "$data/test.csv" $case --out "$work/serial.csv" 2>/dev/null ||
-      fail "serial predict $case"
-    rm -f "$work/mpi.csv"
-    # shellcheck disable=SC2086
-    run "$ranks" predict --train "$data/train.csv" --test "$data/test.csv" $case --out "$work/mpi.csv" \
-      2>"$work/err.txt"
-    status=$?
-    [ "$status" -eq 0 ] || fail "$ranks ranks, $case: status $status: $(cat "$work/err.txt")"
-    compare "$work/serial.csv" "$work/mpi.csv" 1e-9 ||
-      fail "$ranks ranks, $case: predictions differ from the single-process ones"
+    predict_both "$case" --train "$data/train.csv" --test "$data/test.csv" $case
     times=$(echo "$case" | sed 's/.*--time \([^ ]*\).*/\1/' | tr ',' '\n' | wc -l)
     [ "$(grep -c '^t=' "$work/err.txt")" -eq "$times" ] ||
       fail "$ranks ranks, $case: results not printed once per time: $(cat "$work/err.txt")"
@@ -63,14 +70,8 @@ for ranks in 2 3; do
     name=${case%% *} rest=${case#* }
     declare -n inputs=$name
     # shellcheck disable=SC2086
-    "$ntk" predict "${inputs[@]}" $rest --out "$work/serial.csv" 2>"$work/serial_err.txt" || fail "serial predict $case"
-    rm -f "$work/mpi.csv"
-    # shellcheck disable=SC2086
-    run "$ranks" predict "${inputs[@]}" $rest --out "$work/mpi.csv" 2>"$work/err.txt" ||
-      fail "$ranks ranks, $case: status $?: $(cat "$work/err.txt")"
-    compare "$work/serial.csv" "$work/mpi.csv" 1e-9 || fail "$ranks ranks, $case: predictions differ from one process"
-    [ "$(grep '^t=' "$work/err.txt")" = "$(grep '^t=' "$work/serial_err.txt")" ] ||
-      fail "$ranks ranks, $case: scores differ: $(grep '^t=' "$work/err.txt") vs $(grep '^t=' "$work/serial_err.txt")"
+    predict_both "$case" "${inputs[@]}" $rest
+    same_scores "$case"
     unset -n inputs
   done
   grep -q "accuracy=" "$work/err.txt" || fail "$ranks ranks: no accuracy reported"
@@ -80,28 +81,15 @@ for ranks in 2 3; do
   for case in "--solver eigen --diag-reg 0.01 --time 1,inf" "--solver cholesky --diag-reg 0.01" "--diag-reg 0.01" \
     "--variance --time 10,inf" "--variance --kernel nngp --discrete --lr 0.01 --time 5,inf"; do
     # shellcheck disable=SC2086
-    "$ntk" predict "${conv[@]}" $case --out "$work/serial.csv" 2>"$work/serial_err.txt" || fail "serial predict images $case"
-    rm -f "$work/mpi.csv"
-    # shellcheck disable=SC2086
-    run "$ranks" predict "${conv[@]}" $case --out "$work/mpi.csv" 2>"$work/err.txt" ||
-      fail "$ranks ranks, images $case: status $?: $(cat "$work/err.txt")"
-    compare "$work/serial.csv" "$work/mpi.csv" 1e-9 || fail "$ranks ranks, images $case: predictions differ from one process"
-    [ "$(grep '^t=' "$work/err.txt")" = "$(grep '^t=' "$work/serial_err.txt")" ] ||
-      fail "$ranks ranks, images $case: scores differ: $(grep '^t=' "$work/err.txt") vs $(grep '^t=' "$work/serial_err.txt")"
+    predict_both "images $case" "${conv[@]}" $case
+    same_scores "images $case"
   done
   # --solver cholesky on a Gram matrix that is not positive definite (a linear kernel of rank 2 on
   # 40 points): the eigendecomposition's pseudo-inverse instead, with the same note, in both tools.
   for case in "--time inf"; do
     # shellcheck disable=SC2086
-    "$ntk" predict --train "$work/rank2_train.csv" --test "$work/rank2_test.csv" --activation identity --depth 1 \
-      --sigma-b 0 --solver cholesky $case --progress --out "$work/serial.csv" 2>"$work/serial_err.txt" ||
-      fail "serial predict rank-2 $case"
-    rm -f "$work/mpi.csv"
-    # shellcheck disable=SC2086
-    run "$ranks" predict --train "$work/rank2_train.csv" --test "$work/rank2_test.csv" --activation identity \
-      --depth 1 --sigma-b 0 --solver cholesky $case --progress --out "$work/mpi.csv" 2>"$work/err.txt" ||
-      fail "$ranks ranks, rank-2 cholesky $case: status $?: $(cat "$work/err.txt")"
-    compare "$work/serial.csv" "$work/mpi.csv" 1e-9 || fail "$ranks ranks, rank-2 cholesky $case: predictions differ"
+    predict_both "rank-2 cholesky $case" --train "$work/rank2_train.csv" --test "$work/rank2_test.csv" \
+      --activation identity --depth 1 --sigma-b 0 --solver cholesky $case --progress
     note=$(grep 'not positive definite: eigendecomposition' "$work/serial_err.txt")
     [ -n "$note" ] && [ "$(grep 'not positive definite: eigendecomposition' "$work/err.txt")" = "$note" ] ||
       fail "$ranks ranks, rank-2 cholesky $case: the fallback note differs: $(cat "$work/err.txt")"
@@ -110,13 +98,7 @@ for ranks in 2 3; do
   # double as in one process, with the same progress note.
   for case in "--diag-reg 0.01" "--solver eigen --time 1,inf"; do
     # shellcheck disable=SC2086
-    "$ntk" predict --train "$data/train.csv" --test "$data/test.csv" $case --storage float --progress \
-      --out "$work/serial.csv" 2>"$work/serial_err.txt" || fail "serial predict $case --storage float"
-    rm -f "$work/mpi.csv"
-    # shellcheck disable=SC2086
-    run "$ranks" predict --train "$data/train.csv" --test "$data/test.csv" $case --storage float --progress \
-      --out "$work/mpi.csv" 2>"$work/err.txt" || fail "$ranks ranks, $case --storage float: status $?: $(cat "$work/err.txt")"
-    compare "$work/serial.csv" "$work/mpi.csv" 1e-9 || fail "$ranks ranks, $case --storage float: predictions differ"
+    predict_both "$case --storage float" --train "$data/train.csv" --test "$data/test.csv" $case --storage float --progress
     note=$(grep '^ntk: --storage float: not used by the' "$work/serial_err.txt")
     [ -n "$note" ] && [ "$(grep '^ntk: --storage float' "$work/err.txt")" = "$note" ] ||
       fail "$ranks ranks, $case --storage float: not the single-process note '$note': $(cat "$work/err.txt")"
