@@ -144,6 +144,25 @@ TEST_CASE("Distributed test kernel product equals kappa(x, X) alpha from the den
   CHECK(relative(got, ntk::ntk_kernel(net, xt, x) * alpha) < 1e-14);
 }
 
+TEST_CASE("A bad coefficient matrix on one rank fails the distributed test product on every rank", "[mpi][errors]") {
+  const int p = ntk::mpi::size(world), me = ntk::mpi::rank(world);
+  const auto net = ntk::mlp(ntk::Relu{}, 2);
+  const Matrix x = normal_matrix(40, 3, 34), xt = normal_matrix(9, 3, 35);
+  // The last rank's alpha has one row too few; the others compute their share and meet it in the sum.
+  const Matrix alpha = normal_matrix(me == p - 1 ? 39 : 40, 2, 36);
+  const std::string message = message_of<std::invalid_argument>(
+      [&] { (void)ntk::mpi::cross_kernel_times(world, net, xt, x, ntk::KernelKind::ntk, alpha, {}, 4); });
+  CHECK(message.find("ntk::mpi::cross_kernel_times: alpha must have 40 rows (got 39)") == 0);
+  const std::string both = message_of<std::invalid_argument>([&] {
+    (void)ntk::mpi::cross_kernel_times(world, net, xt, x, ntk::KernelKind::both, Matrix(normal_matrix(40, 2, 37)));
+  });
+  CHECK(both.find("ntk::mpi::cross_kernel_times: kind must be nngp or ntk") == 0);
+  // Nothing is left half-done: the next product is exact.
+  const Matrix good = normal_matrix(40, 2, 38);
+  CHECK(relative(ntk::mpi::cross_kernel_times(world, net, xt, x, ntk::KernelKind::ntk, good, {}, 4),
+                 ntk::ntk_kernel(net, xt, x) * good) < 1e-14);
+}
+
 TEST_CASE("A bad argument on one rank raises the same exception on every rank", "[mpi][errors]") {
   const int p = ntk::mpi::size(world), me = ntk::mpi::rank(world);
   const auto net = ntk::mlp(ntk::Relu{}, 2);

@@ -105,6 +105,18 @@ TEST_CASE("ScaLAPACK paths take an image architecture: blocks, predictions and v
   const Matrix c = normal_matrix(n, 2, 54);
   CHECK(relative(ntk::mpi::cross_kernel_times(world, arch, xt, x, ntk::KernelKind::nngp, c, {}, 4), cross.nngp * c) <
         1e-12);
+  // Test images of the wrong size on the last rank only: the same error on every rank.
+  {
+    const int p = ntk::mpi::size(world), me = ntk::mpi::rank(world);
+    const Matrix bad = normal_matrix(m, me == p - 1 ? 35 : 36, 55);
+    std::string message;
+    try {
+      (void)ntk::mpi::cross_kernel_times(world, arch, bad, x, ntk::KernelKind::nngp, c, {}, 4);
+    } catch (const std::invalid_argument& e) {
+      message = e.what();
+    }
+    CHECK(message.find("ntk::mpi::cross_kernel_times: x1 must have 36 columns") == 0);
+  }
   // Cholesky and eigendecomposition paths with their variances.
   const auto solution = ntk::mpi::scalapack_solve(world, arch, x, y, ntk::KernelKind::ntk, 1e-2);
   const Matrix alpha = (train.ntk + 1e-2 * Matrix::Identity(n, n)).ldlt().solve(y);
