@@ -193,7 +193,8 @@ struct GramScratch {
 };
 
 /// accumulate_block_column with column groups of G, passes of at most KB right-hand sides, steps
-/// of M packets of rows and chunks of chunk_rows rows.
+/// of M packets of rows and chunks of chunk_rows rows; chunk_rows = 0: whole columns, left to the
+/// hardware prefetcher (no software prefetch; Storage = Scalar only).
 template <int G, int KB, int M, Eigen::Index chunk_rows, class Scalar, class Storage>
 void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Index c0, Eigen::Index w,
                                    const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& v,
@@ -204,11 +205,14 @@ void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Ind
   const Eigen::Index passes = (k + KB - 1) / KB;
   constexpr Eigen::Index step = sizeof(Storage);  // bytes per row
   const Eigen::Index column_bytes = c1 * step;
+  static_assert(chunk_rows > 0 || std::is_same_v<Storage, Scalar>, "whole columns need Storage = Scalar");
+  constexpr bool software_prefetch = chunk_rows > 0;
+  const Eigen::Index height = software_prefetch ? chunk_rows : c1;  // rows per chunk
   if constexpr (!std::is_same_v<Storage, Scalar>) scratch.widened.resize(chunk_rows, G);
   if (c0 > 0) scratch.dots.setZero(w * k * P);
   Scalar* dots = scratch.dots.data();
-  for (Eigen::Index r0 = 0; r0 < c1; r0 += chunk_rows) {
-    const Eigen::Index rows = std::min(chunk_rows, c1 - r0);
+  for (Eigen::Index r0 = 0; r0 < c1; r0 += height) {
+    const Eigen::Index rows = std::min(height, c1 - r0);
     const Eigen::Index lower = std::max<Eigen::Index>(0, std::min(rows, c0 - r0));  // rows above the diagonal block
     // Columns j .. j + g - 1 of the chunk, all right-hand sides.
     auto columns = [&](auto g_tag, Eigen::Index j) {
@@ -221,8 +225,8 @@ void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Ind
       if (j + g < w) {
         next = here + g * column_bytes;
         next_columns = std::min<Eigen::Index>(G, w - j - g);
-      } else if (r0 + 2 * chunk_rows <= c1) {
-        next = reinterpret_cast<const char*>(r + r0 + chunk_rows);
+      } else if (r0 + 2 * height <= c1) {
+        next = reinterpret_cast<const char*>(r + r0 + height);
         next_columns = std::min<Eigen::Index>(G, w);
       }
       const Scalar* chunk;
@@ -244,9 +248,10 @@ void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Ind
         // one right-hand side, also columns p and p + passes row by row inside the pass (both
         // together measured fastest at k = 4 and 10; at k = 1 the first alone).  Where nothing
         // is to be prefetched the kernel re-touches this group: a no-op.
-        for (Eigen::Index c = p * next_columns / passes; c < (p + 1) * next_columns / passes; ++c)
-          for (Eigen::Index byte = 0; byte < rows * step; byte += 64) prefetch_line(next + c * column_bytes + byte);
-        const bool rowwise = KB > 1 && p < next_columns;
+        if constexpr (software_prefetch)
+          for (Eigen::Index c = p * next_columns / passes; c < (p + 1) * next_columns / passes; ++c)
+            for (Eigen::Index byte = 0; byte < rows * step; byte += 64) prefetch_line(next + c * column_bytes + byte);
+        const bool rowwise = software_prefetch && KB > 1 && p < next_columns;
         const char* pf = rowwise ? next + p * column_bytes : here;
         const Eigen::Index pf_ld = rowwise && p + passes < next_columns ? passes * column_bytes : 0;
         const Scalar* v_col = v.data() + c0 + j + q0 * sv;
@@ -283,17 +288,20 @@ void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Ind
 /// gram_micro_kernel; the k right-hand sides go in passes of at most KB, later passes re-reading
 /// the G columns from L1, while each pass prefetches part of the next group; the last w % G
 /// columns go one at a time.  Storage other than Scalar (float) is widened G columns at a time.
-/// Shapes: one right-hand side (memory-bound) G = 4 columns x 2 packets of rows per step; more
-/// (compute-bound) G = 6 columns x 1 packet x 2 right-hand sides; chunks of 128 rows (on Zen 5 the
-/// fastest of 128/256/384/512 at k = 10 for float storage and within noise of the best for
-/// double; benchmarks/bench_gram.cpp).
+/// Shapes: one right-hand side (memory-bound) G = 4 columns x 2 packets of rows per step, over whole
+/// columns for double storage (four sequential streams the hardware prefetcher follows; acc and v
+/// stay in L2: 0.68x -> 0.96x of a plain read of the triangle on Zen 5) and in software-prefetched
+/// chunks of 128 rows for float (widened through scratch); more (compute-bound) G = 6 columns x 1
+/// packet x 2 right-hand sides in chunks of 128 rows (on Zen 5 the fastest of 128/256/384/512 at
+/// k = 10 for float storage and within noise of the best for double; benchmarks/bench_gram.cpp).
 template <class Scalar, class Storage>
 void accumulate_block_column(const Storage* r, Eigen::Index c1, Eigen::Index c0, Eigen::Index w,
                              const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& v,
                              Eigen::Ref<Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>> acc,
                              GramScratch<Scalar>& scratch) {
+  constexpr Eigen::Index one_column_chunk = std::is_same_v<Storage, Scalar> ? 0 : 128;
   if (v.cols() == 1)
-    accumulate_block_column_tiled<4, 1, 2, 128>(r, c1, c0, w, v, acc, scratch);
+    accumulate_block_column_tiled<4, 1, 2, one_column_chunk>(r, c1, c0, w, v, acc, scratch);
   else
     accumulate_block_column_tiled<6, 2, 1, 128>(r, c1, c0, w, v, acc, scratch);
 }
