@@ -157,24 +157,23 @@ void gram_micro_kernel(const Scalar* r, Eigen::Index ld, Eigen::Index rows, cons
   };
   Eigen::Index i = 0;
   for (; i + M * P <= rows; i += M * P) rows_step(std::integral_constant<int, M>{}, i);
-  for (; i + P <= rows; i += P) rows_step(std::integral_constant<int, 1>{}, i);
-  Scalar tail[std::size_t{G}][std::size_t{KB}] = {};
-  for (; i < rows; ++i)  // the last rows % P rows
-    for (int q = 0; q < KB; ++q) {
-      Scalar a = acc_row[i + q * sa];
-      for (int g = 0; g < G; ++g) {
-        a += r[i + g * ld] * v_col[g + q * sv];
-        if constexpr (Dot) tail[g][q] += r[i + g * ld] * v_row[i + q * sv];
-      }
-      acc_row[i + q * sa] = a;
-    }
+  if constexpr (M > 1)
+    for (; i + P <= rows; i += P) rows_step(std::integral_constant<int, 1>{}, i);
   if constexpr (Dot)
     for (int g = 0; g < G; ++g)
       for (int q = 0; q < KB; ++q) {
         Scalar* d = dots + (g + q * sd) * P;
         Eigen::internal::pstoreu(d, Eigen::internal::padd(Eigen::internal::ploadu<Packet>(d), dot[g][q]));
-        d[0] += tail[g][q];
       }
+  for (; i < rows; ++i)  // the last rows % P rows, one at a time
+    for (int q = 0; q < KB; ++q) {
+      Scalar a = acc_row[i + q * sa];
+      for (int g = 0; g < G; ++g) {
+        a += r[i + g * ld] * v_col[g + q * sv];
+        if constexpr (Dot) dots[(g + q * sd) * P] += r[i + g * ld] * v_row[i + q * sv];
+      }
+      acc_row[i + q * sa] = a;
+    }
 }
 
 /// gram_micro_kernel with the number of right-hand sides kb (1 .. KB) as a template argument.

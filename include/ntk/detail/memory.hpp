@@ -61,6 +61,8 @@ inline std::size_t saturating_product(std::size_t a, std::size_t b) {
 
 /// The size of a transparent huge page on x86-64 and most AArch64 kernels.
 inline constexpr std::size_t huge_page_bytes = std::size_t(2) << 20;
+/// Buffers from this size on are 2 MiB-aligned and advised into huge pages.
+inline constexpr std::size_t huge_page_threshold = 4 * huge_page_bytes;
 
 /// On Linux, asks for transparent huge pages for the 2 MiB-aligned interior of a large buffer that
 /// has not been touched yet: fresh 4 KiB page faults dominate on some VMs, and a strided pass over
@@ -68,10 +70,10 @@ inline constexpr std::size_t huge_page_bytes = std::size_t(2) << 20;
 /// for buffers under 8 MiB).
 inline void advise_huge_pages(void* data, std::size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr std::size_t huge = huge_page_bytes;
-  if (bytes >= 4 * huge) {
-    const auto begin = (reinterpret_cast<std::uintptr_t>(data) + huge - 1) & ~(huge - 1);
-    const auto end = (reinterpret_cast<std::uintptr_t>(data) + bytes) & ~(huge - 1);
+  if (bytes >= huge_page_threshold) {
+    constexpr std::uintptr_t mask = ~std::uintptr_t(huge_page_bytes - 1);
+    const auto begin = (reinterpret_cast<std::uintptr_t>(data) + huge_page_bytes - 1) & mask;
+    const auto end = (reinterpret_cast<std::uintptr_t>(data) + bytes) & mask;
     if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
   }
 #else
@@ -93,10 +95,9 @@ struct AlignedDelete {
 template <class T>
 std::unique_ptr<T[], AlignedDelete> allocate_aligned(std::size_t count) {
   static_assert(std::is_trivial_v<T>, "allocate_aligned holds trivial types only");
-  constexpr std::size_t huge = huge_page_bytes;
   if (count > std::numeric_limits<std::size_t>::max() / sizeof(T)) throw std::bad_array_new_length();
   const std::size_t bytes = std::max<std::size_t>(1, count) * sizeof(T);
-  const std::size_t alignment = bytes >= 4 * huge ? huge : 64;
+  const std::size_t alignment = bytes >= huge_page_threshold ? huge_page_bytes : 64;
   void* p = ::operator new(bytes, std::align_val_t(alignment));
   advise_huge_pages(p, bytes);
   return std::unique_ptr<T[], AlignedDelete>(static_cast<T*>(p), AlignedDelete{alignment});
