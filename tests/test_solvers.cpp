@@ -1,3 +1,4 @@
+#include <Eigen/SVD>
 #include <ntk/dynamics.hpp>
 #include <ntk/gram.hpp>
 #include <ntk/kernel.hpp>
@@ -374,6 +375,26 @@ TEST_CASE("Solvers: RPCholesky recovers a low-rank Gram matrix exactly") {
   const Matrix factor = ntk::rp_cholesky(ntk::DenseGram<>(g), 50, 10, 3);
   CHECK(factor.cols() == 7);
   CHECK(relative(factor * factor.transpose(), g) <= 1e-10);
+}
+
+TEST_CASE("Solvers: the Nystrom preconditioner applies (l_r + mu) U (L + mu I)^-1 U^T + I - U U^T") {
+  // Frangella, Tropp & Udell's P^-1 for G ~ F F^T = U L U^T, here with U and L from the thin SVD of
+  // F (the class goes through the eigendecomposition of F^T F instead).  n = 1100 is two whole
+  // 512-row blocks of the blocked apply and a tail of 76: a skipped or doubled block, a lost
+  // per-thread partial sum of U^T r or a wrong scale moves the result far above rounding.
+  const Index n = 1100, rank = 25;
+  const double mu = 0.5;
+  const Matrix f = normal_matrix(n, rank, 71), r = normal_matrix(n, 3, 72);
+  Eigen::JacobiSVD<Matrix> svd(f, Eigen::ComputeThinU);
+  const Matrix u = svd.matrixU();
+  const Vector lambda = svd.singularValues().array().square();  // descending
+  const double smallest = lambda[rank - 1];
+  const Matrix expected =
+      (smallest + mu) * u * ((lambda.array() + mu).inverse().matrix().asDiagonal() * (u.transpose() * r)) + r -
+      u * (u.transpose() * r);
+  Matrix z;
+  ntk::NystromPreconditioner<double>(f, mu).apply(r, z);
+  CHECK(relative(z, expected) <= 1e-10);
 }
 
 TEST_CASE("Solvers: non-convergence and a zero ridge and bad times and singular Cholesky are reported") {
