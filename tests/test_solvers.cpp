@@ -379,22 +379,40 @@ TEST_CASE("Solvers: RPCholesky recovers a low-rank Gram matrix exactly") {
 
 TEST_CASE("Solvers: the Nystrom preconditioner applies (l_r + mu) U (L + mu I)^-1 U^T + I - U U^T") {
   // Frangella, Tropp & Udell's P^-1 for G ~ F F^T = U L U^T, here with U and L from the thin SVD of
-  // F (the class goes through the eigendecomposition of F^T F instead).  n = 1100 is two whole
-  // 512-row blocks of the blocked apply and a tail of 76: a skipped or doubled block, a lost
-  // per-thread partial sum of U^T r or a wrong scale moves the result far above rounding.
-  const Index n = 1100, rank = 25;
+  // F (the class goes through the eigendecomposition of F^T F instead).  n = 300 is one partial
+  // 512-row block of the blocked apply, n = 1100 two whole blocks and a tail of 76: a skipped or
+  // doubled block, a lost partial sum of U^T r or a wrong scale moves the result far above
+  // rounding.  1, 2 and 3 threads give the same bits (fixed partial sums).
   const double mu = 0.5;
-  const Matrix f = normal_matrix(n, rank, 71), r = normal_matrix(n, 3, 72);
-  Eigen::JacobiSVD<Matrix> svd(f, Eigen::ComputeThinU);
-  const Matrix u = svd.matrixU();
-  const Vector lambda = svd.singularValues().array().square();  // descending
-  const double smallest = lambda[rank - 1];
-  const Matrix expected =
-      (smallest + mu) * u * ((lambda.array() + mu).inverse().matrix().asDiagonal() * (u.transpose() * r)) + r -
-      u * (u.transpose() * r);
-  Matrix z;
-  ntk::NystromPreconditioner<double>(f, mu).apply(r, z);
-  CHECK(relative(z, expected) <= 1e-10);
+  for (const Index n : {Index(300), Index(1100)}) {
+    const Index rank = 25;
+    const Matrix f = normal_matrix(n, rank, 71), r = normal_matrix(n, 3, 72);
+    Eigen::JacobiSVD<Matrix> svd(f, Eigen::ComputeThinU);
+    const Matrix u = svd.matrixU();
+    const Vector lambda = svd.singularValues().array().square();  // descending
+    const double smallest = lambda[rank - 1];
+    const Matrix expected =
+        (smallest + mu) * u * ((lambda.array() + mu).inverse().matrix().asDiagonal() * (u.transpose() * r)) + r -
+        u * (u.transpose() * r);
+    const ntk::NystromPreconditioner<double> precond(f, mu);
+    Matrix first;
+    for (const int threads : {1, 2, 3}) {
+#if defined(_OPENMP)
+      const int before = omp_get_max_threads();
+      omp_set_num_threads(threads);
+#endif
+      Matrix z;
+      precond.apply(r, z);
+#if defined(_OPENMP)
+      omp_set_num_threads(before);
+#endif
+      CHECK(relative(z, expected) <= 1e-10);
+      if (threads == 1)
+        first = z;
+      else
+        CHECK(z == first);
+    }
+  }
 }
 
 TEST_CASE("Solvers: non-convergence and a zero ridge and bad times and singular Cholesky are reported") {

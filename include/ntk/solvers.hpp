@@ -232,27 +232,29 @@ class NystromPreconditioner {
   }
   Eigen::Index rank() const { return m_u.cols(); }
   /// z = P⁻¹ r = r + U diag(scale) Uᵀ r.  Both products with the tall U go by blocks of 512 rows
-  /// shared among threads: one Eigen product over the whole n x rank U copies (packs) all of it
-  /// every call, 5.5x slower at n = 60,000, rank 1,000, 10 right-hand sides (docs/large_scale.md).
+  /// shared among Eigen::nbThreads() threads: one Eigen product over the whole n x rank U spent
+  /// most of its time packing U (about 6x slower at n = 60,000, rank 1,000, 10 right-hand sides;
+  /// docs/large_scale.md).  Uᵀ r is summed in at most 16 fixed parts of consecutive blocks, so the
+  /// result does not depend on the number of threads.
   void apply(const Matrix& r, Matrix& z) const {
     z = r;
     if (m_u.cols() == 0) return;
-    constexpr Eigen::Index rows = 512;
-    const Eigen::Index n = m_u.rows(), blocks = (n + rows - 1) / rows;
-    const int threads = detail::thread_count(0);
-    std::vector<Matrix> partial(static_cast<std::size_t>(threads), Matrix::Zero(m_u.cols(), r.cols()));
+    constexpr Eigen::Index rows = 512, max_parts = 16;
+    const Eigen::Index n = m_u.rows(), blocks = (n + rows - 1) / rows, parts = std::min(blocks, max_parts);
+    std::vector<Matrix> partial(static_cast<std::size_t>(parts), Matrix::Zero(m_u.cols(), r.cols()));
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(Eigen::nbThreads())
 #endif
-    for (Eigen::Index b = 0; b < blocks; ++b) {
-      const Eigen::Index i = b * rows, h = std::min(rows, n - i);
-      partial[static_cast<std::size_t>(detail::thread_id())].noalias() +=
-          m_u.middleRows(i, h).transpose() * r.middleRows(i, h);
-    }
-    Matrix t = m_scale.asDiagonal() * partial[0];  // diag(scale) Uᵀ r
-    for (std::size_t p = 1; p < partial.size(); ++p) t.noalias() += m_scale.asDiagonal() * partial[p];
+    for (Eigen::Index p = 0; p < parts; ++p)
+      for (Eigen::Index b = p * blocks / parts; b < (p + 1) * blocks / parts; ++b) {
+        const Eigen::Index i = b * rows, h = std::min(rows, n - i);
+        partial[static_cast<std::size_t>(p)].noalias() += m_u.middleRows(i, h).transpose() * r.middleRows(i, h);
+      }
+    Matrix t = std::move(partial[0]);
+    for (std::size_t p = 1; p < partial.size(); ++p) t += partial[p];
+    t = m_scale.asDiagonal() * t;  // diag(scale) Uᵀ r
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(Eigen::nbThreads())
 #endif
     for (Eigen::Index b = 0; b < blocks; ++b) {
       const Eigen::Index i = b * rows, h = std::min(rows, n - i);
