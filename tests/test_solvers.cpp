@@ -143,6 +143,33 @@ TEST_CASE("Gram operators: the packed product's register-blocked kernel handles 
                   });
 }
 
+TEST_CASE("Gram operators: packed columns are the stored entries, from every block column") {
+  // Column j comes from its own block column (rows 0 .. c1 - 1) and from row j of every later one:
+  // pivots on both sides of block boundaries, the first and last, and a repeated one, with 1-3
+  // threads; double storage gives the entries exactly, float the float-rounded ones.
+  for (const auto& [n, block] : {std::pair<Index, Index>{7, 512}, {301, 37}, {301, 64}, {1001, 512}}) {
+    const Matrix a = normal_matrix(n, n, 81);
+    const Matrix g = a + a.transpose();
+    const auto fill = [&](Index c0, Index c1, Eigen::Ref<Matrix> out) { out = g.block(0, c0, c1, c1 - c0); };
+    std::vector<Index> idx{0, n - 1, std::min(block, n - 1), std::min(block - 1, n - 1), n / 2, n / 3, 0};
+    for (const int threads : {1, 2, 3}) {
+      INFO("n " << n << " block " << block << " threads " << threads);
+      const ntk::PackedGramOptions options{block, "", false, threads};
+      ntk::PackedGram<double, double> packed(n, options);
+      packed.fill(fill);
+      ntk::PackedGram<double, float> packed_float(n, options);
+      packed_float.fill(fill);
+      Matrix cols(n, static_cast<Index>(idx.size())), cols_float = cols;
+      packed.columns(idx, cols);
+      packed_float.columns(idx, cols_float);
+      for (std::size_t c = 0; c < idx.size(); ++c) {
+        CHECK(cols.col(static_cast<Index>(c)) == g.col(idx[c]));
+        CHECK(cols_float.col(static_cast<Index>(c)) == g.col(idx[c]).cast<float>().cast<double>());
+      }
+    }
+  }
+}
+
 TEST_CASE(
     "Gram operators: every entry of the packed product is within the summation error bound of the dense product") {
   // Elementwise: an entry of G v is a sum of n products, so any summation order (blocked, FMA,
@@ -370,11 +397,22 @@ TEST_CASE("Solvers: matrix-free CG and blocked test predictions match the dense 
 }
 
 TEST_CASE("Solvers: RPCholesky recovers a low-rank Gram matrix exactly") {
-  const Matrix f = normal_matrix(300, 7, 61);
-  const Matrix g = f * f.transpose();
-  const Matrix factor = ntk::rp_cholesky(ntk::DenseGram<>(g), 50, 10, 3);
-  CHECK(factor.cols() == 7);
-  CHECK(relative(factor * factor.transpose(), g) <= 1e-10);
+  // Rank 7 in one round of 10 pivots; rank 36 in four rounds, each subtracting the factor so far
+  // from its new columns (by 512-row blocks: n = 1,100 is two whole blocks and a tail), read from a
+  // packed operator too.  A lost block or round leaves a residual far above 1e-10.
+  for (const Index n : {Index(300), Index(1100)})
+    for (const Index rank : {Index(7), Index(36)}) {
+      INFO("n " << n << " rank " << rank);
+      const Matrix f = normal_matrix(n, rank, 61);
+      const Matrix ffT = f * f.transpose();
+      const Matrix g = (ffT + ffT.transpose()) / 2;  // symmetric to the last bit, as a packed triangle is
+      const Matrix factor = ntk::rp_cholesky(ntk::DenseGram<>(g), 50, 10, 3);
+      CHECK(factor.cols() == rank);
+      CHECK(relative(factor * factor.transpose(), g) <= 1e-10);
+      ntk::PackedGram<> packed(n, ntk::PackedGramOptions{64, "", false, 2});
+      packed.fill([&](Index c0, Index c1, Eigen::Ref<Matrix> out) { out = g.block(0, c0, c1, c1 - c0); });
+      CHECK(ntk::rp_cholesky(packed, 50, 10, 3) == factor);  // the same columns, so the same bits
+    }
 }
 
 TEST_CASE("Solvers: the Nystrom preconditioner applies (l_r + mu) U (L + mu I)^-1 U^T + I - U U^T") {

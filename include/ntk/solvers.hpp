@@ -130,6 +130,30 @@ inline double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+/// Rows per block in row_blocked_add_product and NystromPreconditioner::apply.
+inline constexpr Eigen::Index product_block_rows = 512;
+
+/// dst += alpha · lhs · rhs for a tall lhs (n x r, n ≫ r) and a small rhs, by blocks of 512 rows of
+/// lhs and dst shared among Eigen::nbThreads() threads.  One Eigen product over the whole tall lhs
+/// spends most of its time packing lhs (n = 60,000, r = 1,000: 4.4x slower for 100 columns of rhs,
+/// 6x for 10; docs/large_scale.md).  Each row of dst is one block's product: the result does not
+/// depend on the number of threads.
+template <class Scalar>
+void row_blocked_add_product(Eigen::Ref<Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>> dst,
+                             const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& lhs,
+                             const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& rhs,
+                             Scalar alpha) {
+  const Eigen::Index n = lhs.rows(), blocks = (n + product_block_rows - 1) / product_block_rows;
+  if (lhs.cols() == 0) return;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) num_threads(Eigen::nbThreads())
+#endif
+  for (Eigen::Index b = 0; b < blocks; ++b) {
+    const Eigen::Index i = b * product_block_rows, h = std::min(product_block_rows, n - i);
+    dst.middleRows(i, h).noalias() += alpha * (lhs.middleRows(i, h) * rhs);
+  }
+}
+
 /// Spectra's MatOp over a Gram operator (one vector at a time).
 template <class Op>
 struct SpectraAdapter {
@@ -186,7 +210,7 @@ Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic> rp_cholesky(c
     Matrix fs(r, b);  // F(pivots, :)ᵀ
     for (Eigen::Index c = 0; c < b; ++c)
       fs.col(c) = f.topLeftCorner(n, r).row(pivots[static_cast<std::size_t>(c)]).transpose();
-    if (r > 0) g.noalias() -= f.leftCols(r) * fs;
+    detail::row_blocked_add_product<Scalar>(g, f.leftCols(r), fs, Scalar(-1));
     Matrix h(b, b);
     for (Eigen::Index c = 0; c < b; ++c)
       for (Eigen::Index a = 0; a < b; ++a) h(a, c) = g(pivots[static_cast<std::size_t>(a)], c);
@@ -199,7 +223,8 @@ Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic> rp_cholesky(c
     for (Eigen::Index i = 0; i < b; ++i) keep += e[i] > cut;
     if (keep == 0) break;
     const Matrix w = eig.eigenvectors().rightCols(keep) * e.tail(keep).cwiseSqrt().cwiseInverse().asDiagonal();
-    f.middleCols(r, keep).noalias() = g * w;
+    f.middleCols(r, keep).setZero();
+    detail::row_blocked_add_product<Scalar>(f.middleCols(r, keep), g, w, Scalar(1));
     d -= f.middleCols(r, keep).rowwise().squaredNorm();
     d = d.cwiseMax(Scalar(0));
     for (Eigen::Index c = 0; c < b; ++c) d[pivots[static_cast<std::size_t>(c)]] = 0;
@@ -226,20 +251,21 @@ class NystromPreconditioner {
     for (Eigen::Index i = 0; i < e.size(); ++i) keep += e[i] > cut;
     if (keep == 0) return;
     m_lambda = e.tail(keep);
-    m_u.noalias() = f * (eig.eigenvectors().rightCols(keep) * m_lambda.cwiseSqrt().cwiseInverse().asDiagonal());
+    m_u = Matrix::Zero(f.rows(), keep);
+    detail::row_blocked_add_product<Scalar>(
+        m_u, f, eig.eigenvectors().rightCols(keep) * m_lambda.cwiseSqrt().cwiseInverse().asDiagonal(), Scalar(1));
     const Scalar smallest = m_lambda[0];
     m_scale = ((smallest + mu) / (m_lambda.array() + mu) - 1).matrix();
   }
   Eigen::Index rank() const { return m_u.cols(); }
   /// z = P⁻¹ r = r + U diag(scale) Uᵀ r.  Both products with the tall U go by blocks of 512 rows
-  /// shared among Eigen::nbThreads() threads: one Eigen product over the whole n x rank U spent
-  /// most of its time packing U (about 6x slower at n = 60,000, rank 1,000, 10 right-hand sides;
-  /// docs/large_scale.md).  Uᵀ r is summed in at most 16 fixed parts of consecutive blocks, so the
-  /// result does not depend on the number of threads.
+  /// shared among Eigen::nbThreads() threads (see detail::row_blocked_add_product).  Uᵀ r is summed
+  /// in at most 16 fixed parts of consecutive blocks, so the result does not depend on the number
+  /// of threads.
   void apply(const Matrix& r, Matrix& z) const {
     z = r;
     if (m_u.cols() == 0) return;
-    constexpr Eigen::Index rows = 512, max_parts = 16;
+    constexpr Eigen::Index rows = detail::product_block_rows, max_parts = 16;
     const Eigen::Index n = m_u.rows(), blocks = (n + rows - 1) / rows, parts = std::min(blocks, max_parts);
     std::vector<Matrix> partial(static_cast<std::size_t>(parts), Matrix::Zero(m_u.cols(), r.cols()));
 #if defined(_OPENMP)
@@ -253,13 +279,7 @@ class NystromPreconditioner {
     Matrix t = std::move(partial[0]);
     for (std::size_t p = 1; p < partial.size(); ++p) t += partial[p];
     t = m_scale.asDiagonal() * t;  // diag(scale) Uᵀ r
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(Eigen::nbThreads())
-#endif
-    for (Eigen::Index b = 0; b < blocks; ++b) {
-      const Eigen::Index i = b * rows, h = std::min(rows, n - i);
-      z.middleRows(i, h).noalias() += m_u.middleRows(i, h) * t;
-    }
+    detail::row_blocked_add_product<Scalar>(z, m_u, t, Scalar(1));
   }
 
  private:
