@@ -159,7 +159,8 @@ TEST_CASE("Gram operators: packed columns are the stored entries, from every blo
       packed.fill(fill);
       ntk::PackedGram<double, float> packed_float(n, options);
       packed_float.fill(fill);
-      Matrix cols(n, static_cast<Index>(idx.size())), cols_float = cols;
+      const double nan = std::numeric_limits<double>::quiet_NaN();  // an entry left unwritten fails
+      Matrix cols = Matrix::Constant(n, static_cast<Index>(idx.size()), nan), cols_float = cols;
       packed.columns(idx, cols);
       packed_float.columns(idx, cols_float);
       for (std::size_t c = 0; c < idx.size(); ++c) {
@@ -411,7 +412,54 @@ TEST_CASE("Solvers: RPCholesky recovers a low-rank Gram matrix exactly") {
       CHECK(relative(factor * factor.transpose(), g) <= 1e-10);
       ntk::PackedGram<> packed(n, ntk::PackedGramOptions{64, "", false, 2});
       packed.fill([&](Index c0, Index c1, Eigen::Ref<Matrix> out) { out = g.block(0, c0, c1, c1 - c0); });
-      CHECK(ntk::rp_cholesky(packed, 50, 10, 3) == factor);  // the same columns, so the same bits
+      for (const int threads : {1, 2, 3}) {  // the same columns, so the same bits, for any thread count
+#if defined(_OPENMP)
+        const int before = omp_get_max_threads();
+        omp_set_num_threads(threads);
+#endif
+        const Matrix again = ntk::rp_cholesky(packed, 50, 10, 3);
+#if defined(_OPENMP)
+        omp_set_num_threads(before);
+#endif
+        INFO("threads " << threads);
+        REQUIRE(again.cols() == factor.cols());
+        CHECK(again == factor);
+      }
+    }
+}
+
+TEST_CASE("Solvers: the row-blocked product writes or adds alpha lhs rhs in every 512-row block") {
+  // n around the block size and across a tail; r = 0 (an empty sum); dst filled with NaN first, so
+  // a row the overwrite misses stays NaN; 1-3 threads give the same bits.
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (const Index n : {Index(1), Index(511), Index(512), Index(513), Index(1100)})
+    for (const Index r : {Index(0), Index(3)}) {
+      INFO("n " << n << " r " << r);
+      const Matrix lhs = normal_matrix(n, r, 91), rhs = normal_matrix(r, 2, 92), start = normal_matrix(n, 2, 93);
+      const Matrix product = lhs * rhs;
+      Matrix first_set, first_add;
+      for (const int threads : {1, 2, 3}) {
+#if defined(_OPENMP)
+        const int before = omp_get_max_threads();
+        omp_set_num_threads(threads);
+#endif
+        Matrix set = Matrix::Constant(n, 2, nan), add = start;
+        ntk::detail::row_blocked_product<double>(set, lhs, rhs, -0.5, false);
+        ntk::detail::row_blocked_product<double>(add, lhs, rhs, 2.0, true);
+#if defined(_OPENMP)
+        omp_set_num_threads(before);
+#endif
+        REQUIRE(set.allFinite());
+        CHECK((set + 0.5 * product).norm() <= 1e-14 * (1 + product.norm()));
+        CHECK((add - start - 2.0 * product).norm() <= 1e-14 * (1 + product.norm() + start.norm()));
+        if (threads == 1) {
+          first_set = set;
+          first_add = add;
+        } else {
+          CHECK(set == first_set);
+          CHECK(add == first_add);
+        }
+      }
     }
 }
 

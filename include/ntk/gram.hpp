@@ -358,7 +358,7 @@ struct PackedGramOptions {
   std::string file;
   /// Keep the file after the operator is destroyed (else it is removed).
   bool keep_file = false;
-  /// Threads for apply in OpenMP builds; 0 uses the OpenMP default.
+  /// Threads for apply and columns in OpenMP builds; 0 uses the OpenMP default.
   int threads = 0;
 
   void check(const char* function) const {
@@ -498,11 +498,13 @@ class PackedGram {
   }
   /// Column j of G: rows 0 .. c1 − 1 are its stored column in block column J = j / b; every later
   /// row i is G(j, i), row j of a later stored column.  Those are gathered block column by block
-  /// column, every stored column read once at the rows of all requested j together (a few pages
-  /// per stored column instead of a page per entry: 1.6x faster for 100 of 60,000 columns).
+  /// column, each stored column visited once for all requested j together, instead of entry by
+  /// entry with an index computation each (1.6x faster for 100 of 60,000 columns).
   void columns(const std::vector<Eigen::Index>& idx, Eigen::Ref<Matrix> out) const {
     const Eigen::Index count = static_cast<Eigen::Index>(idx.size()), b = m_options.block;
     const Eigen::Index blocks = static_cast<Eigen::Index>(m_offsets.size()) - 1;
+    eigen_assert(out.rows() == m_n && out.cols() == count);
+    eigen_assert(std::all_of(idx.begin(), idx.end(), [&](Eigen::Index j) { return j >= 0 && j < m_n; }));
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(dynamic, 1) num_threads(detail::thread_count(m_options.threads))
 #endif

@@ -130,27 +130,31 @@ inline double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-/// Rows per block in row_blocked_add_product and NystromPreconditioner::apply.
+/// Rows per block in row_blocked_product and NystromPreconditioner::apply.
 inline constexpr Eigen::Index product_block_rows = 512;
 
-/// dst += alpha · lhs · rhs for a tall lhs (n x r, n ≫ r) and a small rhs, by blocks of 512 rows of
-/// lhs and dst shared among Eigen::nbThreads() threads.  One Eigen product over the whole tall lhs
-/// spends most of its time packing lhs (n = 60,000, r = 1,000: 4.4x slower for 100 columns of rhs,
-/// 6x for 10; docs/large_scale.md).  Each row of dst is one block's product: the result does not
-/// depend on the number of threads.
+/// dst = alpha · lhs · rhs (accumulate: dst += alpha · lhs · rhs) for a tall lhs (n x r, n ≫ r) and a
+/// small rhs, by blocks of 512 rows of lhs and dst shared among Eigen::nbThreads() threads, each
+/// writing its own rows of dst.  One Eigen product over the whole tall lhs spends most of its time
+/// packing lhs (n = 60,000, r = 1,000: 4.4x slower for 100 columns of rhs, 6x for 10;
+/// docs/large_scale.md).  Each row of dst is one block's product: the result does not depend on
+/// the number of threads.  dst must not overlap lhs or rhs.
 template <class Scalar>
-void row_blocked_add_product(Eigen::Ref<Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>> dst,
-                             const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& lhs,
-                             const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& rhs,
-                             Scalar alpha) {
+void row_blocked_product(Eigen::Ref<Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>> dst,
+                         const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& lhs,
+                         const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& rhs,
+                         Scalar alpha, bool accumulate) {
+  eigen_assert(dst.rows() == lhs.rows() && dst.cols() == rhs.cols() && lhs.cols() == rhs.rows());
   const Eigen::Index n = lhs.rows(), blocks = (n + product_block_rows - 1) / product_block_rows;
-  if (lhs.cols() == 0) return;
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) num_threads(Eigen::nbThreads())
 #endif
   for (Eigen::Index b = 0; b < blocks; ++b) {
     const Eigen::Index i = b * product_block_rows, h = std::min(product_block_rows, n - i);
-    dst.middleRows(i, h).noalias() += alpha * (lhs.middleRows(i, h) * rhs);
+    if (accumulate)
+      dst.middleRows(i, h).noalias() += alpha * (lhs.middleRows(i, h) * rhs);
+    else
+      dst.middleRows(i, h).noalias() = alpha * (lhs.middleRows(i, h) * rhs);
   }
 }
 
@@ -210,7 +214,7 @@ Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic> rp_cholesky(c
     Matrix fs(r, b);  // F(pivots, :)ᵀ
     for (Eigen::Index c = 0; c < b; ++c)
       fs.col(c) = f.topLeftCorner(n, r).row(pivots[static_cast<std::size_t>(c)]).transpose();
-    detail::row_blocked_add_product<Scalar>(g, f.leftCols(r), fs, Scalar(-1));
+    detail::row_blocked_product<Scalar>(g, f.leftCols(r), fs, Scalar(-1), true);
     Matrix h(b, b);
     for (Eigen::Index c = 0; c < b; ++c)
       for (Eigen::Index a = 0; a < b; ++a) h(a, c) = g(pivots[static_cast<std::size_t>(a)], c);
@@ -223,8 +227,7 @@ Eigen::Matrix<typename Op::Scalar, Eigen::Dynamic, Eigen::Dynamic> rp_cholesky(c
     for (Eigen::Index i = 0; i < b; ++i) keep += e[i] > cut;
     if (keep == 0) break;
     const Matrix w = eig.eigenvectors().rightCols(keep) * e.tail(keep).cwiseSqrt().cwiseInverse().asDiagonal();
-    f.middleCols(r, keep).setZero();
-    detail::row_blocked_add_product<Scalar>(f.middleCols(r, keep), g, w, Scalar(1));
+    detail::row_blocked_product<Scalar>(f.middleCols(r, keep), g, w, Scalar(1), false);
     d -= f.middleCols(r, keep).rowwise().squaredNorm();
     d = d.cwiseMax(Scalar(0));
     for (Eigen::Index c = 0; c < b; ++c) d[pivots[static_cast<std::size_t>(c)]] = 0;
@@ -251,15 +254,16 @@ class NystromPreconditioner {
     for (Eigen::Index i = 0; i < e.size(); ++i) keep += e[i] > cut;
     if (keep == 0) return;
     m_lambda = e.tail(keep);
-    m_u = Matrix::Zero(f.rows(), keep);
-    detail::row_blocked_add_product<Scalar>(
-        m_u, f, eig.eigenvectors().rightCols(keep) * m_lambda.cwiseSqrt().cwiseInverse().asDiagonal(), Scalar(1));
+    m_u.resize(f.rows(), keep);
+    detail::row_blocked_product<Scalar>(
+        m_u, f, eig.eigenvectors().rightCols(keep) * m_lambda.cwiseSqrt().cwiseInverse().asDiagonal(), Scalar(1),
+        false);
     const Scalar smallest = m_lambda[0];
     m_scale = ((smallest + mu) / (m_lambda.array() + mu) - 1).matrix();
   }
   Eigen::Index rank() const { return m_u.cols(); }
   /// z = P⁻¹ r = r + U diag(scale) Uᵀ r.  Both products with the tall U go by blocks of 512 rows
-  /// shared among Eigen::nbThreads() threads (see detail::row_blocked_add_product).  Uᵀ r is summed
+  /// shared among Eigen::nbThreads() threads (see detail::row_blocked_product).  Uᵀ r is summed
   /// in at most 16 fixed parts of consecutive blocks, so the result does not depend on the number
   /// of threads.
   void apply(const Matrix& r, Matrix& z) const {
@@ -279,7 +283,7 @@ class NystromPreconditioner {
     Matrix t = std::move(partial[0]);
     for (std::size_t p = 1; p < partial.size(); ++p) t += partial[p];
     t = m_scale.asDiagonal() * t;  // diag(scale) Uᵀ r
-    detail::row_blocked_add_product<Scalar>(z, m_u, t, Scalar(1));
+    detail::row_blocked_product<Scalar>(z, m_u, t, Scalar(1), true);
   }
 
  private:
