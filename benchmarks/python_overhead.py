@@ -8,20 +8,11 @@ Prints the median of 7 Python calls (C and Fortran order input), the C++ median,
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 
 import ntk
-
-
-def median_seconds(f, repeats=7):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+from timing import median_seconds  # benchmarks/, next to this script
 
 
 def main():

@@ -12,13 +12,12 @@ Usage: PYTHONPATH=build/python /usr/bin/python3 benchmarks/python_vs_torch.py [t
 Prints medians of 7 runs (after the check's warm-up call) and the ratios (other / ntk).
 """
 import sys
-import time
 
 import numpy as np
 
 import ntk
 from numpy_relu_ntk import relu_ntk as numpy_relu_ntk  # benchmarks/, next to this script
-from python_overhead import median_seconds
+from timing import median_seconds
 
 
 def relative(a, b):
