@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -433,6 +434,34 @@ TEST_CASE("kernel_into writes the Gram matrix into caller storage", "[kernel]") 
   } catch (const std::invalid_argument& e) {
     CHECK(std::string(e.what()) == "ntk::kernel_into: out must be 37 x 21 (got 5 x 5)");
   }
+}
+
+TEST_CASE("Inner products by blocks: x1 x2ᵀ and its upper triangle equal one product, across block edges", "[kernel]") {
+  // detail::inner_products works in 2,048-row pieces (and 512-column blocks for the upper triangle);
+  // sizes on both sides of those edges, into NaN-filled output, so a piece left out shows.
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (const Eigen::Index n : {1, 511, 512, 513, 2048, 2100}) {
+    INFO("n = " << n);
+    const Matrix x = random_inputs(n, 6, static_cast<unsigned>(40 + n)), few = random_inputs(7, 6, 41);
+    const Matrix gram = x * x.transpose(), cross = x * few.transpose();
+    Matrix upper = Matrix::Constant(n, n, nan), tall = Matrix::Constant(n, 7, nan), wide = Matrix::Constant(7, n, nan);
+    ntk::detail::inner_products<Matrix, Matrix, double>(x, x, true, upper);
+    ntk::detail::inner_products<Matrix, Matrix, double>(x, few, false, tall);
+    ntk::detail::inner_products<Matrix, Matrix, double>(few, x, false, wide);
+    const Matrix upper_part = upper.triangularView<Eigen::Upper>(), gram_upper = gram.triangularView<Eigen::Upper>();
+    CHECK(upper_part.allFinite());
+    CHECK((upper_part - gram_upper).cwiseAbs().maxCoeff() <= 1e-13 * gram.cwiseAbs().maxCoeff());
+    CHECK(tall.allFinite());
+    CHECK((tall - cross).cwiseAbs().maxCoeff() <= 1e-13 * cross.cwiseAbs().maxCoeff());
+    CHECK(wide.allFinite());
+    CHECK((wide - cross.transpose()).cwiseAbs().maxCoeff() <= 1e-13 * cross.cwiseAbs().maxCoeff());
+  }
+  // Through the engine: the symmetric Gram matrix of 2,100 points (one triangle, mirrored) against
+  // the two-set kernel of the same points.
+  const Matrix x = random_inputs(2100, 3, 43);
+  const auto net = ntk::mlp(ntk::Relu{}, 3, 0, 1.3, 0.2);
+  const Matrix one = ntk::ntk_kernel(net, x), two = ntk::kernel(net, x, Matrix(x)).ntk;
+  CHECK((one - two).cwiseAbs().maxCoeff() <= 1e-12 * two.cwiseAbs().maxCoeff());
 }
 
 TEST_CASE("Compile-time composition with mixed activations equals the recursion by hand", "[kernel]") {
