@@ -11,6 +11,10 @@
 #include <string>
 #include <tuple>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 #include "catch_shim.hpp"
 #include "test_config.hpp"
 
@@ -436,33 +440,47 @@ TEST_CASE("kernel_into writes the Gram matrix into caller storage", "[kernel]") 
   }
 }
 
-TEST_CASE("Inner products by blocks: x1 x2ᵀ and its upper triangle equal one product, across block edges", "[kernel]") {
-  // detail::inner_products works in 2,048-row pieces (and 512-column blocks for the upper triangle);
-  // sizes on both sides of those edges, into NaN-filled output, so a piece left out shows.
+TEST_CASE("Two-set inner products by 2,048-row pieces equal one product, across the piece edge", "[kernel]") {
+  // detail::cross_inner_products works in 2,048-row pieces of x1; sizes on both sides of that edge,
+  // into NaN-filled output, so a piece left out shows.
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  for (const Eigen::Index n : {1, 511, 512, 513, 2048, 2100}) {
+  for (const Eigen::Index n : {1, 2047, 2048, 2049, 4200}) {
     INFO("n = " << n);
     const Matrix x = random_inputs(n, 6, static_cast<unsigned>(40 + n)), few = random_inputs(7, 6, 41);
-    const Matrix gram = x * x.transpose(), cross = x * few.transpose();
-    Matrix upper = Matrix::Constant(n, n, nan), tall = Matrix::Constant(n, 7, nan), wide = Matrix::Constant(7, n, nan);
-    ntk::detail::inner_products<Matrix, Matrix, double>(x, x, true, upper);
-    ntk::detail::inner_products<Matrix, Matrix, double>(x, few, false, tall);
-    ntk::detail::inner_products<Matrix, Matrix, double>(few, x, false, wide);
-    const Matrix upper_part = upper.triangularView<Eigen::Upper>(), gram_upper = gram.triangularView<Eigen::Upper>();
-    CHECK(upper_part.allFinite());
-    CHECK((upper_part - gram_upper).cwiseAbs().maxCoeff() <= 1e-13 * gram.cwiseAbs().maxCoeff());
+    const Matrix cross = x * few.transpose();
+    Matrix tall = Matrix::Constant(n, 7, nan), wide = Matrix::Constant(7, n, nan);
+    ntk::detail::cross_inner_products<Matrix, Matrix, double>(x, few, tall);
+    ntk::detail::cross_inner_products<Matrix, Matrix, double>(few, x, wide);
     CHECK(tall.allFinite());
     CHECK((tall - cross).cwiseAbs().maxCoeff() <= 1e-13 * cross.cwiseAbs().maxCoeff());
     CHECK(wide.allFinite());
     CHECK((wide - cross.transpose()).cwiseAbs().maxCoeff() <= 1e-13 * cross.cwiseAbs().maxCoeff());
   }
-  // Through the engine: the symmetric Gram matrix of 2,100 points (one triangle, mirrored) against
-  // the two-set kernel of the same points.
+  // Through the engine: the two-set kernel of 2,100 points against the symmetric Gram matrix of the
+  // same points (one triangle by rankUpdate, mirrored).
   const Matrix x = random_inputs(2100, 3, 43);
   const auto net = ntk::mlp(ntk::Relu{}, 3, 0, 1.3, 0.2);
   const Matrix one = ntk::ntk_kernel(net, x), two = ntk::kernel(net, x, Matrix(x)).ntk;
   CHECK((one - two).cwiseAbs().maxCoeff() <= 1e-12 * two.cwiseAbs().maxCoeff());
 }
+
+#if defined(_OPENMP)
+TEST_CASE("The Gram matrix of one set has the same bits with one and two threads at d = 400", "[kernel]") {
+  // Its inner products come from Eigen's single-threaded rankUpdate and every entry's recursion is
+  // the same arithmetic on any thread: nothing depends on the team size, also for d beyond Eigen's
+  // L1 blocking of the sum over features (about 200 here), where a threaded product would split
+  // that sum differently with one thread than with two.
+  const Matrix x = random_inputs(600, 400, 44);
+  const auto net = ntk::mlp(ntk::Relu{}, 3, 0, 1.3, 0.2);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const Matrix one = ntk::ntk_kernel(net, x);
+  omp_set_num_threads(2);
+  const Matrix two = ntk::ntk_kernel(net, x);
+  omp_set_num_threads(saved);
+  CHECK((one.array() == two.array()).all());
+}
+#endif
 
 TEST_CASE("Compile-time composition with mixed activations equals the recursion by hand", "[kernel]") {
   const auto net = ntk::serial(ntk::Dense(1.5, 0.2), ntk::activation(ntk::Relu{}), ntk::Dense(0.9, 0.0),

@@ -6,8 +6,12 @@
 /// layer's mode (detail/layer_dual.hpp); then every entry runs the whole depth recursion in
 /// registers, kernel_tile rows of one column at a time (no n x n temporary per layer).  The
 /// symmetric case computes one triangle and mirrors it.  With OpenMP the columns are shared among
-/// threads; every entry is computed by the same arithmetic whatever the thread count, so results
-/// are identical.
+/// threads and the recursion computes every entry by the same arithmetic whatever the thread count.
+/// The inner products x1 x2ᵀ it starts from: for one set (the symmetric case) Eigen's rankUpdate,
+/// single-threaded, so those results are identical for every thread count; for two sets Eigen's
+/// threaded product, which splits the sum over the d features differently with one thread than
+/// with several once d exceeds about 200 (Eigen's L1 blocking), so two-set results (and packed
+/// Gram tiles) can differ in the last bits between thread counts.
 
 #include <Eigen/Core>
 
@@ -219,24 +223,15 @@ void check_result(const char* function, const Kernels<Scalar>& k) {
 template <class Scalar>
 using OutputRef = Eigen::Ref<Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>;
 
-/// out = x1 x2ᵀ by products of at most 2,048 rows of x1; when `upper` (x1 is x2, out square) only
-/// the upper triangle, by block columns of 512 (rows 0 .. the block's last column; the lower half of
-/// each diagonal block is written too, the rest of the lower triangle not at all).  Eigen's threaded
-/// product over a tall x1 (tens of thousands of rows) runs at about 0.6x the rate of the same
-/// product in 2,048-row pieces, and its rankUpdate (the symmetric product) at about 0.4x
-/// (docs/large_scale.md).
+/// out = x1 x2ᵀ (two different sets) by products of at most 2,048 rows of x1: Eigen's threaded
+/// product over a tall x1 (a packed tile is c1 x 512 with c1 up to n) runs at about 0.6x the rate of
+/// the same product in 2,048-row pieces (docs/large_scale.md).
 template <class D1, class D2, class Scalar>
-void inner_products(const Eigen::MatrixBase<D1>& x1, const Eigen::MatrixBase<D2>& x2, bool upper,
-                    OutputRef<Scalar> out) {
-  constexpr Eigen::Index rows = 2048, columns = 512;
-  const Eigen::Index n1 = x1.rows(), n2 = x2.rows();
-  const Eigen::Index width = upper ? columns : std::max<Eigen::Index>(n2, 1);
-  for (Eigen::Index c0 = 0; c0 < n2; c0 += width) {
-    const Eigen::Index w = std::min(width, n2 - c0), end = upper ? c0 + w : n1;
-    for (Eigen::Index r = 0; r < end; r += rows) {
-      const Eigen::Index h = std::min(rows, end - r);
-      out.block(r, c0, h, w).noalias() = x1.middleRows(r, h) * x2.middleRows(c0, w).transpose();
-    }
+void cross_inner_products(const Eigen::MatrixBase<D1>& x1, const Eigen::MatrixBase<D2>& x2, OutputRef<Scalar> out) {
+  constexpr Eigen::Index rows = 2048;
+  for (Eigen::Index r = 0; r < x1.rows(); r += rows) {
+    const Eigen::Index h = std::min(rows, x1.rows() - r);
+    out.middleRows(r, h).noalias() = x1.middleRows(r, h) * x2.transpose();
   }
 }
 
@@ -252,9 +247,13 @@ void compute_into(const char* function, const Arch& arch, const Eigen::MatrixBas
   using Scalar = typename D1::Scalar;
   const KernelEngine<Arch, Scalar> engine(arch, x1, x2, symmetric, options);
   const Eigen::Index n1 = x1.rows(), n2 = x2.rows();
-  // Start from the inner products, written straight into the output (scaled when read); symmetric:
-  // the upper triangle only (half the flops), the only part read below.
-  inner_products<D1, D2, Scalar>(x1, x2, symmetric, primary);
+  // Start from the inner products, written straight into the output (scaled when read).
+  if (symmetric) {  // upper triangle of x1 x1ᵀ only: half the flops (Eigen's rankUpdate, one thread)
+    primary.setZero();
+    primary.template selfadjointView<Eigen::Upper>().rankUpdate(x1.derived());
+  } else {
+    cross_inner_products<D1, D2, Scalar>(x1, x2, primary);
+  }
   const Scalar scale = engine.input_scale(x1.cols());
   const bool want_nngp = kind != KernelKind::ntk, want_ntk = kind != KernelKind::nngp;
   const int threads = options.threads;
