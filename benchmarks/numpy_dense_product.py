@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """The baseline for bench_gram's BM_packed_apply: what a NumPy user does with the Gram matrix held
 dense (n x n float64, twice the packed triangle's memory): G @ V through OpenBLAS's dgemm, and
-dsymm, which reads one triangle of the same dense array (NumPy's BLAS: OpenBLAS on Debian; np.show_config()
-says which).  Prints the median of `repeats` times in
-ms per k; compare them with `bench_gram` run in the same session at the same n and thread count.
+dsymm, which reads one triangle of the same dense array (NumPy's BLAS: OpenBLAS on Debian;
+np.show_config() says which).  Prints the median of `repeats` times in ms per k; compare them with
+`bench_gram` run in the same session at the same n and thread count.
 The matrix is random: the time of a product does not depend on the values.
 Usage: OPENBLAS_NUM_THREADS=2 /usr/bin/python3 benchmarks/numpy_dense_product.py [n=20000] [k=1,4,10,16] [repeats=5]"""
 import sys

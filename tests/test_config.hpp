@@ -8,6 +8,10 @@
 #include <cmath>
 #include <cstdint>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 #ifndef NTK_TEST_SCALE
 #define NTK_TEST_SCALE 1.0
 #endif
@@ -20,6 +24,19 @@ inline long scaled(long full, long minimum = 1) {
 /// Relative error |a - b| / max(|b|, tiny).
 inline double relative_error(double a, double b) {
   return std::fabs(a - b) / std::max(std::fabs(b), 1e-300);
+}
+/// f() with OpenMP's default team size set to `threads` and restored afterwards (f() alone without
+/// OpenMP).
+template <class F>
+inline auto with_threads([[maybe_unused]] int threads, F&& f) {
+#if defined(_OPENMP)
+  struct Restore {
+    int before = omp_get_max_threads();
+    ~Restore() { omp_set_num_threads(before); }
+  } restore;
+  omp_set_num_threads(threads);
+#endif
+  return f();
 }
 using ntk::normal_matrix;  // n x d N(0, 1) draws from the library's reproducible generator
 }  // namespace ntk_test

@@ -11,10 +11,6 @@
 #include <string>
 #include <tuple>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 #include "catch_shim.hpp"
 #include "test_config.hpp"
 
@@ -472,12 +468,8 @@ TEST_CASE("The Gram matrix of one set has the same bits with one and two threads
   // that sum differently with one thread than with two.
   const Matrix x = random_inputs(600, 400, 44);
   const auto net = ntk::mlp(ntk::Relu{}, 3, 0, 1.3, 0.2);
-  const int saved = omp_get_max_threads();
-  omp_set_num_threads(1);
-  const Matrix one = ntk::ntk_kernel(net, x);
-  omp_set_num_threads(2);
-  const Matrix two = ntk::ntk_kernel(net, x);
-  omp_set_num_threads(saved);
+  const Matrix one = ntk_test::with_threads(1, [&] { return Matrix(ntk::ntk_kernel(net, x)); });
+  const Matrix two = ntk_test::with_threads(2, [&] { return Matrix(ntk::ntk_kernel(net, x)); });
   CHECK((one.array() == two.array()).all());
 }
 #endif

@@ -43,20 +43,6 @@ bool throws_with(F&& f, const std::string& part) {
   return false;
 }
 
-/// f() with OpenMP's default team size set to `threads` and restored afterwards (f() alone without
-/// OpenMP).
-template <class F>
-auto with_threads([[maybe_unused]] int threads, F&& f) {
-#if defined(_OPENMP)
-  struct Restore {
-    int before = omp_get_max_threads();
-    ~Restore() { omp_set_num_threads(before); }
-  } restore;
-  omp_set_num_threads(threads);
-#endif
-  return f();
-}
-
 std::string temp_path(const char* name) {
   return std::string("/tmp/ntk_test_") + name + "_" + std::to_string(reinterpret_cast<std::uintptr_t>(&relu3));
 }
@@ -427,7 +413,7 @@ TEST_CASE("Solvers: RPCholesky recovers a low-rank Gram matrix exactly") {
       ntk::PackedGram<> packed(n, ntk::PackedGramOptions{64, "", false, 2});
       packed.fill([&](Index c0, Index c1, Eigen::Ref<Matrix> out) { out = g.block(0, c0, c1, c1 - c0); });
       for (const int threads : {1, 2, 3}) {  // the same columns, so the same bits, for any thread count
-        const Matrix again = with_threads(threads, [&] { return ntk::rp_cholesky(packed, 50, 10, 3); });
+        const Matrix again = ntk_test::with_threads(threads, [&] { return ntk::rp_cholesky(packed, 50, 10, 3); });
         INFO("threads " << threads);
         REQUIRE(again.cols() == factor.cols());
         CHECK(again == factor);
@@ -447,7 +433,7 @@ TEST_CASE("Solvers: the row-blocked product writes or adds alpha lhs rhs in ever
       Matrix first_set, first_add;
       for (const int threads : {1, 2, 3}) {
         Matrix set = Matrix::Constant(n, 2, nan), add = start;
-        with_threads(threads, [&] {
+        ntk_test::with_threads(threads, [&] {
           ntk::detail::row_blocked_product<double>(set, lhs, rhs, -0.5, false);
           ntk::detail::row_blocked_product<double>(add, lhs, rhs, 2.0, true);
         });
@@ -486,7 +472,7 @@ TEST_CASE("Solvers: the Nystrom preconditioner applies (l_r + mu) U (L + mu I)^-
     Matrix first;
     for (const int threads : {1, 2, 3}) {
       Matrix z;
-      with_threads(threads, [&] { precond.apply(r, z); });
+      ntk_test::with_threads(threads, [&] { precond.apply(r, z); });
       CHECK(relative(z, expected) <= 1e-10);
       if (threads == 1)
         first = z;
