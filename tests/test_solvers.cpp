@@ -133,14 +133,42 @@ TEST_CASE("Gram operators: the packed product's register-blocked kernel handles 
   // skipped or doubled diagonal block, row tail (rows % packet), column tail (w % 4) or pass of
   // right-hand sides changes the product by far more than rounding.  n = 301 with blocks 64 and 37
   // puts the diagonal inside the row chunks at c0 = 64, 37, 74, ...; n = 1001 with the default
-  // block leaves a last block of width 489.
-  packed_products({{301, 64}, {301, 37}, {1001, 512}}, {1, 2}, {1, 2, 3, 7, 10, 16, 17}, 51,
+  // block leaves a last block of width 489; n = 2100 with blocks of 700 puts the diagonal inside
+  // the 1,024-row chunks of k = 2, 3, 4 (c0 = 700, 1400) and leaves a last chunk of 52 rows.
+  packed_products({{301, 64}, {301, 37}, {1001, 512}, {2100, 700}}, {1, 2}, {1, 2, 3, 4, 7, 10, 16, 17}, 51,
                   [](const Matrix& g, const Matrix& g_float, const Eigen::Ref<const Matrix>& v, const Matrix& out,
                      const Matrix& out_float) {
                     CHECK(relative(out, g * v) <= 1e-13);
                     CHECK(relative(out_float, g_float * v) <= 1e-13);  // products in double of the rounded entries
                     CHECK(relative(out_float, g * v) <= 1e-6);         // which are within 2^-24 of g
                   });
+}
+
+TEST_CASE("Gram operators: a block column's product is the same with long chunks and with prefetched short ones") {
+  // PackedGram::apply takes one of the two read orders by processor (detail::long_chunks_pay());
+  // both run here, on three block columns of n = 2,100: the diagonal block in the first 1,024-row
+  // chunk, across the chunk boundary, and in chunks ending with a 52-row tail.
+  const Index n = 2100;
+  const Matrix a = normal_matrix(n, n, 61);
+  const Matrix g = a + a.transpose();
+  for (const auto& [c0, c1] : {std::pair<Index, Index>{0, 700}, {700, 1400}, {1400, 2100}}) {
+    const Index w = c1 - c0;
+    const Matrix r = g.block(0, c0, c1, w);
+    for (const Index k : {1, 2, 3, 4, 5}) {
+      const Matrix wide = normal_matrix(n + 5, k, 62);
+      const auto v = wide.topRows(n);
+      Matrix expected = Matrix::Zero(n, k);
+      expected.topRows(c1) += r * v.middleRows(c0, w);
+      expected.middleRows(c0, w) += r.topRows(c0).transpose() * v.topRows(c0);
+      for (const bool long_chunks : {false, true}) {
+        INFO("c0 " << c0 << " k " << k << " long chunks " << long_chunks);
+        Matrix acc = Matrix::Zero(n, k);
+        ntk::detail::GramScratch<double> scratch;
+        ntk::detail::accumulate_block_column<double, double>(r.data(), c1, c0, w, v, acc, scratch, long_chunks);
+        CHECK(relative(acc, expected) <= 1e-13);
+      }
+    }
+  }
 }
 
 TEST_CASE("Gram operators: packed columns are the stored entries, from every block column") {

@@ -118,7 +118,7 @@ inline void prefetch_line(const char* p) {
 /// Each step also prefetches the bytes at prefetch + i·prefetch_step and prefetch_ld further
 /// (rows of the columns read next; see accumulate_block_column_tiled): both must be addresses
 /// inside the stored block column.  v/acc are column-major with strides sv/sa.
-template <class Scalar, int G, int KB, int M, bool Dot>
+template <class Scalar, int G, int KB, int M, bool Dot, bool Prefetch>
 void gram_micro_kernel(const Scalar* r, Eigen::Index ld, Eigen::Index rows, const Scalar* v_row, const Scalar* v_col,
                        Eigen::Index sv, Scalar* acc_row, Eigen::Index sa, Scalar* dots, Eigen::Index sd,
                        const char* prefetch, Eigen::Index prefetch_step, Eigen::Index prefetch_ld) {
@@ -139,8 +139,10 @@ void gram_micro_kernel(const Scalar* r, Eigen::Index ld, Eigen::Index rows, cons
     Packet x[std::size_t{MM}][std::size_t{G}];
     for (int m = 0; m < MM; ++m)
       for (int g = 0; g < G; ++g) x[m][g] = Eigen::internal::ploadu<Packet>(r + i + m * P + g * ld);
-    prefetch_line(prefetch + i * prefetch_step);
-    prefetch_line(prefetch + i * prefetch_step + prefetch_ld);
+    if constexpr (Prefetch) {
+      prefetch_line(prefetch + i * prefetch_step);
+      prefetch_line(prefetch + i * prefetch_step + prefetch_ld);
+    }
     for (int q = 0; q < KB; ++q) {
       for (int m = 0; m < MM; ++m) {
         Scalar* a_ptr = acc_row + i + m * P + q * sa;
@@ -177,11 +179,11 @@ void gram_micro_kernel(const Scalar* r, Eigen::Index ld, Eigen::Index rows, cons
 }
 
 /// gram_micro_kernel with the number of right-hand sides kb (1 .. KB) as a template argument.
-template <class Scalar, int G, int KB, int M, bool Dot, class... Args>
+template <class Scalar, int G, int KB, int M, bool Dot, bool Prefetch, class... Args>
 void gram_micro_kernel_kb(int kb, Args... args) {
   if constexpr (KB > 1)
-    if (kb < KB) return gram_micro_kernel_kb<Scalar, G, KB - 1, M, Dot>(kb, args...);
-  gram_micro_kernel<Scalar, G, KB, M, Dot>(args...);
+    if (kb < KB) return gram_micro_kernel_kb<Scalar, G, KB - 1, M, Dot, Prefetch>(kb, args...);
+  gram_micro_kernel<Scalar, G, KB, M, Dot, Prefetch>(args...);
 }
 
 /// Scratch memory of one thread in PackedGram::apply.
@@ -192,9 +194,10 @@ struct GramScratch {
 };
 
 /// accumulate_block_column with column groups of G, passes of at most KB right-hand sides, steps
-/// of M packets of rows and chunks of chunk_rows rows; chunk_rows = 0: whole columns, left to the
-/// hardware prefetcher (no software prefetch; Storage = Scalar only).
-template <int G, int KB, int M, Eigen::Index chunk_rows, class Scalar, class Storage>
+/// of M packets of rows and chunks of chunk_rows rows (chunk_rows = 0: whole columns, Storage =
+/// Scalar only); with software_prefetch the next column group is prefetched while this one
+/// computes, else the reads are left to the hardware prefetcher.
+template <int G, int KB, int M, Eigen::Index chunk_rows, bool software_prefetch, class Scalar, class Storage>
 void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Index c0, Eigen::Index w,
                                    const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& v,
                                    Eigen::Ref<Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>> acc,
@@ -205,8 +208,7 @@ void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Ind
   constexpr Eigen::Index step = sizeof(Storage);  // bytes per row
   const Eigen::Index column_bytes = c1 * step;
   static_assert(chunk_rows > 0 || std::is_same_v<Storage, Scalar>, "whole columns need Storage = Scalar");
-  constexpr bool software_prefetch = chunk_rows > 0;
-  const Eigen::Index height = software_prefetch ? chunk_rows : c1;  // rows per chunk
+  const Eigen::Index height = chunk_rows > 0 ? chunk_rows : c1;  // rows per chunk
   if constexpr (!std::is_same_v<Storage, Scalar>) scratch.widened.resize(chunk_rows, G);
   if (c0 > 0) scratch.dots.setZero(w * k * P);
   Scalar* dots = scratch.dots.data();
@@ -255,13 +257,13 @@ void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Ind
         const Eigen::Index pf_ld = rowwise && p + passes < next_columns ? passes * column_bytes : 0;
         const Scalar* v_col = v.data() + c0 + j + q0 * sv;
         if (lower > 0)
-          gram_micro_kernel_kb<Scalar, g, KB, M, true>(kb, chunk, ld, lower, v.data() + r0 + q0 * sv, v_col, sv,
-                                                       acc.data() + r0 + q0 * sa, sa, dots + (j + q0 * w) * P, w, pf,
-                                                       step, pf_ld);
+          gram_micro_kernel_kb<Scalar, g, KB, M, true, software_prefetch>(kb, chunk, ld, lower, v.data() + r0 + q0 * sv,
+                                                                          v_col, sv, acc.data() + r0 + q0 * sa, sa,
+                                                                          dots + (j + q0 * w) * P, w, pf, step, pf_ld);
         if (lower < rows)
-          gram_micro_kernel_kb<Scalar, g, KB, M, false>(kb, chunk + lower, ld, rows - lower, v.data(), v_col, sv,
-                                                        acc.data() + r0 + lower + q0 * sa, sa, dots, w,
-                                                        pf + lower * step, step, pf_ld);
+          gram_micro_kernel_kb<Scalar, g, KB, M, false, software_prefetch>(
+              kb, chunk + lower, ld, rows - lower, v.data(), v_col, sv, acc.data() + r0 + lower + q0 * sa, sa, dots, w,
+              pf + lower * step, step, pf_ld);
         q0 += kb;
       }
     };
@@ -293,16 +295,47 @@ void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Ind
 /// chunks of 128 rows for float (widened through scratch); more (compute-bound) G = 6 columns x 1
 /// packet x 2 right-hand sides in chunks of 128 rows (on Zen 5 the fastest of 128/256/384/512 at
 /// k = 10 for float storage and within noise of the best for double; benchmarks/bench_gram.cpp).
+/// With `long_chunks` (double storage, k = 2, 3, 4) the k right-hand sides go in one pass of a
+/// G = 12/k column kernel over chunks of 1,024 rows, the reads left to the hardware prefetcher
+/// (each group's G column pieces of 8 KB are sequential runs it follows).  On an Intel Ice Lake
+/// this took k = 2 76-80 -> 63-64 ms, k = 3 81-82 -> 65-66 ms and k = 4 84-90 -> 75-82 ms
+/// (n = 20,000, 2 threads, min-median of 6 interleaved rounds; the 8-sum read of the triangle
+/// 66-68 ms), while on Zen 5 long chunks without software prefetch (then in two passes of the
+/// 6 x 2 kernel; the one-pass kernels were not measured there) were no better than the
+/// prefetched 128-row ones (k = 4 within the noise, k = 10 2-35% slower): long_chunks_pay()
+/// picks them everywhere but on AMD.  The choice changes the order of the sums, not their terms.
 template <class Scalar, class Storage>
 void accumulate_block_column(const Storage* r, Eigen::Index c1, Eigen::Index c0, Eigen::Index w,
                              const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& v,
                              Eigen::Ref<Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>> acc,
-                             GramScratch<Scalar>& scratch) {
-  constexpr Eigen::Index one_column_chunk = std::is_same_v<Storage, Scalar> ? 0 : 128;
-  if (v.cols() == 1)
-    accumulate_block_column_tiled<4, 1, 2, one_column_chunk>(r, c1, c0, w, v, acc, scratch);
-  else
-    accumulate_block_column_tiled<6, 2, 1, 128>(r, c1, c0, w, v, acc, scratch);
+                             GramScratch<Scalar>& scratch, bool long_chunks) {
+  constexpr bool same = std::is_same_v<Storage, Scalar>;
+  constexpr Eigen::Index one_column_chunk = same ? 0 : 128;  // k = 1: whole columns, prefetched chunks for float
+  constexpr bool one_column_prefetch = !same;
+  const Eigen::Index k = v.cols();
+  if (k == 1)
+    return accumulate_block_column_tiled<4, 1, 2, one_column_chunk, one_column_prefetch>(r, c1, c0, w, v, acc, scratch);
+  if constexpr (same)
+    if (long_chunks) {
+      if (k == 2) return accumulate_block_column_tiled<6, 2, 1, 1024, false>(r, c1, c0, w, v, acc, scratch);
+      if (k == 3) return accumulate_block_column_tiled<4, 3, 1, 1024, false>(r, c1, c0, w, v, acc, scratch);
+      if (k == 4) return accumulate_block_column_tiled<3, 4, 1, 1024, false>(r, c1, c0, w, v, acc, scratch);
+    }
+  accumulate_block_column_tiled<6, 2, 1, 128, true>(r, c1, c0, w, v, acc, scratch);
+}
+
+/// Whether accumulate_block_column's long_chunks pay on this processor: not on AMD (measured on
+/// Zen 5), yes elsewhere (measured on Intel; other processors unmeasured).
+inline bool long_chunks_pay() {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  static const bool pay = [] {
+    __builtin_cpu_init();
+    return !__builtin_cpu_is("amd");
+  }();
+  return pay;
+#else
+  return true;
+#endif
 }
 
 /// Averages the diagonal w x w block of a tile G(0:c1, c0:c1) with its transpose: tiles come from
@@ -470,13 +503,14 @@ class PackedGram {
       buffer.assign(static_cast<std::size_t>(m_n * k) + page / sizeof(Scalar), Scalar(0));
       Eigen::Map<Matrix> acc = accumulator(buffer);
       detail::GramScratch<Scalar> scratch;
+      const bool long_chunks = detail::long_chunks_pay();
 #if defined(_OPENMP)
 #pragma omp for schedule(dynamic, 1)
 #endif
       for (Eigen::Index J = blocks - 1; J >= 0; --J) {  // largest block columns first
         const Eigen::Index c0 = J * b, c1 = std::min(m_n, c0 + b);
         detail::accumulate_block_column<Scalar, Storage>(m_data + m_offsets[static_cast<std::size_t>(J)], c1, c0,
-                                                         c1 - c0, v, acc, scratch);
+                                                         c1 - c0, v, acc, scratch, long_chunks);
       }
     }
     out.setZero();
@@ -605,7 +639,8 @@ class MatrixFreeGram {
       detail::compute_into("MatrixFreeGram::apply", m_arch, m_x.topRows(c1), m_x.middleRows(c0, w), false, m_kind, tile,
                            tile, m_options);
       detail::symmetrize_diagonal_block(tile, c0, w);
-      detail::accumulate_block_column<Scalar, Scalar>(tile.data(), c1, c0, w, v, acc, scratch);
+      detail::accumulate_block_column<Scalar, Scalar>(tile.data(), c1, c0, w, v, acc, scratch,
+                                                      detail::long_chunks_pay());
     }
     out = acc;
   }
