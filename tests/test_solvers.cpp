@@ -133,9 +133,9 @@ TEST_CASE("Gram operators: the packed product's register-blocked kernel handles 
   // skipped or doubled diagonal block, row tail (rows % packet), column tail (w % 4) or pass of
   // right-hand sides changes the product by far more than rounding.  n = 301 with blocks 64 and 37
   // puts the diagonal inside the row chunks at c0 = 64, 37, 74, ...; n = 1001 with the default
-  // block leaves a last block of width 489; n = 2100 with blocks of 700 puts the diagonal inside
-  // the 1,024-row chunks of k = 2, 3, 4 (c0 = 700, 1400) and leaves a last chunk of 52 rows.
-  packed_products({{301, 64}, {301, 37}, {1001, 512}, {2100, 700}}, {1, 2}, {1, 2, 3, 4, 7, 10, 16, 17}, 51,
+  // block leaves a last block of width 489; n = 2101 with blocks of 701 puts the diagonal inside
+  // the 512-row chunks of long_chunks (c0 = 701, 1402) and leaves a last chunk of 53 rows.
+  packed_products({{301, 64}, {301, 37}, {1001, 512}, {2101, 701}}, {1, 2}, {1, 2, 3, 4, 7, 10, 16, 17}, 51,
                   [](const Matrix& g, const Matrix& g_float, const Eigen::Ref<const Matrix>& v, const Matrix& out,
                      const Matrix& out_float) {
                     CHECK(relative(out, g * v) <= 1e-13);
@@ -146,12 +146,14 @@ TEST_CASE("Gram operators: the packed product's register-blocked kernel handles 
 
 TEST_CASE("Gram operators: a block column's product is the same with long chunks and with prefetched short ones") {
   // PackedGram::apply takes one of the two read orders by processor (detail::long_chunks_pay());
-  // both run here, on three block columns of n = 2,100: the diagonal block in the first 1,024-row
-  // chunk, across the chunk boundary, and in chunks ending with a 52-row tail.
-  const Index n = 2100;
+  // both run here, on block columns of n = 2,101 (512-row chunks for the long ones) with the
+  // diagonal block at row 0, at a chunk boundary (512) and inside chunks (701, 1402); widths and
+  // chunk tails (701, 589, 189, 77, 53 rows) leave row tails for any packet size up to 8 and
+  // column tails for groups of 3, 4 and 6; k = 1 to 5 reaches every kernel shape of both orders.
+  const Index n = 2101;
   const Matrix a = normal_matrix(n, n, 61);
   const Matrix g = a + a.transpose();
-  for (const auto& [c0, c1] : {std::pair<Index, Index>{0, 700}, {700, 1400}, {1400, 2100}}) {
+  for (const auto& [c0, c1] : {std::pair<Index, Index>{0, 701}, {512, 1101}, {701, 1402}, {1402, 2101}}) {
     const Index w = c1 - c0;
     const Matrix r = g.block(0, c0, c1, w);
     for (const Index k : {1, 2, 3, 4, 5}) {

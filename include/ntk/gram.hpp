@@ -26,12 +26,18 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#include <cpuid.h>
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+#include <intrin.h>
+#endif
 
 #include "detail/mapped_file.hpp"
 #include "detail/memory.hpp"
@@ -115,9 +121,9 @@ inline void prefetch_line(const char* p) {
 /// sums each) stay in registers over all rows (G = 6, KB = 2: 24 FMAs per 10 loads and 2 stores,
 /// 30 of the 32 AVX-512 registers).  The dot products are not reduced across lanes here: each is
 /// added to its packet of partial sums at dots + (j + q·sd)·P, reduced once per block column.
-/// Each step also prefetches the bytes at prefetch + i·prefetch_step and prefetch_ld further
-/// (rows of the columns read next; see accumulate_block_column_tiled): both must be addresses
-/// inside the stored block column.  v/acc are column-major with strides sv/sa.
+/// With Prefetch, each step also prefetches the bytes at prefetch + i·prefetch_step and
+/// prefetch_ld further (rows of the columns read next; see accumulate_block_column_tiled): both
+/// must be addresses inside the stored block column.  v/acc are column-major with strides sv/sa.
 template <class Scalar, int G, int KB, int M, bool Dot, bool Prefetch>
 void gram_micro_kernel(const Scalar* r, Eigen::Index ld, Eigen::Index rows, const Scalar* v_row, const Scalar* v_col,
                        Eigen::Index sv, Scalar* acc_row, Eigen::Index sa, Scalar* dots, Eigen::Index sd,
@@ -132,8 +138,8 @@ void gram_micro_kernel(const Scalar* r, Eigen::Index ld, Eigen::Index rows, cons
       b[g][q] = Eigen::internal::pset1<Packet>(v_col[g + q * sv]);
       dot[g][q] = Eigen::internal::pset1<Packet>(Scalar(0));
     }
-  // M packets of rows from row i.  (The prefetches are unconditional: a branch here makes GCC keep
-  // the dot products in memory.)
+  // M packets of rows from row i.  (The prefetches depend on nothing but Prefetch: a run-time
+  // branch here makes GCC keep the dot products in memory.)
   auto rows_step = [&](auto m_tag, Eigen::Index i) {
     constexpr int MM = decltype(m_tag)::value;
     Packet x[std::size_t{MM}][std::size_t{G}];
@@ -287,21 +293,21 @@ void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Ind
 /// Blocking: rows go in chunks (the chunk's rows of acc and v stay in L1), each chunk in groups of
 /// G columns whose entries are read from memory once and used for both products in
 /// gram_micro_kernel; the k right-hand sides go in passes of at most KB, later passes re-reading
-/// the G columns from L1, while each pass prefetches part of the next group; the last w % G
-/// columns go one at a time.  Storage other than Scalar (float) is widened G columns at a time.
-/// Shapes: one right-hand side (memory-bound) G = 4 columns x 2 packets of rows per step, over whole
-/// columns for double storage (four sequential streams the hardware prefetcher follows; acc and v
-/// stay in L2 up to n ≈ 30,000: 0.68x -> 0.96x of a plain read of the triangle on Zen 5) and in software-prefetched
-/// chunks of 128 rows for float (widened through scratch); more (compute-bound) G = 6 columns x 1
-/// packet x 2 right-hand sides in chunks of 128 rows (on Zen 5 the fastest of 128/256/384/512 at
-/// k = 10 for float storage and within noise of the best for double; benchmarks/bench_gram.cpp).
-/// With `long_chunks` (double storage, k = 2, 3, 4) the k right-hand sides go in one pass of a
-/// G = 12/k column kernel over chunks of 1,024 rows, the reads left to the hardware prefetcher
-/// (each group's G column pieces of 8 KB are sequential runs it follows).  On an Intel Ice Lake
-/// this took k = 2 76-80 -> 63-64 ms, k = 3 81-82 -> 65-66 ms and k = 4 84-90 -> 75-82 ms
-/// (n = 20,000, 2 threads, min-median of 6 interleaved rounds; the 8-sum read of the triangle
-/// 66-68 ms), while on Zen 5 long chunks without software prefetch (then in two passes of the
-/// 6 x 2 kernel; the one-pass kernels were not measured there) were no better than the
+/// the G columns from L1, while each pass prefetches part of the next group (with software
+/// prefetch); the last w % G columns go one at a time.  Storage other than Scalar (float) is widened G columns at a
+/// time. Shapes: one right-hand side (memory-bound) G = 4 columns x 2 packets of rows per step, over whole columns for
+/// double storage (four sequential streams the hardware prefetcher follows; acc and v stay in L2 up to n ≈ 30,000:
+/// 0.68x -> 0.96x of a plain read of the triangle on Zen 5) and in software-prefetched chunks of 128 rows for float
+/// (widened through scratch); more (compute-bound) G = 6 columns x 1 packet x 2 right-hand sides in chunks of 128 rows
+/// (on Zen 5 the fastest of 128/256/384/512 at k = 10 for float storage and within noise of the best for double;
+/// benchmarks/bench_gram.cpp). With `long_chunks` (Scalar and Storage double, k ≥ 2) the chunks are 512 rows long and
+/// not prefetched in software: each group's G column pieces of 4 KB are sequential runs the hardware prefetcher
+/// follows, and k = 3 and 4 go in one pass of G = 4 and 3 columns, so no column is read twice.
+/// On an Intel Ice Lake (n = 20,000, 2 threads, min / median of 6 interleaved rounds, the 8-sum
+/// read of the triangle 71-76 ms) this took k = 2 81 / 84 -> 65 / 66 ms, k = 3 88 / 92 -> 73 / 73,
+/// k = 4 90 / 93 -> 77 / 85, k = 10 141 / 169 -> 124 / 135 and k = 16 194 / 213 -> 176 / 187,
+/// while on Zen 5 long chunks without software prefetch (then 512-4,096 rows in two passes of
+/// the 6 x 2 kernel; the one-pass kernels only on prefetched short chunks there) were no better than the
 /// prefetched 128-row ones (k = 4 within the noise, k = 10 2-35% slower): long_chunks_pay()
 /// picks them everywhere but on AMD.  The choice changes the order of the sums, not their terms.
 template <class Scalar, class Storage>
@@ -309,33 +315,49 @@ void accumulate_block_column(const Storage* r, Eigen::Index c1, Eigen::Index c0,
                              const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& v,
                              Eigen::Ref<Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>> acc,
                              GramScratch<Scalar>& scratch, bool long_chunks) {
-  constexpr bool same = std::is_same_v<Storage, Scalar>;
+  constexpr bool same = std::is_same_v<Storage, Scalar>, all_double = same && std::is_same_v<Scalar, double>;
   constexpr Eigen::Index one_column_chunk = same ? 0 : 128;  // k = 1: whole columns, prefetched chunks for float
   constexpr bool one_column_prefetch = !same;
   const Eigen::Index k = v.cols();
   if (k == 1)
     return accumulate_block_column_tiled<4, 1, 2, one_column_chunk, one_column_prefetch>(r, c1, c0, w, v, acc, scratch);
-  if constexpr (same)
+  if constexpr (all_double)  // (measured with double only)
     if (long_chunks) {
-      if (k == 2) return accumulate_block_column_tiled<6, 2, 1, 1024, false>(r, c1, c0, w, v, acc, scratch);
-      if (k == 3) return accumulate_block_column_tiled<4, 3, 1, 1024, false>(r, c1, c0, w, v, acc, scratch);
-      if (k == 4) return accumulate_block_column_tiled<3, 4, 1, 1024, false>(r, c1, c0, w, v, acc, scratch);
+      if (k == 3) return accumulate_block_column_tiled<4, 3, 1, 512, false>(r, c1, c0, w, v, acc, scratch);
+      if (k == 4) return accumulate_block_column_tiled<3, 4, 1, 512, false>(r, c1, c0, w, v, acc, scratch);
+      return accumulate_block_column_tiled<6, 2, 1, 512, false>(r, c1, c0, w, v, acc, scratch);
     }
   accumulate_block_column_tiled<6, 2, 1, 128, true>(r, c1, c0, w, v, acc, scratch);
 }
 
-/// Whether accumulate_block_column's long_chunks pay on this processor: not on AMD (measured on
-/// Zen 5), yes elsewhere (measured on Intel; other processors unmeasured).
+/// The processor's vendor string from cpuid ("GenuineIntel", "AuthenticAMD", ...); empty where
+/// it cannot be read (other architectures and compilers).
+inline std::string cpu_vendor() {
+  unsigned regs[4] = {0, 0, 0, 0};  // eax, ebx, ecx, edx of leaf 0
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+  if (!__get_cpuid(0, &regs[0], &regs[1], &regs[2], &regs[3])) return {};
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+  int r[4];
+  __cpuid(r, 0);
+  for (int i = 0; i < 4; ++i) regs[i] = static_cast<unsigned>(r[i]);
+#else
+  return {};
+#endif
+  char vendor[12];
+  std::memcpy(vendor, &regs[1], 4);
+  std::memcpy(vendor + 4, &regs[3], 4);
+  std::memcpy(vendor + 8, &regs[2], 4);
+  return std::string(vendor, 12);
+}
+
+/// Whether accumulate_block_column's long_chunks pay on this processor: not on AMD (or its Zen
+/// licensee Hygon; measured on Zen 5), yes elsewhere (measured on Intel; others unmeasured).
 inline bool long_chunks_pay() {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
   static const bool pay = [] {
-    __builtin_cpu_init();
-    return !__builtin_cpu_is("amd");
+    const std::string vendor = cpu_vendor();
+    return vendor != "AuthenticAMD" && vendor != "HygonGenuine";
   }();
   return pay;
-#else
-  return true;
-#endif
 }
 
 /// Averages the diagonal w x w block of a tile G(0:c1, c0:c1) with its transpose: tiles come from
