@@ -294,22 +294,28 @@ void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Ind
 /// G columns whose entries are read from memory once and used for both products in
 /// gram_micro_kernel; the k right-hand sides go in passes of at most KB, later passes re-reading
 /// the G columns from L1, while each pass prefetches part of the next group (with software
-/// prefetch); the last w % G columns go one at a time.  Storage other than Scalar (float) is widened G columns at a
-/// time. Shapes: one right-hand side (memory-bound) G = 4 columns x 2 packets of rows per step, over whole columns for
-/// double storage (four sequential streams the hardware prefetcher follows; acc and v stay in L2 up to n ≈ 30,000:
-/// 0.68x -> 0.96x of a plain read of the triangle on Zen 5) and in software-prefetched chunks of 128 rows for float
-/// (widened through scratch); more (compute-bound) G = 6 columns x 1 packet x 2 right-hand sides in chunks of 128 rows
-/// (on Zen 5 the fastest of 128/256/384/512 at k = 10 for float storage and within noise of the best for double;
-/// benchmarks/bench_gram.cpp). With `long_chunks` (Scalar and Storage double, k ≥ 2) the chunks are 512 rows long and
-/// not prefetched in software: each group's G column pieces of 4 KB are sequential runs the hardware prefetcher
-/// follows, and k = 3 and 4 go in one pass of G = 4 and 3 columns, so no column is read twice.
-/// On an Intel Ice Lake (n = 20,000, 2 threads, min / median of 6 interleaved rounds, the 8-sum
-/// read of the triangle 71-76 ms) this took k = 2 81 / 84 -> 65 / 66 ms, k = 3 88 / 92 -> 73 / 73,
-/// k = 4 90 / 93 -> 77 / 85, k = 10 141 / 169 -> 124 / 135 and k = 16 194 / 213 -> 176 / 187,
-/// while on Zen 5 long chunks without software prefetch (then 512-4,096 rows in two passes of
-/// the 6 x 2 kernel; the one-pass kernels only on prefetched short chunks there) were no better than the
-/// prefetched 128-row ones (k = 4 within the noise, k = 10 2-35% slower): long_chunks_pay()
-/// picks them everywhere but on AMD.  The choice changes the order of the sums, not their terms.
+/// prefetch); the last w % G columns go one at a time.  Storage other than Scalar (float) is
+/// widened G columns at a time.
+///
+/// Shapes: one right-hand side (memory-bound) G = 4 columns x 2 packets of rows per step, over
+/// whole columns for double storage (four sequential streams the hardware prefetcher follows; acc
+/// and v stay in L2 up to n ≈ 30,000: 0.68x -> 0.96x of a plain read of the triangle on Zen 5) and
+/// in software-prefetched chunks of 128 rows for float (widened through scratch); more
+/// (compute-bound) G = 6 columns x 1 packet x 2 right-hand sides in chunks of 128 rows (on Zen 5
+/// the fastest of 128/256/384/512 at k = 10 for float storage and within noise of the best for
+/// double; benchmarks/bench_gram.cpp).
+///
+/// With `long_chunks` (Scalar and Storage double, k ≥ 2) the chunks are 512 rows long and not
+/// prefetched in software: each group's G column pieces of 4 KB are sequential runs the hardware
+/// prefetcher follows, and k = 3 and 4 go in one pass of G = 4 and 3 columns, so no column is
+/// read twice.  On an Intel Ice Lake (n = 20,000, 2 threads, min / median of 6 interleaved
+/// rounds, the 8-sum read of the triangle 71-76 ms) this took k = 2 81 / 84 -> 65 / 66 ms,
+/// k = 3 88 / 92 -> 73 / 73, k = 4 90 / 93 -> 77 / 85, k = 10 141 / 169 -> 124 / 135 and
+/// k = 16 194 / 213 -> 176 / 187, while on Zen 5 long chunks without software prefetch (then
+/// 512-4,096 rows in two passes of the 6 x 2 kernel; the one-pass kernels only on prefetched
+/// short chunks there) were no better than the prefetched 128-row ones (k = 4 within the noise,
+/// k = 10 2-35% slower): long_chunks_pay() picks them everywhere but on AMD.  The choice changes
+/// the order of the sums, not their terms.
 template <class Scalar, class Storage>
 void accumulate_block_column(const Storage* r, Eigen::Index c1, Eigen::Index c0, Eigen::Index w,
                              const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& v,
