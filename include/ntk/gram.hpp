@@ -103,14 +103,23 @@ inline int thread_id() {
 #endif
 }
 
-/// Asks for the cache line holding p (a hint; nothing without GCC/Clang builtins).
+/// Asks for the cache line holding p (a hint; nothing without GCC/Clang builtins): into every
+/// cache level with Locality 3 (prefetcht0 on x86), into L2 and beyond with 2 (prefetcht1).
+template <int Locality = 3>
 inline void prefetch_line(const char* p) {
 #if defined(__GNUC__)
-  __builtin_prefetch(p);
+  __builtin_prefetch(p, 0, Locality);
 #else
   (void)p;
 #endif
 }
+
+/// How accumulate_block_column_tiled brings in the next column group while it computes this one.
+enum class NextGroup {
+  hardware,   ///< not in software: the chunks are long runs the hardware prefetcher follows
+  l1_bursts,  ///< into L1: whole columns before each pass, and two columns row by row inside it
+  l2_rows,    ///< into L2 (prefetcht1), row by row only: columns p and p + passes in pass p
+};
 
 /// The register-blocked micro-kernel of accumulate_block_column, for G stored columns j (G ≥ 1),
 /// KB right-hand sides and `rows` consecutive rows i of one chunk (R(i, j) at r[i + j·ld]):
@@ -121,10 +130,11 @@ inline void prefetch_line(const char* p) {
 /// sums each) stay in registers over all rows (G = 6, KB = 2: 24 FMAs per 10 loads and 2 stores,
 /// 30 of the 32 AVX-512 registers).  The dot products are not reduced across lanes here: each is
 /// added to its packet of partial sums at dots + (j + q·sd)·P, reduced once per block column.
-/// With Prefetch, each step also prefetches the bytes at prefetch + i·prefetch_step and
-/// prefetch_ld further (rows of the columns read next; see accumulate_block_column_tiled): both
-/// must be addresses inside the stored block column.  v/acc are column-major with strides sv/sa.
-template <class Scalar, int G, int KB, int M, bool Dot, bool Prefetch>
+/// Unless Fetch is NextGroup::hardware, each step also prefetches the bytes at prefetch +
+/// i·prefetch_step and prefetch_ld further (rows of the columns read next; see
+/// accumulate_block_column_tiled), into L2 with NextGroup::l2_rows, else into L1: both must be
+/// addresses inside the stored block column.  v/acc are column-major with strides sv/sa.
+template <class Scalar, int G, int KB, int M, bool Dot, NextGroup Fetch>
 void gram_micro_kernel(const Scalar* r, Eigen::Index ld, Eigen::Index rows, const Scalar* v_row, const Scalar* v_col,
                        Eigen::Index sv, Scalar* acc_row, Eigen::Index sa, Scalar* dots, Eigen::Index sd,
                        const char* prefetch, Eigen::Index prefetch_step, Eigen::Index prefetch_ld) {
@@ -138,16 +148,17 @@ void gram_micro_kernel(const Scalar* r, Eigen::Index ld, Eigen::Index rows, cons
       b[g][q] = Eigen::internal::pset1<Packet>(v_col[g + q * sv]);
       dot[g][q] = Eigen::internal::pset1<Packet>(Scalar(0));
     }
-  // M packets of rows from row i.  (The prefetches depend on nothing but Prefetch: a run-time
+  // M packets of rows from row i.  (The prefetches depend on nothing but Fetch: a run-time
   // branch here makes GCC keep the dot products in memory.)
   auto rows_step = [&](auto m_tag, Eigen::Index i) {
     constexpr int MM = decltype(m_tag)::value;
     Packet x[std::size_t{MM}][std::size_t{G}];
     for (int m = 0; m < MM; ++m)
       for (int g = 0; g < G; ++g) x[m][g] = Eigen::internal::ploadu<Packet>(r + i + m * P + g * ld);
-    if constexpr (Prefetch) {
-      prefetch_line(prefetch + i * prefetch_step);
-      prefetch_line(prefetch + i * prefetch_step + prefetch_ld);
+    if constexpr (Fetch != NextGroup::hardware) {
+      constexpr int locality = Fetch == NextGroup::l2_rows ? 2 : 3;
+      prefetch_line<locality>(prefetch + i * prefetch_step);
+      prefetch_line<locality>(prefetch + i * prefetch_step + prefetch_ld);
     }
     for (int q = 0; q < KB; ++q) {
       for (int m = 0; m < MM; ++m) {
@@ -185,11 +196,11 @@ void gram_micro_kernel(const Scalar* r, Eigen::Index ld, Eigen::Index rows, cons
 }
 
 /// gram_micro_kernel with the number of right-hand sides kb (1 .. KB) as a template argument.
-template <class Scalar, int G, int KB, int M, bool Dot, bool Prefetch, class... Args>
+template <class Scalar, int G, int KB, int M, bool Dot, NextGroup Fetch, class... Args>
 void gram_micro_kernel_kb(int kb, Args... args) {
   if constexpr (KB > 1)
-    if (kb < KB) return gram_micro_kernel_kb<Scalar, G, KB - 1, M, Dot, Prefetch>(kb, args...);
-  gram_micro_kernel<Scalar, G, KB, M, Dot, Prefetch>(args...);
+    if (kb < KB) return gram_micro_kernel_kb<Scalar, G, KB - 1, M, Dot, Fetch>(kb, args...);
+  gram_micro_kernel<Scalar, G, KB, M, Dot, Fetch>(args...);
 }
 
 /// Scratch memory of one thread in PackedGram::apply.
@@ -201,9 +212,8 @@ struct GramScratch {
 
 /// accumulate_block_column with column groups of G, passes of at most KB right-hand sides, steps
 /// of M packets of rows and chunks of chunk_rows rows (chunk_rows = 0: whole columns, Storage =
-/// Scalar only); with software_prefetch the next column group is prefetched while this one
-/// computes, else the reads are left to the hardware prefetcher.
-template <int G, int KB, int M, Eigen::Index chunk_rows, bool software_prefetch, class Scalar, class Storage>
+/// Scalar only); Fetch says how the next column group is brought in while this one computes.
+template <int G, int KB, int M, Eigen::Index chunk_rows, NextGroup Fetch, class Scalar, class Storage>
 void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Index c0, Eigen::Index w,
                                    const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& v,
                                    Eigen::Ref<Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>> acc,
@@ -250,26 +260,28 @@ void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Ind
       }
       for (Eigen::Index p = 0, q0 = 0; p < passes; ++p) {
         const int kb = static_cast<int>((k - q0) / (passes - p));  // near-equal passes of <= KB
-        // The next group is prefetched while this one computes, spread over the passes: before pass
-        // p, its columns p·c/passes .. (p + 1)·c/passes − 1 whole (c = next_columns); with more than
-        // one right-hand side, also columns p and p + passes row by row inside the pass (both
-        // together measured fastest at k = 4 and 10; at k = 1 the first alone).  Where nothing
-        // is to be prefetched the kernel re-touches this group: a no-op.
-        if constexpr (software_prefetch)
+        // The next group is prefetched while this one computes, spread over the passes.  With
+        // NextGroup::l1_bursts, before pass p its columns p·c/passes .. (p + 1)·c/passes − 1 whole
+        // (c = next_columns); with more than one right-hand side, also (l2_rows: only) columns p
+        // and p + passes row by row inside the pass (l1_bursts: both together measured fastest at
+        // k = 4 and 10 on 128-row chunks; at k = 1 the first alone; l2_rows covers all G = 6
+        // columns from 3 passes on).  Where nothing is to be prefetched the kernel re-touches
+        // this group: a no-op.
+        if constexpr (Fetch == NextGroup::l1_bursts)
           for (Eigen::Index c = p * next_columns / passes; c < (p + 1) * next_columns / passes; ++c)
             for (Eigen::Index byte = 0; byte < rows * step; byte += 64) prefetch_line(next + c * column_bytes + byte);
-        const bool rowwise = software_prefetch && KB > 1 && p < next_columns;
+        const bool rowwise = Fetch != NextGroup::hardware && KB > 1 && p < next_columns;
         const char* pf = rowwise ? next + p * column_bytes : here;
         const Eigen::Index pf_ld = rowwise && p + passes < next_columns ? passes * column_bytes : 0;
         const Scalar* v_col = v.data() + c0 + j + q0 * sv;
         if (lower > 0)
-          gram_micro_kernel_kb<Scalar, g, KB, M, true, software_prefetch>(kb, chunk, ld, lower, v.data() + r0 + q0 * sv,
-                                                                          v_col, sv, acc.data() + r0 + q0 * sa, sa,
-                                                                          dots + (j + q0 * w) * P, w, pf, step, pf_ld);
+          gram_micro_kernel_kb<Scalar, g, KB, M, true, Fetch>(kb, chunk, ld, lower, v.data() + r0 + q0 * sv, v_col, sv,
+                                                              acc.data() + r0 + q0 * sa, sa, dots + (j + q0 * w) * P, w,
+                                                              pf, step, pf_ld);
         if (lower < rows)
-          gram_micro_kernel_kb<Scalar, g, KB, M, false, software_prefetch>(
-              kb, chunk + lower, ld, rows - lower, v.data(), v_col, sv, acc.data() + r0 + lower + q0 * sa, sa, dots, w,
-              pf + lower * step, step, pf_ld);
+          gram_micro_kernel_kb<Scalar, g, KB, M, false, Fetch>(kb, chunk + lower, ld, rows - lower, v.data(), v_col, sv,
+                                                               acc.data() + r0 + lower + q0 * sa, sa, dots, w,
+                                                               pf + lower * step, step, pf_ld);
         q0 += kb;
       }
     };
@@ -305,17 +317,19 @@ void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Ind
 /// the fastest of 128/256/384/512 at k = 10 for float storage and within noise of the best for
 /// double; benchmarks/bench_gram.cpp).
 ///
-/// With `long_chunks` (Scalar and Storage double, k ≥ 2) the chunks are 512 rows long and not
-/// prefetched in software: each group's G column pieces of 4 KB are sequential runs the hardware
-/// prefetcher follows, and k = 3 and 4 go in one pass of G = 4 and 3 columns, so no column is
-/// read twice.  On an Intel Ice Lake (n = 20,000, 2 threads, min / median of 6 interleaved
-/// rounds, the 8-sum read of the triangle 71-76 ms) this took k = 2 81 / 84 -> 65 / 66 ms,
-/// k = 3 88 / 92 -> 73 / 73, k = 4 90 / 93 -> 77 / 85, k = 10 141 / 169 -> 124 / 135 and
-/// k = 16 194 / 213 -> 176 / 187, while on Zen 5 long chunks without software prefetch (then
-/// 512-4,096 rows in two passes of the 6 x 2 kernel; the one-pass kernels only on prefetched
-/// short chunks there) were no better than the prefetched 128-row ones (k = 4 within the noise,
-/// k = 10 2-35% slower): long_chunks_pay() picks them everywhere but on AMD.  The choice changes
-/// the order of the sums, not their terms.
+/// With `long_chunks` (Scalar and Storage double, k ≥ 2) the chunks are 512 rows long: each
+/// group's G column pieces of 4 KB are sequential runs the hardware prefetcher follows, and k = 3
+/// and 4 go in one pass of G = 4 and 3 columns, so no column is read twice.  For k ≥ 5 (three or
+/// more passes over each group) the next group is also prefetched into L2 row by row during the
+/// passes (NextGroup::l2_rows), so that its reads overlap this group's arithmetic.  On an Intel Ice Lake (n = 20,000, 2
+/// threads, min / median of 6 interleaved rounds, the 8-sum read of the triangle 71-76 ms) this took k = 2 81 / 84 ->
+/// 65 / 66 ms, k = 3 88 / 92 -> 73 / 73, k = 4 90 / 93 -> 77 / 85, k = 10 141 / 169 -> 124 / 135 and k = 16 194 / 213
+/// -> 176 / 187, while on Zen 5 long chunks without software prefetch (then 512-4,096 rows in two passes of the 6 x 2
+/// kernel; the one-pass kernels only on prefetched short chunks there) were no better than the prefetched 128-row ones
+/// (k = 4 within the noise, k = 10 2-35% slower): long_chunks_pay() picks them everywhere but on AMD.  The choice
+/// changes the order of the sums, not their terms.  The L2 prefetch for k ≥ 5 then took k = 10 115 / 130
+/// -> 104 / 114 ms and k = 16 156 / 195 -> 145 / 159 (8 interleaved rounds, same host); the L1
+/// bursts as well made k = 10 slower (134-150 ms), row by row into L1 gained less (111 / 115).
 template <class Scalar, class Storage>
 void accumulate_block_column(const Storage* r, Eigen::Index c1, Eigen::Index c0, Eigen::Index w,
                              const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& v,
@@ -323,17 +337,19 @@ void accumulate_block_column(const Storage* r, Eigen::Index c1, Eigen::Index c0,
                              GramScratch<Scalar>& scratch, bool long_chunks) {
   constexpr bool same = std::is_same_v<Storage, Scalar>, all_double = same && std::is_same_v<Scalar, double>;
   constexpr Eigen::Index one_column_chunk = same ? 0 : 128;  // k = 1: whole columns, prefetched chunks for float
-  constexpr bool one_column_prefetch = !same;
+  constexpr NextGroup one_column_fetch = same ? NextGroup::hardware : NextGroup::l1_bursts;
   const Eigen::Index k = v.cols();
   if (k == 1)
-    return accumulate_block_column_tiled<4, 1, 2, one_column_chunk, one_column_prefetch>(r, c1, c0, w, v, acc, scratch);
+    return accumulate_block_column_tiled<4, 1, 2, one_column_chunk, one_column_fetch>(r, c1, c0, w, v, acc, scratch);
   if constexpr (all_double)  // (measured with double only)
     if (long_chunks) {
-      if (k == 3) return accumulate_block_column_tiled<4, 3, 1, 512, false>(r, c1, c0, w, v, acc, scratch);
-      if (k == 4) return accumulate_block_column_tiled<3, 4, 1, 512, false>(r, c1, c0, w, v, acc, scratch);
-      return accumulate_block_column_tiled<6, 2, 1, 512, false>(r, c1, c0, w, v, acc, scratch);
+      constexpr auto hardware = NextGroup::hardware;
+      if (k == 2) return accumulate_block_column_tiled<6, 2, 1, 512, hardware>(r, c1, c0, w, v, acc, scratch);
+      if (k == 3) return accumulate_block_column_tiled<4, 3, 1, 512, hardware>(r, c1, c0, w, v, acc, scratch);
+      if (k == 4) return accumulate_block_column_tiled<3, 4, 1, 512, hardware>(r, c1, c0, w, v, acc, scratch);
+      return accumulate_block_column_tiled<6, 2, 1, 512, NextGroup::l2_rows>(r, c1, c0, w, v, acc, scratch);
     }
-  accumulate_block_column_tiled<6, 2, 1, 128, true>(r, c1, c0, w, v, acc, scratch);
+  accumulate_block_column_tiled<6, 2, 1, 128, NextGroup::l1_bursts>(r, c1, c0, w, v, acc, scratch);
 }
 
 /// The processor's vendor string from cpuid ("GenuineIntel", "AuthenticAMD", ...); empty where
