@@ -150,14 +150,16 @@ TEST_CASE("Gram operators: a block column's product is the same with long chunks
   // diagonal block at row 0, at a chunk boundary (512) and inside chunks (701, 1402); widths and
   // chunk tails (701, 589, 189, 77, 53 rows) leave row tails for any packet size up to 8 and
   // column tails for groups of 3, 4 and 6; k = 1 to 5 reaches every kernel shape of both orders,
-  // k = 10 the long order's five passes that prefetch the next group.
+  // k = 5, 10 and 16 the long order's 3, 5 and 8 passes with the L2 prefetch of the next group
+  // (8 > 6 columns: its last passes prefetch nothing).  In builds with assertions, every
+  // prefetched address is checked to lie in the block column.
   const Index n = 2101;
   const Matrix a = normal_matrix(n, n, 61);
   const Matrix g = a + a.transpose();
   for (const auto& [c0, c1] : {std::pair<Index, Index>{0, 701}, {512, 1101}, {701, 1402}, {1402, 2101}}) {
     const Index w = c1 - c0;
     const Matrix r = g.block(0, c0, c1, w);
-    for (const Index k : {1, 2, 3, 4, 5, 10}) {
+    for (const Index k : {1, 2, 3, 4, 5, 10, 16}) {
       const Matrix wide = normal_matrix(n + 5, k, 62);
       const auto v = wide.topRows(n);
       Matrix expected = Matrix::Zero(n, k);

@@ -107,6 +107,7 @@ inline int thread_id() {
 /// cache level with Locality 3 (prefetcht0 on x86), into L2 and beyond with 2 (prefetcht1).
 template <int Locality = 3>
 inline void prefetch_line(const char* p) {
+  static_assert(Locality >= 0 && Locality <= 3, "prefetch locality is 0 .. 3");
 #if defined(__GNUC__)
   __builtin_prefetch(p, 0, Locality);
 #else
@@ -117,7 +118,7 @@ inline void prefetch_line(const char* p) {
 /// How accumulate_block_column_tiled brings in the next column group while it computes this one.
 enum class NextGroup {
   hardware,   ///< not in software: the chunks are long runs the hardware prefetcher follows
-  l1_bursts,  ///< into L1: whole columns before each pass, and two columns row by row inside it
+  l1_bursts,  ///< into L1: whole column pieces spread over the passes, and (KB > 1) two row by row
   l2_rows,    ///< into L2 (prefetcht1), row by row only: columns p and p + passes in pass p
 };
 
@@ -223,6 +224,7 @@ void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Ind
   const Eigen::Index passes = (k + KB - 1) / KB;
   constexpr Eigen::Index step = sizeof(Storage);  // bytes per row
   const Eigen::Index column_bytes = c1 * step;
+  [[maybe_unused]] const char* begin = reinterpret_cast<const char*>(r);  // the block column's bytes: w · column_bytes
   static_assert(chunk_rows > 0 || std::is_same_v<Storage, Scalar>, "whole columns need Storage = Scalar");
   const Eigen::Index height = chunk_rows > 0 ? chunk_rows : c1;  // rows per chunk
   if constexpr (!std::is_same_v<Storage, Scalar>) scratch.widened.resize(chunk_rows, G);
@@ -273,6 +275,11 @@ void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Ind
         const bool rowwise = Fetch != NextGroup::hardware && KB > 1 && p < next_columns;
         const char* pf = rowwise ? next + p * column_bytes : here;
         const Eigen::Index pf_ld = rowwise && p + passes < next_columns ? passes * column_bytes : 0;
+        // Every prefetched byte lies in this block column (the kernels prefetch below pf + rows·step
+        // and pf_ld further; the bursts whole pieces of the next group).
+        eigen_assert(pf >= begin && (pf - begin) + rows * step + pf_ld <= w * column_bytes);
+        eigen_assert(next_columns == 0 ||
+                     (next - begin) + (next_columns - 1) * column_bytes + rows * step <= w * column_bytes);
         const Scalar* v_col = v.data() + c0 + j + q0 * sv;
         if (lower > 0)
           gram_micro_kernel_kb<Scalar, g, KB, M, true, Fetch>(kb, chunk, ld, lower, v.data() + r0 + q0 * sv, v_col, sv,
@@ -319,17 +326,20 @@ void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Ind
 ///
 /// With `long_chunks` (Scalar and Storage double, k ≥ 2) the chunks are 512 rows long: each
 /// group's G column pieces of 4 KB are sequential runs the hardware prefetcher follows, and k = 3
-/// and 4 go in one pass of G = 4 and 3 columns, so no column is read twice.  For k ≥ 5 (three or
-/// more passes over each group) the next group is also prefetched into L2 row by row during the
-/// passes (NextGroup::l2_rows), so that its reads overlap this group's arithmetic.  On an Intel Ice Lake (n = 20,000, 2
-/// threads, min / median of 6 interleaved rounds, the 8-sum read of the triangle 71-76 ms) this took k = 2 81 / 84 ->
-/// 65 / 66 ms, k = 3 88 / 92 -> 73 / 73, k = 4 90 / 93 -> 77 / 85, k = 10 141 / 169 -> 124 / 135 and k = 16 194 / 213
-/// -> 176 / 187, while on Zen 5 long chunks without software prefetch (then 512-4,096 rows in two passes of the 6 x 2
-/// kernel; the one-pass kernels only on prefetched short chunks there) were no better than the prefetched 128-row ones
-/// (k = 4 within the noise, k = 10 2-35% slower): long_chunks_pay() picks them everywhere but on AMD.  The choice
-/// changes the order of the sums, not their terms.  The L2 prefetch for k ≥ 5 then took k = 10 115 / 130
-/// -> 104 / 114 ms and k = 16 156 / 195 -> 145 / 159 (8 interleaved rounds, same host); the L1
-/// bursts as well made k = 10 slower (134-150 ms), row by row into L1 gained less (111 / 115).
+/// and 4 go in one pass of G = 4 and 3 columns, so no column is read twice.  On an Intel Ice Lake
+/// (n = 20,000, 2 threads, min / median of 6 interleaved rounds, the 8-sum read of the triangle
+/// 71-76 ms) this took k = 2 81 / 84 -> 65 / 66 ms, k = 3 88 / 92 -> 73 / 73, k = 4 90 / 93 ->
+/// 77 / 85, k = 10 141 / 169 -> 124 / 135 and k = 16 194 / 213 -> 176 / 187, while on Zen 5 long
+/// chunks without software prefetch (then 512-4,096 rows in two passes of the 6 x 2 kernel; the
+/// one-pass kernels only on prefetched short chunks there) were no better than the prefetched
+/// 128-row ones (k = 4 within the noise, k = 10 2-35% slower): long_chunks_pay() picks them
+/// everywhere but on AMD.  The choice changes the order of the sums, not their terms.
+///
+/// For k ≥ 5 (three or more passes over each group) the long chunks also prefetch the next group
+/// into L2, row by row during the passes (NextGroup::l2_rows), so that its reads overlap this
+/// group's arithmetic: on the same host (6 interleaved rounds, the read 70-77 ms) k = 10 went
+/// 127 / 137 -> 114 / 120 ms and k = 16 169 / 183 -> 161 / 171.  In shorter runs of variants the
+/// L1 bursts as well made k = 10 slower than no prefetch, and rows into L1 gained less.
 template <class Scalar, class Storage>
 void accumulate_block_column(const Storage* r, Eigen::Index c1, Eigen::Index c0, Eigen::Index w,
                              const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& v,
