@@ -248,6 +248,9 @@ void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Ind
         next = reinterpret_cast<const char*>(r + r0 + height);
         next_columns = std::min<Eigen::Index>(G, w);
       }
+      // The next group's pieces (rows bytes of each column) lie in this block column.
+      eigen_assert(next_columns == 0 ||
+                   (next - begin) + (next_columns - 1) * column_bytes + rows * step <= w * column_bytes);
       const Scalar* chunk;
       Eigen::Index ld;
       if constexpr (std::is_same_v<Storage, Scalar>) {
@@ -276,10 +279,8 @@ void accumulate_block_column_tiled(const Storage* r, Eigen::Index c1, Eigen::Ind
         const char* pf = rowwise ? next + p * column_bytes : here;
         const Eigen::Index pf_ld = rowwise && p + passes < next_columns ? passes * column_bytes : 0;
         // Every prefetched byte lies in this block column (the kernels prefetch below pf + rows·step
-        // and pf_ld further; the bursts whole pieces of the next group).
+        // and pf_ld further).
         eigen_assert(pf >= begin && (pf - begin) + rows * step + pf_ld <= w * column_bytes);
-        eigen_assert(next_columns == 0 ||
-                     (next - begin) + (next_columns - 1) * column_bytes + rows * step <= w * column_bytes);
         const Scalar* v_col = v.data() + c0 + j + q0 * sv;
         if (lower > 0)
           gram_micro_kernel_kb<Scalar, g, KB, M, true, Fetch>(kb, chunk, ld, lower, v.data() + r0 + q0 * sv, v_col, sv,
