@@ -47,8 +47,9 @@ std::string temp_path(const char* name) {
   return std::string("/tmp/ntk_test_") + name + "_" + std::to_string(reinterpret_cast<std::uintptr_t>(&relu3));
 }
 
-/// For each (n, block) shape, thread count and k: a random symmetric g with no structure (entries
-/// of both signs, every one of them counts) stored in a PackedGram of double and one of float, and
+/// For each (n, block) shape, thread count, layout (column-major and 512-row panels) and k: a random
+/// symmetric g with no structure (entries of both signs, every one of them counts) stored in a
+/// PackedGram of double and one of float, and
 /// an n x k block v with an outer stride other than n; calls check(g, g_float, v, out, out_float)
 /// with the two products (g_float: the entries float storage holds).
 template <class Check>
@@ -59,22 +60,23 @@ void packed_products(std::initializer_list<std::pair<Index, Index>> shapes, std:
     const Matrix g = a + a.transpose();
     const Matrix g_float = g.cast<float>().cast<double>();
     const auto fill = [&](Index c0, Index c1, Eigen::Ref<Matrix> out) { out = g.block(0, c0, c1, c1 - c0); };
-    for (const int threads : thread_counts) {
-      const ntk::PackedGramOptions options{block, "", false, threads};
-      ntk::PackedGram<double, double> packed(n, options);
-      packed.fill(fill);
-      ntk::PackedGram<double, float> packed_float(n, options);
-      packed_float.fill(fill);
-      for (const Index k : ks) {
-        INFO("n " << n << " block " << block << " threads " << threads << " k " << k);
-        const Matrix wide = normal_matrix(n + 3, k, seed + 1);
-        const auto v = wide.topRows(n);
-        Matrix out(n, k), out_float(n, k);
-        packed.apply(v, out);
-        packed_float.apply(v, out_float);
-        check(g, g_float, v, out, out_float);
+    for (const int threads : thread_counts)
+      for (const Index panel : {Index(0), ntk::detail::gram_panel_rows}) {
+        const ntk::PackedGramOptions options{block, "", false, threads, panel};
+        ntk::PackedGram<double, double> packed(n, options);
+        packed.fill(fill);
+        ntk::PackedGram<double, float> packed_float(n, options);
+        packed_float.fill(fill);
+        for (const Index k : ks) {
+          INFO("n " << n << " block " << block << " threads " << threads << " panel " << panel << " k " << k);
+          const Matrix wide = normal_matrix(n + 3, k, seed + 1);
+          const auto v = wide.topRows(n);
+          Matrix out(n, k), out_float(n, k);
+          packed.apply(v, out);
+          packed_float.apply(v, out_float);
+          check(g, g_float, v, out, out_float);
+        }
       }
-    }
   }
 }
 
@@ -151,27 +153,39 @@ TEST_CASE("Gram operators: a block column's product is the same with long chunks
   // chunk tails (701, 589, 189, 77, 53 rows) leave row tails for any packet size up to 8 and
   // column tails for groups of 3, 4 and 6; k = 1 to 5 reaches every kernel shape of both orders,
   // k = 5, 10 and 16 the long order's 3, 5 and 8 passes with the L2 prefetch of the next group
-  // (8 > 6 columns: its last passes prefetch nothing).  In builds with assertions, every
-  // prefetched address is checked to lie in the block column.
+  // (8 > 6 columns: its last passes prefetch nothing).  Layouts: one column-major matrix
+  // (MatrixFreeGram's tiles) and PackedGram's panels of 512 rows, whose last panel (189, 77, 378
+  // and 53 rows) has its own column stride, and of 1,024 (chunks of both orders inside a panel,
+  // the next chunk in another).  In builds with assertions, every prefetched address is checked to
+  // lie in the block column.
   const Index n = 2101;
   const Matrix a = normal_matrix(n, n, 61);
   const Matrix g = a + a.transpose();
   for (const auto& [c0, c1] : {std::pair<Index, Index>{0, 701}, {512, 1101}, {701, 1402}, {1402, 2101}}) {
     const Index w = c1 - c0;
     const Matrix r = g.block(0, c0, c1, w);
+    std::vector<std::pair<ntk::detail::BlockLayout, std::vector<double>>> layouts;
+    for (const Index panel : {Index(0), Index(512), Index(1024)}) {
+      const ntk::detail::BlockLayout layout{c1, w, panel};
+      std::vector<double> stored(static_cast<std::size_t>(c1 * w), std::numeric_limits<double>::quiet_NaN());
+      for (Index j = 0; j < w; ++j)
+        for (Index i = 0; i < c1; ++i) stored[layout.offset(i, j)] = r(i, j);
+      layouts.emplace_back(layout, std::move(stored));
+    }
     for (const Index k : {1, 2, 3, 4, 5, 10, 16}) {
       const Matrix wide = normal_matrix(n + 5, k, 62);
       const auto v = wide.topRows(n);
       Matrix expected = Matrix::Zero(n, k);
       expected.topRows(c1) += r * v.middleRows(c0, w);
       expected.middleRows(c0, w) += r.topRows(c0).transpose() * v.topRows(c0);
-      for (const bool long_chunks : {false, true}) {
-        INFO("c0 " << c0 << " k " << k << " long chunks " << long_chunks);
-        Matrix acc = Matrix::Zero(n, k);
-        ntk::detail::GramScratch<double> scratch;
-        ntk::detail::accumulate_block_column<double, double>(r.data(), c1, c0, w, v, acc, scratch, long_chunks);
-        CHECK(relative(acc, expected) <= 1e-13);
-      }
+      for (const bool long_chunks : {false, true})
+        for (const auto& [layout, stored] : layouts) {  // (an entry the layout maps nowhere stays NaN)
+          INFO("c0 " << c0 << " k " << k << " long chunks " << long_chunks << " panel " << layout.panel);
+          Matrix acc = Matrix::Zero(n, k);
+          ntk::detail::GramScratch<double> scratch;
+          ntk::detail::accumulate_block_column<double, double>(stored.data(), layout, c0, v, acc, scratch, long_chunks);
+          CHECK(relative(acc, expected) <= 1e-13);
+        }
     }
   }
 }
@@ -179,15 +193,17 @@ TEST_CASE("Gram operators: a block column's product is the same with long chunks
 TEST_CASE("Gram operators: packed columns are the stored entries, from every block column") {
   // Column j comes from its own block column (rows 0 .. c1 - 1) and from row j of every later one:
   // pivots on both sides of block boundaries, the first and last, and a repeated one, with 1-3
-  // threads; double storage gives the entries exactly, float the float-rounded ones.
-  for (const auto& [n, block] : {std::pair<Index, Index>{7, 512}, {301, 37}, {301, 64}, {1001, 512}}) {
+  // threads, column-major block columns and panels of 512 and 1,024 rows (n = 2,101 with blocks of
+  // 701: pivots in three panels above a block column's diagonal block, and panels of 512 rows that
+  // end inside blocks); double storage gives the entries exactly, float the float-rounded ones.
+  for (const auto& [n, block] : {std::pair<Index, Index>{7, 512}, {301, 37}, {301, 64}, {1001, 512}, {2101, 701}}) {
     const Matrix a = normal_matrix(n, n, 81);
     const Matrix g = a + a.transpose();
     const auto fill = [&](Index c0, Index c1, Eigen::Ref<Matrix> out) { out = g.block(0, c0, c1, c1 - c0); };
     std::vector<Index> idx{0, n - 1, std::min(block, n - 1), std::min(block - 1, n - 1), n / 2, n / 3, 0};
-    for (const int threads : {1, 2, 3}) {
-      INFO("n " << n << " block " << block << " threads " << threads);
-      const ntk::PackedGramOptions options{block, "", false, threads};
+    for (const auto& [threads, panel] : {std::pair<int, Index>{1, 0}, {2, 512}, {3, 1024}}) {
+      INFO("n " << n << " block " << block << " threads " << threads << " panel " << panel);
+      const ntk::PackedGramOptions options{block, "", false, threads, panel};
       ntk::PackedGram<double, double> packed(n, options);
       packed.fill(fill);
       ntk::PackedGram<double, float> packed_float(n, options);
@@ -257,6 +273,19 @@ TEST_CASE("Gram operators: bad construction is rejected naming the function") {
   ntk::PackedGramOptions bad;
   bad.block = 0;
   CHECK_THROWS_AS(ntk::PackedGram<>(10, bad), std::invalid_argument);
+  // panel −1 resolves to 512, or to column-major on AMD; other valid values are kept
+  CHECK(ntk::PackedGram<>(10).options().panel == (ntk::detail::long_chunks_pay() ? 512 : 0));
+  for (const Index panel : {0, 512, 1024}) {
+    ntk::PackedGramOptions kept;
+    kept.panel = panel;
+    CHECK(ntk::PackedGram<>(10, kept).options().panel == panel);
+  }
+  for (const Index panel : {-2, 100, 1000}) {
+    ntk::PackedGramOptions bad_panel;
+    bad_panel.panel = panel;
+    CHECK(throws_with<std::invalid_argument>([&] { ntk::PackedGram<>(10, bad_panel); },
+                                             "ntk::PackedGram: panel must be"));
+  }
   CHECK_THROWS_AS(ntk::packed_gram(relu3, x, ntk::KernelKind::both), std::invalid_argument);
   ntk::PackedGramOptions nowhere;
   nowhere.file = "/nonexistent-dir/gram.bin";
